@@ -1,0 +1,95 @@
+//! Per-session salt agreement: an ephemeral X25519 exchange whose shared
+//! secret is expanded with HKDF-SHA256, bound to the session id.
+
+use hkdf::Hkdf;
+use rand_core::{CryptoRng, RngCore};
+use sha2::Sha256;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::ids::SessionId;
+use crate::secret::SecretBytes;
+use crate::CryptoError;
+
+/// HKDF info prefix for the PSI salt.
+const SALT_INFO: &[u8] = b"sotto/psi/salt/v1";
+
+/// An ephemeral X25519 key for one session (kept in the private session state
+/// between offline steps). x25519-dalek zeroizes it on drop.
+pub struct EphemeralKey(StaticSecret);
+
+impl EphemeralKey {
+    /// Generates a fresh key.
+    pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
+        Self(StaticSecret::random_from_rng(rng))
+    }
+
+    /// Restores a key saved with [`EphemeralKey::to_bytes`].
+    pub fn from_bytes(bytes: &SecretBytes<32>) -> Self {
+        Self(StaticSecret::from(*bytes.expose()))
+    }
+
+    /// The secret bytes, for the private session state.
+    pub fn to_bytes(&self) -> SecretBytes<32> {
+        SecretBytes::new(self.0.to_bytes())
+    }
+
+    /// The public key to send to the peer.
+    pub fn public(&self) -> [u8; 32] {
+        PublicKey::from(&self.0).to_bytes()
+    }
+
+    /// Derives the session salt from the peer's ephemeral public key:
+    /// `HKDF-SHA256(ikm = X25519(self, peer), info = "sotto/psi/salt/v1" || sid)`.
+    /// Refuses a peer key that yields an all-zero shared secret.
+    pub fn derive_salt(
+        &self,
+        peer_public: &[u8; 32],
+        sid: &SessionId,
+    ) -> Result<SecretBytes<32>, CryptoError> {
+        let shared = self.0.diffie_hellman(&PublicKey::from(*peer_public));
+        if !shared.was_contributory() {
+            return Err(CryptoError::BadEncoding {
+                what: "peer ephemeral key (low order point)",
+            });
+        }
+        let hkdf = Hkdf::<Sha256>::new(None, shared.as_bytes());
+        let mut info = Vec::with_capacity(SALT_INFO.len() + SessionId::LEN);
+        info.extend_from_slice(SALT_INFO);
+        info.extend_from_slice(sid.as_bytes());
+        let mut salt = [0u8; 32];
+        hkdf.expand(&info, &mut salt)
+            .map_err(|_| CryptoError::BadEncoding { what: "HKDF output length" })?;
+        Ok(SecretBytes::new(salt))
+    }
+}
+
+impl std::fmt::Debug for EphemeralKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EphemeralKey(public={}, secret=redacted)", hex::encode(self.public()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::OsRng;
+
+    #[test]
+    fn both_sides_derive_the_same_salt_bound_to_the_session() {
+        let a = EphemeralKey::generate(&mut OsRng);
+        let b = EphemeralKey::generate(&mut OsRng);
+        let sid = SessionId::from_bytes([1; 16]);
+        let salt_a = a.derive_salt(&b.public(), &sid).expect("contributory");
+        let salt_b = b.derive_salt(&a.public(), &sid).expect("contributory");
+        assert_eq!(salt_a, salt_b);
+        let other = a.derive_salt(&b.public(), &SessionId::from_bytes([2; 16])).expect("ok");
+        assert_ne!(salt_a, other);
+    }
+
+    #[test]
+    fn low_order_peer_key_is_refused() {
+        let a = EphemeralKey::generate(&mut OsRng);
+        let sid = SessionId::from_bytes([1; 16]);
+        assert!(a.derive_salt(&[0u8; 32], &sid).is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! Cryptographic building blocks of sotto, composed from audited crates.
+//!
+//! This crate owns every piece of curve arithmetic and every secret type in the
+//! project; it performs no I/O. Protocol engines call it through batch-oriented
+//! interfaces (see [`group`] and [`bls`]) so that faster backends can be put
+//! behind the same functions later.
+
+pub mod bls;
+pub mod error;
+pub mod group;
+pub mod hash;
+pub mod ids;
+pub mod identity;
+pub mod kdf;
+pub mod secret;
+
+pub use error::CryptoError;
