@@ -269,7 +269,9 @@ mod tests {
     }
 
     fn signed(secrets: &[BlsSecretKey], n: usize) -> (Vec<Vec<u8>>, Vec<SignatureBytes>) {
-        let messages: Vec<Vec<u8>> = (0..n).map(|i| format!("message {i}").into_bytes()).collect();
+        let messages: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("message {i}").into_bytes())
+            .collect();
         let sigs = messages
             .iter()
             .enumerate()
@@ -278,7 +280,11 @@ mod tests {
         (messages, sigs)
     }
 
-    fn check(publics: &[BlsPublicKey], messages: &[Vec<u8>], sigs: &[SignatureBytes]) -> Vec<usize> {
+    fn check(
+        publics: &[BlsPublicKey],
+        messages: &[Vec<u8>],
+        sigs: &[SignatureBytes],
+    ) -> Vec<usize> {
         let items: Vec<SignedItem<'_>> = messages
             .iter()
             .zip(sigs)

@@ -131,9 +131,11 @@ impl EcdhScalar {
             .map(|(chunk_index, chunk)| {
                 let mut halves = Vec::with_capacity(chunk.len());
                 for (offset, bytes) in chunk.iter().enumerate() {
-                    let point = CompressedRistretto(*bytes).decompress().ok_or(InvalidElement {
-                        index: chunk_index * CHUNK + offset,
-                    })?;
+                    let point = CompressedRistretto(*bytes)
+                        .decompress()
+                        .ok_or(InvalidElement {
+                            index: chunk_index * CHUNK + offset,
+                        })?;
                     halves.push(point * self.half);
                 }
                 Ok(encode_doubled(&halves))
@@ -196,8 +198,12 @@ mod tests {
         let (a, b) = (EcdhScalar::random(&mut rng), EcdhScalar::random(&mut rng));
         let salt = SecretBytes::new([6; 32]);
         let ids = [b"alice".to_vec(), b"bob".to_vec()];
-        let ab = b.multiply_encoded(&a.hash_and_multiply(&salt, &ids)).expect("valid");
-        let ba = a.multiply_encoded(&b.hash_and_multiply(&salt, &ids)).expect("valid");
+        let ab = b
+            .multiply_encoded(&a.hash_and_multiply(&salt, &ids))
+            .expect("valid");
+        let ba = a
+            .multiply_encoded(&b.hash_and_multiply(&salt, &ids))
+            .expect("valid");
         assert_eq!(ab, ba);
         let other_salt = a.hash_and_multiply(&SecretBytes::new([7; 32]), &ids);
         assert_ne!(a.hash_and_multiply(&salt, &ids), other_salt);
@@ -210,7 +216,10 @@ mod tests {
         let ids: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_be_bytes().to_vec()).collect();
         let mut elements = k.hash_and_multiply(&SecretBytes::new([1; 32]), &ids);
         elements[290] = [0xff; 32];
-        assert_eq!(k.multiply_encoded(&elements), Err(InvalidElement { index: 290 }));
+        assert_eq!(
+            k.multiply_encoded(&elements),
+            Err(InvalidElement { index: 290 })
+        );
     }
 
     #[test]

@@ -58,14 +58,20 @@ impl EphemeralKey {
         info.extend_from_slice(sid.as_bytes());
         let mut salt = [0u8; 32];
         hkdf.expand(&info, &mut salt)
-            .map_err(|_| CryptoError::BadEncoding { what: "HKDF output length" })?;
+            .map_err(|_| CryptoError::BadEncoding {
+                what: "HKDF output length",
+            })?;
         Ok(SecretBytes::new(salt))
     }
 }
 
 impl std::fmt::Debug for EphemeralKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EphemeralKey(public={}, secret=redacted)", hex::encode(self.public()))
+        write!(
+            f,
+            "EphemeralKey(public={}, secret=redacted)",
+            hex::encode(self.public())
+        )
     }
 }
 
@@ -82,7 +88,9 @@ mod tests {
         let salt_a = a.derive_salt(&b.public(), &sid).expect("contributory");
         let salt_b = b.derive_salt(&a.public(), &sid).expect("contributory");
         assert_eq!(salt_a, salt_b);
-        let other = a.derive_salt(&b.public(), &SessionId::from_bytes([2; 16])).expect("ok");
+        let other = a
+            .derive_salt(&b.public(), &SessionId::from_bytes([2; 16]))
+            .expect("ok");
         assert_ne!(salt_a, other);
     }
 

@@ -9,8 +9,8 @@ pub mod bls;
 pub mod error;
 pub mod group;
 pub mod hash;
-pub mod ids;
 pub mod identity;
+pub mod ids;
 pub mod kdf;
 pub mod secret;
 

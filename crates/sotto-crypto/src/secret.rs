@@ -18,11 +18,13 @@ impl<const N: usize> SecretBytes<N> {
 
     /// Copies secret bytes from a slice of exactly `N` bytes.
     pub fn from_slice(what: &'static str, bytes: &[u8]) -> Result<Self, crate::CryptoError> {
-        let array: [u8; N] = bytes.try_into().map_err(|_| crate::CryptoError::BadLength {
-            what,
-            expected: N,
-            got: bytes.len(),
-        })?;
+        let array: [u8; N] = bytes
+            .try_into()
+            .map_err(|_| crate::CryptoError::BadLength {
+                what,
+                expected: N,
+                got: bytes.len(),
+            })?;
         Ok(Self(array))
     }
 

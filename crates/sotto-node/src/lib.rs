@@ -1,1 +1,15 @@
-//! placeholder
+//! A sotto node's home directory: its name, its Ed25519 identity key, its BLS
+//! signing keys, the profiles of the peers it has pinned, and a place for
+//! protocol session state. Everything a person needs to see, back up or move
+//! a node lives here.
+
+pub mod error;
+pub mod files;
+pub mod home;
+pub mod name;
+pub mod profile;
+
+pub use error::NodeError;
+pub use home::{NodeHome, MIN_BLS_KEYS};
+pub use name::NodeName;
+pub use profile::{Profile, PublicProfile};
