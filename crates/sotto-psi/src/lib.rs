@@ -1,1 +1,17 @@
-//! placeholder
+//! Verifiable ECDH-PSI.
+//!
+//! - [`engine`]: the sans-IO protocol (handshake, signed batches, matching,
+//!   receipts). No files, no sockets.
+//! - [`wire`] and [`codec`]: the versioned binary messages.
+//! - [`table`]: reading identifier columns from CSV and writing the outputs.
+//! - [`local`]: both roles in one process (benchmarks, tests).
+//! - [`offline`]: the file-based driver: each step reads the previous file and
+//!   writes the next, with session state kept in the node home.
+
+pub mod codec;
+pub mod engine;
+pub mod error;
+pub mod table;
+pub mod wire;
+
+pub use error::{DecodeError, EngineError, Rejection, TableError};

@@ -1,0 +1,373 @@
+//! Reading identifier columns from a CSV file and writing the session's
+//! outputs. Keys are normalized (trim by default, optional case folding and
+//! Unicode NFKC), joined length-prefixed for composite keys, and
+//! de-duplicated; every row keeps a link to its distinct key so the output can
+//! list every matched row in input order.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use sotto_node::files::{AtomicFile, Visibility};
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::TableError;
+
+/// Which columns form the key and how they are normalized.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeySpec {
+    /// Column names, in key order.
+    pub columns: Vec<String>,
+    /// Strip leading and trailing whitespace.
+    pub trim: bool,
+    /// Fold case (Unicode lowercase).
+    pub casefold: bool,
+    /// Apply Unicode NFKC.
+    pub nfkc: bool,
+}
+
+/// Counts about one input file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InputStats {
+    /// Data rows (header excluded).
+    pub rows: u64,
+    /// Rows skipped because a key column is empty.
+    pub empty_key_rows: u64,
+    /// Rows whose key already occurred on an earlier row.
+    pub duplicate_rows: u64,
+    /// Distinct keys.
+    pub distinct_keys: u64,
+}
+
+/// The keys of one input file.
+pub struct KeyTable {
+    /// The file.
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes.
+    pub digest: [u8; 32],
+    /// Distinct keys in order of first occurrence.
+    pub keys: Vec<Vec<u8>>,
+    /// For every data row, the index of its key in `keys`, or `None` when the
+    /// row was skipped for an empty key.
+    pub row_keys: Vec<Option<u32>>,
+    /// Counts.
+    pub stats: InputStats,
+}
+
+fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Error) -> TableError + 'a {
+    move |source| TableError::Io {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
+fn csv_error(path: &Path, err: csv::Error) -> TableError {
+    let line = err.position().map_or(0, csv::Position::line);
+    match err.into_kind() {
+        csv::ErrorKind::UnequalLengths { pos, expected_len, len } => TableError::Ragged {
+            path: path.to_owned(),
+            line: pos.map_or(line, |p| p.line()),
+            expected: expected_len,
+            found: len,
+        },
+        csv::ErrorKind::Io(source) => TableError::Io {
+            path: path.to_owned(),
+            action: "read",
+            source,
+        },
+        other => TableError::Csv {
+            path: path.to_owned(),
+            line,
+            reason: format!("{other:?}"),
+        },
+    }
+}
+
+fn reader(bytes: &[u8]) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(bytes)
+}
+
+/// Header names of the file, checked for UTF-8.
+fn headers(path: &Path, rdr: &mut csv::Reader<&[u8]>) -> Result<Vec<String>, TableError> {
+    let raw = rdr.byte_headers().map_err(|e| csv_error(path, e))?.clone();
+    if raw.is_empty() {
+        return Err(TableError::NoHeader { path: path.to_owned() });
+    }
+    raw.iter()
+        .enumerate()
+        .map(|(i, h)| {
+            std::str::from_utf8(h).map(str::to_owned).map_err(|_| TableError::InvalidUtf8 {
+                path: path.to_owned(),
+                line: 1,
+                column: i + 1,
+                column_name: format!("header field {}", i + 1),
+            })
+        })
+        .collect()
+}
+
+fn column_indices(path: &Path, header: &[String], columns: &[String]) -> Result<Vec<usize>, TableError> {
+    columns
+        .iter()
+        .map(|c| {
+            header.iter().position(|h| h == c).ok_or_else(|| TableError::MissingColumn {
+                path: path.to_owned(),
+                column: c.clone(),
+                available: header.join(", "),
+            })
+        })
+        .collect()
+}
+
+fn normalize(value: &str, spec: &KeySpec) -> String {
+    let mut s: String = if spec.nfkc { value.nfkc().collect() } else { value.to_owned() };
+    if spec.casefold {
+        s = s.to_lowercase();
+    }
+    if spec.trim {
+        s = s.trim().to_owned();
+    }
+    s
+}
+
+/// Reads the file and extracts its keys.
+pub fn read_keys(path: &Path, spec: &KeySpec) -> Result<KeyTable, TableError> {
+    let bytes = std::fs::read(path).map_err(io_error(path, "read"))?;
+    let digest = sotto_crypto::hash::sha256(&bytes);
+    let mut rdr = reader(&bytes);
+    let header = headers(path, &mut rdr)?;
+    let indices = column_indices(path, &header, &spec.columns)?;
+    let mut seen: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut table = KeyTable {
+        path: path.to_owned(),
+        digest,
+        keys: Vec::new(),
+        row_keys: Vec::new(),
+        stats: InputStats::default(),
+    };
+    let mut record = csv::ByteRecord::new();
+    while rdr.read_byte_record(&mut record).map_err(|e| csv_error(path, e))? {
+        table.stats.rows += 1;
+        let line = record.position().map_or(0, csv::Position::line);
+        let mut key = Vec::new();
+        let mut empty = false;
+        for (&index, name) in indices.iter().zip(&spec.columns) {
+            let raw = record.get(index).unwrap_or_default();
+            let text = std::str::from_utf8(raw).map_err(|_| TableError::InvalidUtf8 {
+                path: path.to_owned(),
+                line,
+                column: index + 1,
+                column_name: name.clone(),
+            })?;
+            let value = normalize(text, spec);
+            empty |= value.is_empty();
+            key.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            key.extend_from_slice(value.as_bytes());
+        }
+        // Check UTF-8 of every other cell too, so bad files fail early.
+        for (index, cell) in record.iter().enumerate() {
+            if std::str::from_utf8(cell).is_err() {
+                return Err(TableError::InvalidUtf8 {
+                    path: path.to_owned(),
+                    line,
+                    column: index + 1,
+                    column_name: header[index].clone(),
+                });
+            }
+        }
+        if empty {
+            table.stats.empty_key_rows += 1;
+            table.row_keys.push(None);
+            continue;
+        }
+        let next = table.keys.len() as u32;
+        let index = *seen.entry(key).or_insert_with_key(|k| {
+            table.keys.push(k.clone());
+            next
+        });
+        if index != next {
+            table.stats.duplicate_rows += 1;
+        }
+        table.row_keys.push(Some(index));
+    }
+    table.stats.distinct_keys = table.keys.len() as u64;
+    Ok(table)
+}
+
+/// Splits a stored key back into its normalized column values.
+pub fn key_columns(key: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = key;
+    while rest.len() >= 4 {
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let end = (4 + len).min(rest.len());
+        out.push(String::from_utf8_lossy(&rest[4..end]).into_owned());
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// What the output file holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    /// Every row whose key matched, original columns, input order.
+    Rows,
+    /// Each matched distinct key once (normalized key columns).
+    KeysOnly,
+    /// Every row, plus a column with `true` or `false`.
+    Flag(String),
+}
+
+/// Writes the output for `table` given which distinct keys matched. Returns
+/// the number of rows written (excluding the header).
+pub fn write_output(
+    table: &KeyTable,
+    spec: &KeySpec,
+    matched: &[bool],
+    kind: &OutputKind,
+    out: &Path,
+) -> Result<u64, TableError> {
+    let mut file = AtomicFile::create(out, Visibility::Public)?;
+    let written = {
+        let mut wtr = csv::Writer::from_writer(file.writer());
+        let written = match kind {
+            OutputKind::KeysOnly => {
+                wtr.write_record(&spec.columns).map_err(|e| csv_error(out, e))?;
+                let mut n = 0;
+                for (key, _) in table.keys.iter().zip(matched).filter(|(_, m)| **m) {
+                    wtr.write_record(key_columns(key)).map_err(|e| csv_error(out, e))?;
+                    n += 1;
+                }
+                n
+            }
+            OutputKind::Rows | OutputKind::Flag(_) => copy_rows(table, matched, kind, &mut wtr)?,
+        };
+        wtr.flush().map_err(io_error(out, "write"))?;
+        written
+    };
+    file.commit()?;
+    Ok(written)
+}
+
+fn copy_rows<W: std::io::Write>(
+    table: &KeyTable,
+    matched: &[bool],
+    kind: &OutputKind,
+    wtr: &mut csv::Writer<W>,
+) -> Result<u64, TableError> {
+    let path = &table.path;
+    let bytes = std::fs::read(path).map_err(io_error(path, "read"))?;
+    if sotto_crypto::hash::sha256(&bytes) != table.digest {
+        return Err(TableError::Changed { path: path.clone() });
+    }
+    let mut rdr = reader(&bytes);
+    let mut header = rdr.byte_headers().map_err(|e| csv_error(path, e))?.clone();
+    if let OutputKind::Flag(name) = kind {
+        if header.iter().any(|h| h == name.as_bytes()) {
+            return Err(TableError::FlagColumnExists {
+                path: path.clone(),
+                column: name.clone(),
+            });
+        }
+        header.push_field(name.as_bytes());
+    }
+    wtr.write_byte_record(&header).map_err(|e| csv_error(path, e))?;
+    let mut record = csv::ByteRecord::new();
+    let mut written = 0;
+    for row_key in &table.row_keys {
+        if !rdr.read_byte_record(&mut record).map_err(|e| csv_error(path, e))? {
+            return Err(TableError::Changed { path: path.clone() });
+        }
+        let is_match = row_key.is_some_and(|k| matched.get(k as usize).copied().unwrap_or(false));
+        match kind {
+            OutputKind::Flag(_) => {
+                record.push_field(if is_match { b"true" } else { b"false" });
+            }
+            _ if !is_match => continue,
+            _ => {}
+        }
+        wtr.write_byte_record(&record).map_err(|e| csv_error(path, e))?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(columns: &[&str]) -> KeySpec {
+        KeySpec {
+            columns: columns.iter().map(|s| s.to_string()).collect(),
+            trim: true,
+            casefold: false,
+            nfkc: false,
+        }
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).expect("write");
+        p
+    }
+
+    #[test]
+    fn keys_are_normalized_deduplicated_and_linked_to_rows() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = write(dir.path(), "a.csv", b"id,name\n a ,x\nb,y\na,z\n,empty\n");
+        let t = read_keys(&p, &spec(&["id"])).expect("read");
+        assert_eq!(t.keys.len(), 2);
+        assert_eq!(t.row_keys, vec![Some(0), Some(1), Some(0), None]);
+        assert_eq!(
+            t.stats,
+            InputStats {
+                rows: 4,
+                empty_key_rows: 1,
+                duplicate_rows: 1,
+                distinct_keys: 2
+            }
+        );
+        let out = dir.path().join("out.csv");
+        write_output(&t, &spec(&["id"]), &[true, false], &OutputKind::Rows, &out).expect("write");
+        assert_eq!(std::fs::read_to_string(&out).expect("read"), "id,name\n a ,x\na,z\n");
+        write_output(&t, &spec(&["id"]), &[true, false], &OutputKind::Flag("hit".into()), &out).expect("w");
+        assert_eq!(
+            std::fs::read_to_string(&out).expect("read"),
+            "id,name,hit\n a ,x,true\nb,y,false\na,z,true\n,empty,false\n"
+        );
+    }
+
+    #[test]
+    fn composite_keys_cannot_collide_by_concatenation() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = write(dir.path(), "a.csv", b"x,y\nab,c\na,bc\n");
+        let t = read_keys(&p, &spec(&["x", "y"])).expect("read");
+        assert_eq!(t.keys.len(), 2);
+        assert_eq!(key_columns(&t.keys[0]), vec!["ab", "c"]);
+    }
+
+    #[test]
+    fn casefold_and_nfkc_merge_variants() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = write(dir.path(), "a.csv", "e\nAlice@X.org\nalice@x.org\n\u{FF21}lice@x.org\n".as_bytes());
+        let mut s = spec(&["e"]);
+        s.casefold = true;
+        s.nfkc = true;
+        assert_eq!(read_keys(&p, &s).expect("read").keys.len(), 1);
+    }
+
+    #[test]
+    fn bad_inputs_name_file_line_and_column() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = write(dir.path(), "bad.csv", b"id,v\nok,1\n\xff\xfe,2\n");
+        let e = read_keys(&p, &spec(&["id"])).err().expect("utf8").to_string();
+        assert!(e.contains("bad.csv:3:1") && e.contains("invalid UTF-8"), "{e}");
+        let p = write(dir.path(), "ragged.csv", b"id,v\nok,1\nshort\n");
+        let e = read_keys(&p, &spec(&["id"])).err().expect("ragged");
+        assert!(matches!(e, TableError::Ragged { line: 3, expected: 2, found: 1, .. }), "{e}");
+        let e = read_keys(&p, &spec(&["email"])).err().expect("missing").to_string();
+        assert!(e.contains("no column named \"email\"") && e.contains("id, v"), "{e}");
+        let p = write(dir.path(), "empty.csv", b"");
+        assert!(matches!(read_keys(&p, &spec(&["id"])), Err(TableError::NoHeader { .. })));
+    }
+}
