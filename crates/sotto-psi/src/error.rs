@@ -10,7 +10,9 @@ use crate::wire::StreamKind;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The data ended in the middle of a field.
-    #[error("truncated: field `{field}` at byte {offset} needs {needed} bytes, only {available} left")]
+    #[error(
+        "truncated: field `{field}` at byte {offset} needs {needed} bytes, only {available} left"
+    )]
     Truncated {
         /// The field being read.
         field: &'static str,
@@ -154,7 +156,9 @@ pub enum EngineError {
         reason: Rejection,
     },
     /// A stream ended before the announced number of elements arrived.
-    #[error("round {round} {stream} ended after {received} of {expected} elements (batches dropped)")]
+    #[error(
+        "round {round} {stream} ended after {received} of {expected} elements (batches dropped)"
+    )]
     StreamIncomplete {
         /// Protocol round.
         round: u8,
@@ -169,7 +173,9 @@ pub enum EngineError {
     #[error("handshake refused: {0}")]
     Handshake(String),
     /// A signature on a handshake message or receipt does not verify.
-    #[error("{what} signature does not verify: the message was altered or is not from the pinned peer")]
+    #[error(
+        "{what} signature does not verify: the message was altered or is not from the pinned peer"
+    )]
     BadSignature {
         /// Which message.
         what: &'static str,
@@ -252,7 +258,9 @@ pub enum TableError {
         path: PathBuf,
     },
     /// The output would add a column that already exists.
-    #[error("flag column {column:?} already exists in {path}; choose another name with --flag-column")]
+    #[error(
+        "flag column {column:?} already exists in {path}; choose another name with --flag-column"
+    )]
     FlagColumnExists {
         /// The input file.
         path: PathBuf,

@@ -11,6 +11,8 @@
 pub mod codec;
 pub mod engine;
 pub mod error;
+pub mod local;
+pub mod steps;
 pub mod table;
 pub mod wire;
 

@@ -53,7 +53,10 @@ pub struct KeyTable {
     pub stats: InputStats,
 }
 
-fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Error) -> TableError + 'a {
+fn io_error<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl FnOnce(std::io::Error) -> TableError + 'a {
     move |source| TableError::Io {
         path: path.to_owned(),
         action,
@@ -64,7 +67,11 @@ fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(std::io::Er
 fn csv_error(path: &Path, err: csv::Error) -> TableError {
     let line = err.position().map_or(0, csv::Position::line);
     match err.into_kind() {
-        csv::ErrorKind::UnequalLengths { pos, expected_len, len } => TableError::Ragged {
+        csv::ErrorKind::UnequalLengths {
+            pos,
+            expected_len,
+            len,
+        } => TableError::Ragged {
             path: path.to_owned(),
             line: pos.map_or(line, |p| p.line()),
             expected: expected_len,
@@ -84,43 +91,61 @@ fn csv_error(path: &Path, err: csv::Error) -> TableError {
 }
 
 fn reader(bytes: &[u8]) -> csv::Reader<&[u8]> {
-    csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(bytes)
+    csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(bytes)
 }
 
 /// Header names of the file, checked for UTF-8.
 fn headers(path: &Path, rdr: &mut csv::Reader<&[u8]>) -> Result<Vec<String>, TableError> {
     let raw = rdr.byte_headers().map_err(|e| csv_error(path, e))?.clone();
     if raw.is_empty() {
-        return Err(TableError::NoHeader { path: path.to_owned() });
+        return Err(TableError::NoHeader {
+            path: path.to_owned(),
+        });
     }
     raw.iter()
         .enumerate()
         .map(|(i, h)| {
-            std::str::from_utf8(h).map(str::to_owned).map_err(|_| TableError::InvalidUtf8 {
-                path: path.to_owned(),
-                line: 1,
-                column: i + 1,
-                column_name: format!("header field {}", i + 1),
-            })
+            std::str::from_utf8(h)
+                .map(str::to_owned)
+                .map_err(|_| TableError::InvalidUtf8 {
+                    path: path.to_owned(),
+                    line: 1,
+                    column: i + 1,
+                    column_name: format!("header field {}", i + 1),
+                })
         })
         .collect()
 }
 
-fn column_indices(path: &Path, header: &[String], columns: &[String]) -> Result<Vec<usize>, TableError> {
+fn column_indices(
+    path: &Path,
+    header: &[String],
+    columns: &[String],
+) -> Result<Vec<usize>, TableError> {
     columns
         .iter()
         .map(|c| {
-            header.iter().position(|h| h == c).ok_or_else(|| TableError::MissingColumn {
-                path: path.to_owned(),
-                column: c.clone(),
-                available: header.join(", "),
-            })
+            header
+                .iter()
+                .position(|h| h == c)
+                .ok_or_else(|| TableError::MissingColumn {
+                    path: path.to_owned(),
+                    column: c.clone(),
+                    available: header.join(", "),
+                })
         })
         .collect()
 }
 
 fn normalize(value: &str, spec: &KeySpec) -> String {
-    let mut s: String = if spec.nfkc { value.nfkc().collect() } else { value.to_owned() };
+    let mut s: String = if spec.nfkc {
+        value.nfkc().collect()
+    } else {
+        value.to_owned()
+    };
     if spec.casefold {
         s = s.to_lowercase();
     }
@@ -146,7 +171,10 @@ pub fn read_keys(path: &Path, spec: &KeySpec) -> Result<KeyTable, TableError> {
         stats: InputStats::default(),
     };
     let mut record = csv::ByteRecord::new();
-    while rdr.read_byte_record(&mut record).map_err(|e| csv_error(path, e))? {
+    while rdr
+        .read_byte_record(&mut record)
+        .map_err(|e| csv_error(path, e))?
+    {
         table.stats.rows += 1;
         let line = record.position().map_or(0, csv::Position::line);
         let mut key = Vec::new();
@@ -232,10 +260,12 @@ pub fn write_output(
         let mut wtr = csv::Writer::from_writer(file.writer());
         let written = match kind {
             OutputKind::KeysOnly => {
-                wtr.write_record(&spec.columns).map_err(|e| csv_error(out, e))?;
+                wtr.write_record(&spec.columns)
+                    .map_err(|e| csv_error(out, e))?;
                 let mut n = 0;
                 for (key, _) in table.keys.iter().zip(matched).filter(|(_, m)| **m) {
-                    wtr.write_record(key_columns(key)).map_err(|e| csv_error(out, e))?;
+                    wtr.write_record(key_columns(key))
+                        .map_err(|e| csv_error(out, e))?;
                     n += 1;
                 }
                 n
@@ -271,11 +301,15 @@ fn copy_rows<W: std::io::Write>(
         }
         header.push_field(name.as_bytes());
     }
-    wtr.write_byte_record(&header).map_err(|e| csv_error(path, e))?;
+    wtr.write_byte_record(&header)
+        .map_err(|e| csv_error(path, e))?;
     let mut record = csv::ByteRecord::new();
     let mut written = 0;
     for row_key in &table.row_keys {
-        if !rdr.read_byte_record(&mut record).map_err(|e| csv_error(path, e))? {
+        if !rdr
+            .read_byte_record(&mut record)
+            .map_err(|e| csv_error(path, e))?
+        {
             return Err(TableError::Changed { path: path.clone() });
         }
         let is_match = row_key.is_some_and(|k| matched.get(k as usize).copied().unwrap_or(false));
@@ -286,7 +320,8 @@ fn copy_rows<W: std::io::Write>(
             _ if !is_match => continue,
             _ => {}
         }
-        wtr.write_byte_record(&record).map_err(|e| csv_error(path, e))?;
+        wtr.write_byte_record(&record)
+            .map_err(|e| csv_error(path, e))?;
         written += 1;
     }
     Ok(written)
@@ -329,8 +364,18 @@ mod tests {
         );
         let out = dir.path().join("out.csv");
         write_output(&t, &spec(&["id"]), &[true, false], &OutputKind::Rows, &out).expect("write");
-        assert_eq!(std::fs::read_to_string(&out).expect("read"), "id,name\n a ,x\na,z\n");
-        write_output(&t, &spec(&["id"]), &[true, false], &OutputKind::Flag("hit".into()), &out).expect("w");
+        assert_eq!(
+            std::fs::read_to_string(&out).expect("read"),
+            "id,name\n a ,x\na,z\n"
+        );
+        write_output(
+            &t,
+            &spec(&["id"]),
+            &[true, false],
+            &OutputKind::Flag("hit".into()),
+            &out,
+        )
+        .expect("w");
         assert_eq!(
             std::fs::read_to_string(&out).expect("read"),
             "id,name,hit\n a ,x,true\nb,y,false\na,z,true\n,empty,false\n"
@@ -349,7 +394,11 @@ mod tests {
     #[test]
     fn casefold_and_nfkc_merge_variants() {
         let dir = tempfile::tempdir().expect("tmp");
-        let p = write(dir.path(), "a.csv", "e\nAlice@X.org\nalice@x.org\n\u{FF21}lice@x.org\n".as_bytes());
+        let p = write(
+            dir.path(),
+            "a.csv",
+            "e\nAlice@X.org\nalice@x.org\n\u{FF21}lice@x.org\n".as_bytes(),
+        );
         let mut s = spec(&["e"]);
         s.casefold = true;
         s.nfkc = true;
@@ -360,14 +409,40 @@ mod tests {
     fn bad_inputs_name_file_line_and_column() {
         let dir = tempfile::tempdir().expect("tmp");
         let p = write(dir.path(), "bad.csv", b"id,v\nok,1\n\xff\xfe,2\n");
-        let e = read_keys(&p, &spec(&["id"])).err().expect("utf8").to_string();
-        assert!(e.contains("bad.csv:3:1") && e.contains("invalid UTF-8"), "{e}");
+        let e = read_keys(&p, &spec(&["id"]))
+            .err()
+            .expect("utf8")
+            .to_string();
+        assert!(
+            e.contains("bad.csv:3:1") && e.contains("invalid UTF-8"),
+            "{e}"
+        );
         let p = write(dir.path(), "ragged.csv", b"id,v\nok,1\nshort\n");
         let e = read_keys(&p, &spec(&["id"])).err().expect("ragged");
-        assert!(matches!(e, TableError::Ragged { line: 3, expected: 2, found: 1, .. }), "{e}");
-        let e = read_keys(&p, &spec(&["email"])).err().expect("missing").to_string();
-        assert!(e.contains("no column named \"email\"") && e.contains("id, v"), "{e}");
+        assert!(
+            matches!(
+                e,
+                TableError::Ragged {
+                    line: 3,
+                    expected: 2,
+                    found: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = read_keys(&p, &spec(&["email"]))
+            .err()
+            .expect("missing")
+            .to_string();
+        assert!(
+            e.contains("no column named \"email\"") && e.contains("id, v"),
+            "{e}"
+        );
         let p = write(dir.path(), "empty.csv", b"");
-        assert!(matches!(read_keys(&p, &spec(&["id"])), Err(TableError::NoHeader { .. })));
+        assert!(matches!(
+            read_keys(&p, &spec(&["id"])),
+            Err(TableError::NoHeader { .. })
+        ));
     }
 }

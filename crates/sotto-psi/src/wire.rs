@@ -140,7 +140,11 @@ impl StreamKind {
     }
 }
 
-fn decode_enum<T>(r: &mut Reader<'_>, field: &'static str, parse: fn(u8) -> Option<T>) -> Result<T, DecodeError> {
+fn decode_enum<T>(
+    r: &mut Reader<'_>,
+    field: &'static str,
+    parse: fn(u8) -> Option<T>,
+) -> Result<T, DecodeError> {
     let code = r.u8(field)?;
     parse(code).ok_or_else(|| r.invalid(field, format!("unknown code {code}")))
 }
@@ -280,7 +284,10 @@ impl BatchHeader {
         let round = r.u8("batch.round")?;
         let stream = decode_enum(r, "batch.stream", StreamKind::from_code)?;
         if stream.round() != round {
-            return Err(r.invalid("batch.round", format!("round {round} does not carry stream {stream}")));
+            return Err(r.invalid(
+                "batch.round",
+                format!("round {round} does not carry stream {stream}"),
+            ));
         }
         Ok(Self {
             version,
@@ -371,12 +378,16 @@ impl Batch {
         let header_signature = match r.u8("batch.header_signature.present")? {
             0 => None,
             1 => Some(r.array("batch.header_signature")?),
-            other => return Err(r.invalid("batch.header_signature.present", format!("flag {other}"))),
+            other => {
+                return Err(r.invalid("batch.header_signature.present", format!("flag {other}")))
+            }
         };
         let digest_signature = match r.u8("batch.digest_signature.present")? {
             0 => None,
             1 => Some(r.array("batch.digest_signature")?),
-            other => return Err(r.invalid("batch.digest_signature.present", format!("flag {other}"))),
+            other => {
+                return Err(r.invalid("batch.digest_signature.present", format!("flag {other}")))
+            }
         };
         let elements = read_list(r, "batch.elements", max_count)?;
         let signatures = read_list(r, "batch.signatures", max_count)?;
@@ -390,10 +401,17 @@ impl Batch {
     }
 }
 
-fn read_list<const N: usize>(r: &mut Reader<'_>, field: &'static str, max: u32) -> Result<Vec<[u8; N]>, DecodeError> {
+fn read_list<const N: usize>(
+    r: &mut Reader<'_>,
+    field: &'static str,
+    max: u32,
+) -> Result<Vec<[u8; N]>, DecodeError> {
     let count = r.u32(field)?;
     if count > max {
-        return Err(r.invalid(field, format!("{count} entries exceed the batch size {max}")));
+        return Err(r.invalid(
+            field,
+            format!("{count} entries exceed the batch size {max}"),
+        ));
     }
     let bytes = r.take(count as usize * N, field)?;
     Ok(bytes

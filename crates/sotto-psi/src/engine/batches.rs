@@ -58,14 +58,16 @@ impl Session {
     /// Multiplies a verified batch of peer elements by this party's scalar.
     pub fn multiply(&self, incoming: &Batch) -> Result<Vec<Element>, EngineError> {
         self.salt()?;
-        self.scalar.multiply_encoded(&incoming.elements).map_err(|bad| EngineError::BatchRejected {
-            round: incoming.header.stream.round(),
-            stream: incoming.header.stream,
-            batch: incoming.header.batch_index,
-            reason: Rejection::InvalidElement {
-                position: incoming.header.first_position + bad.index as u64,
-            },
-        })
+        self.scalar
+            .multiply_encoded(&incoming.elements)
+            .map_err(|bad| EngineError::BatchRejected {
+                round: incoming.header.stream.round(),
+                stream: incoming.header.stream,
+                batch: incoming.header.batch_index,
+                reason: Rejection::InvalidElement {
+                    position: incoming.header.first_position + bad.index as u64,
+                },
+            })
     }
 
     /// Signs `elements` as a batch according to the session's signing mode.
@@ -88,10 +90,11 @@ impl Session {
             digest: elements_digest(&elements),
         };
         let mode = self.params.mode;
-        let header_signature =
-            (mode != SigningMode::None).then(|| signer.identity.sign(HEADER_DOMAIN, &header.to_bytes()));
-        let digest_signature = (mode == SigningMode::Digest)
-            .then(|| signer.bls[batch_index as usize % signer.bls.len()].sign(&header.digest_message()));
+        let header_signature = (mode != SigningMode::None)
+            .then(|| signer.identity.sign(HEADER_DOMAIN, &header.to_bytes()));
+        let digest_signature = (mode == SigningMode::Digest).then(|| {
+            signer.bls[batch_index as usize % signer.bls.len()].sign(&header.digest_message())
+        });
         let signatures: Vec<[u8; 48]> = if mode == SigningMode::Element {
             elements
                 .par_iter()
@@ -223,7 +226,9 @@ impl StreamReceiver {
             });
         }
         if self.mode != SigningMode::None {
-            let signature = batch.header_signature.ok_or(Rejection::BadHeaderSignature)?;
+            let signature = batch
+                .header_signature
+                .ok_or(Rejection::BadHeaderSignature)?;
             peer.identity
                 .verify(HEADER_DOMAIN, &h.to_bytes(), &signature, "batch header")
                 .map_err(|_| Rejection::BadHeaderSignature)?;
@@ -240,7 +245,10 @@ impl StreamReceiver {
                 found: h.first_position,
             });
         }
-        if h.count == 0 || h.count > self.batch_size || self.received + u64::from(h.count) > self.total {
+        if h.count == 0
+            || h.count > self.batch_size
+            || self.received + u64::from(h.count) > self.total
+        {
             return Err(Rejection::BadSize {
                 count: h.count,
                 first: h.first_position,
@@ -248,8 +256,13 @@ impl StreamReceiver {
                 limit: self.batch_size,
             });
         }
-        let expected_signatures = if self.mode == SigningMode::Element { h.count as usize } else { 0 };
-        if batch.elements.len() != h.count as usize || batch.signatures.len() != expected_signatures {
+        let expected_signatures = if self.mode == SigningMode::Element {
+            h.count as usize
+        } else {
+            0
+        };
+        if batch.elements.len() != h.count as usize || batch.signatures.len() != expected_signatures
+        {
             return Err(Rejection::CountMismatch {
                 announced: h.count,
                 elements: batch.elements.len(),
@@ -283,14 +296,19 @@ impl StreamReceiver {
                 let bad = find_invalid(&peer.bls, &items);
                 if !bad.is_empty() {
                     return Err(Rejection::TamperedElements {
-                        positions: bad.into_iter().map(|i| h.first_position + i as u64).collect(),
+                        positions: bad
+                            .into_iter()
+                            .map(|i| h.first_position + i as u64)
+                            .collect(),
                     });
                 }
                 verified += items.len() as u64;
             }
             SigningMode::Digest => {
                 let key = &peer.bls[h.batch_index as usize % peer.bls.len()];
-                let signature = batch.digest_signature.ok_or(Rejection::BadDigestSignature)?;
+                let signature = batch
+                    .digest_signature
+                    .ok_or(Rejection::BadDigestSignature)?;
                 if !key.verify(&h.digest_message(), &signature) {
                     return Err(Rejection::BadDigestSignature);
                 }

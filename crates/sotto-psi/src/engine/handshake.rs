@@ -5,7 +5,9 @@ use sotto_crypto::group::{EcdhScalar, GroupId};
 use sotto_crypto::kdf::EphemeralKey;
 use sotto_crypto::secret::SecretBytes;
 
-use super::{PeerKeys, Session, SessionParams, SignatureCounts, Signer, Transcript, MAX_BATCH_SIZE};
+use super::{
+    PeerKeys, Session, SessionParams, SignatureCounts, Signer, Transcript, MAX_BATCH_SIZE,
+};
 use crate::error::EngineError;
 use crate::wire::{Hello, Role, SigningMode, HELLO_DOMAIN, PROTOCOL_VERSION};
 
@@ -42,7 +44,10 @@ fn check_common(hello: &Hello, peer: &PeerKeys, role: Role) -> Result<(), Engine
         )));
     }
     if hello.role != role {
-        return Err(refuse(format!("expected a hello from the {role}, got one from the {}", hello.role)));
+        return Err(refuse(format!(
+            "expected a hello from the {role}, got one from the {}",
+            hello.role
+        )));
     }
     if hello.sender != peer.identity {
         return Err(refuse(format!(
@@ -51,7 +56,12 @@ fn check_common(hello: &Hello, peer: &PeerKeys, role: Role) -> Result<(), Engine
         )));
     }
     peer.identity
-        .verify(HELLO_DOMAIN, &hello.signed_bytes(), &hello.signature, "hello")
+        .verify(
+            HELLO_DOMAIN,
+            &hello.signed_bytes(),
+            &hello.signature,
+            "hello",
+        )
         .map_err(|_| EngineError::BadSignature { what: "hello" })?;
     if hello.profile != peer.fingerprint {
         return Err(refuse(
@@ -59,7 +69,10 @@ fn check_common(hello: &Hello, peer: &PeerKeys, role: Role) -> Result<(), Engine
         ));
     }
     if hello.group != GroupId::Ristretto255 {
-        return Err(refuse(format!("group {} is not supported", hello.group.name())));
+        return Err(refuse(format!(
+            "group {} is not supported",
+            hello.group.name()
+        )));
     }
     Ok(())
 }
@@ -111,7 +124,10 @@ impl Session {
                 requester_hello: Some(hello.digest()),
                 ..Transcript::default()
             },
-            counts: SignatureCounts { made: 1, verified: 0 },
+            counts: SignatureCounts {
+                made: 1,
+                verified: 0,
+            },
         };
         Ok((session, hello))
     }
@@ -131,10 +147,16 @@ impl Session {
             return Err(refuse("a requester's hello must not reply to anything"));
         }
         if !policy.modes.contains(&hello.mode) {
-            return Err(refuse(format!("signing mode {} is not allowed by this provider", hello.mode)));
+            return Err(refuse(format!(
+                "signing mode {} is not allowed by this provider",
+                hello.mode
+            )));
         }
         if hello.batch_size == 0 || hello.batch_size > MAX_BATCH_SIZE {
-            return Err(refuse(format!("batch size {} is outside 1..={MAX_BATCH_SIZE}", hello.batch_size)));
+            return Err(refuse(format!(
+                "batch size {} is outside 1..={MAX_BATCH_SIZE}",
+                hello.batch_size
+            )));
         }
         let params = SessionParams {
             sid: hello.sid,
@@ -177,7 +199,10 @@ impl Session {
                 provider_hello: Some(accept.digest()),
                 streams: [None; 3],
             },
-            counts: SignatureCounts { made: 1, verified: 1 },
+            counts: SignatureCounts {
+                made: 1,
+                verified: 1,
+            },
         };
         Ok((session, accept))
     }
@@ -196,7 +221,12 @@ impl Session {
             return Err(refuse("the accept answers a different hello"));
         }
         if (accept.mode, accept.reveal, accept.batch_size, accept.group)
-            != (self.params.mode, self.params.reveal, self.params.batch_size, self.params.group)
+            != (
+                self.params.mode,
+                self.params.reveal,
+                self.params.batch_size,
+                self.params.group,
+            )
         {
             return Err(refuse("the accept changes the proposed parameters"));
         }

@@ -116,7 +116,9 @@ impl Transcript {
 
     fn hash(&self) -> Option<[u8; 32]> {
         let mut hasher = FieldHasher::new("sotto/psi/transcript/v1");
-        hasher.field(&self.requester_hello?).field(&self.provider_hello?);
+        hasher
+            .field(&self.requester_hello?)
+            .field(&self.provider_hello?);
         for stream in &self.streams {
             hasher.field(stream.as_ref()?);
         }
@@ -199,14 +201,17 @@ impl Session {
     }
 
     fn salt(&self) -> Result<&SecretBytes<32>, EngineError> {
-        self.salt
-            .as_ref()
-            .ok_or_else(|| EngineError::Phase("the salt is not agreed yet: the handshake is not complete".into()))
+        self.salt.as_ref().ok_or_else(|| {
+            EngineError::Phase("the salt is not agreed yet: the handshake is not complete".into())
+        })
     }
 
     fn expect_role(&self, role: Role, action: &str) -> Result<(), EngineError> {
         if self.role != role {
-            return Err(EngineError::Phase(format!("only the {role} can {action}; this party is the {}", self.role)));
+            return Err(EngineError::Phase(format!(
+                "only the {role} can {action}; this party is the {}",
+                self.role
+            )));
         }
         Ok(())
     }

@@ -6,13 +6,18 @@ use crate::wire::{Receipt, Role, PROTOCOL_VERSION, RECEIPT_DOMAIN};
 
 impl Session {
     fn transcript_or_phase(&self) -> Result<[u8; 32], EngineError> {
-        self.transcript_hash()
-            .ok_or_else(|| EngineError::Phase("rounds 1 and 2 are not complete; no receipt yet".into()))
+        self.transcript_hash().ok_or_else(|| {
+            EngineError::Phase("rounds 1 and 2 are not complete; no receipt yet".into())
+        })
     }
 
     /// Signs this party's receipt. `intersection_size` is `None` when this
     /// party does not learn it.
-    pub fn receipt(&mut self, signer: &Signer<'_>, intersection_size: Option<u64>) -> Result<Receipt, EngineError> {
+    pub fn receipt(
+        &mut self,
+        signer: &Signer<'_>,
+        intersection_size: Option<u64>,
+    ) -> Result<Receipt, EngineError> {
         let (requester, provider) = match self.role {
             Role::Requester => (self.local, self.peer),
             Role::Provider => (self.peer, self.local),
@@ -29,7 +34,9 @@ impl Session {
             transcript: self.transcript_or_phase()?,
             signature: [0; 64],
         };
-        receipt.signature = signer.identity.sign(RECEIPT_DOMAIN, &receipt.signed_bytes());
+        receipt.signature = signer
+            .identity
+            .sign(RECEIPT_DOMAIN, &receipt.signed_bytes());
         self.counts.made += 1;
         Ok(receipt)
     }
@@ -44,7 +51,12 @@ impl Session {
         our_intersection: Option<u64>,
     ) -> Result<(), EngineError> {
         peer.identity
-            .verify(RECEIPT_DOMAIN, &receipt.signed_bytes(), &receipt.signature, "receipt")
+            .verify(
+                RECEIPT_DOMAIN,
+                &receipt.signed_bytes(),
+                &receipt.signature,
+                "receipt",
+            )
             .map_err(|_| EngineError::BadSignature { what: "receipt" })?;
         let (requester, provider) = match self.role {
             Role::Requester => (self.local, self.peer),
@@ -54,10 +66,15 @@ impl Session {
         if receipt.sid != self.params.sid {
             return mismatch("session id");
         }
-        if receipt.signer == self.role || receipt.requester != requester || receipt.provider != provider {
+        if receipt.signer == self.role
+            || receipt.requester != requester
+            || receipt.provider != provider
+        {
             return mismatch("identities");
         }
-        if (receipt.requester_size, receipt.provider_size) != (self.requester_size, self.provider_size) {
+        if (receipt.requester_size, receipt.provider_size)
+            != (self.requester_size, self.provider_size)
+        {
             return mismatch("input sizes");
         }
         if receipt.transcript != self.transcript_or_phase()? {

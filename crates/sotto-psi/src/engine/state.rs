@@ -30,7 +30,11 @@ fn get_opt(r: &mut Reader<'_>, field: &'static str) -> Result<Option<[u8; 32]>, 
     }
 }
 
-fn get_code<T>(r: &mut Reader<'_>, field: &'static str, parse: fn(u8) -> Option<T>) -> Result<T, DecodeError> {
+fn get_code<T>(
+    r: &mut Reader<'_>,
+    field: &'static str,
+    parse: fn(u8) -> Option<T>,
+) -> Result<T, DecodeError> {
     let code = r.u8(field)?;
     parse(code).ok_or_else(|| r.invalid(field, format!("unknown code {code}")))
 }
@@ -56,9 +60,16 @@ impl Session {
             .raw(&self.peer.to_bytes())
             .u64(self.requester_size)
             .u64(self.provider_size);
-        put_opt(&mut w, self.ephemeral.as_ref().map(|e| *e.to_bytes().expose()).as_ref());
+        put_opt(
+            &mut w,
+            self.ephemeral
+                .as_ref()
+                .map(|e| *e.to_bytes().expose())
+                .as_ref(),
+        );
         put_opt(&mut w, self.salt.as_ref().map(SecretBytes::expose));
-        w.raw(self.scalar.to_bytes().expose()).raw(self.shuffle_seed.expose());
+        w.raw(self.scalar.to_bytes().expose())
+            .raw(self.shuffle_seed.expose());
         put_opt(&mut w, self.transcript.requester_hello.as_ref());
         put_opt(&mut w, self.transcript.provider_hello.as_ref());
         for stream in &self.transcript.streams {
@@ -73,7 +84,10 @@ impl Session {
         let mut r = Reader::new(bytes);
         let version = r.u16("state.version")?;
         if version != STATE_VERSION {
-            return Err(r.invalid("state.version", format!("state version {version}; this build reads {STATE_VERSION}")));
+            return Err(r.invalid(
+                "state.version",
+                format!("state version {version}; this build reads {STATE_VERSION}"),
+            ));
         }
         let params = SessionParams {
             sid: SessionId::from_bytes(r.array("state.sid")?),
@@ -87,7 +101,8 @@ impl Session {
         let peer = get_identity(&mut r, "state.peer")?;
         let requester_size = r.u64("state.requester_size")?;
         let provider_size = r.u64("state.provider_size")?;
-        let ephemeral = get_opt(&mut r, "state.ephemeral")?.map(|b| EphemeralKey::from_bytes(&SecretBytes::new(b)));
+        let ephemeral = get_opt(&mut r, "state.ephemeral")?
+            .map(|b| EphemeralKey::from_bytes(&SecretBytes::new(b)));
         let salt = get_opt(&mut r, "state.salt")?.map(SecretBytes::new);
         let scalar = EcdhScalar::from_bytes(&SecretBytes::new(r.array("state.scalar")?))
             .map_err(|e| r.invalid("state.scalar", e.to_string()))?;

@@ -1,0 +1,203 @@
+//! Whole-stream steps built on the engine, shared by the in-process driver
+//! and the offline driver: send a party's own set, check an incoming stream
+//! completely before anything is computed from it, re-encrypt, and match.
+
+use sotto_crypto::group::Element;
+
+use crate::engine::{shuffle_order, Matcher, PeerKeys, Session, Signer, TRUNCATED_LEN};
+use crate::error::EngineError;
+use crate::wire::{Batch, Reveal, Role, StreamKind};
+
+/// Called with the number of elements just processed.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// Encrypts and signs this party's distinct keys in its secret shuffled
+/// order, as stream `kind`.
+pub fn send_own(
+    session: &mut Session,
+    kind: StreamKind,
+    keys: &[Vec<u8>],
+    signer: &Signer<'_>,
+    progress: Progress<'_>,
+) -> Result<Vec<Batch>, EngineError> {
+    let order = shuffle_order(session.shuffle_seed(), keys.len());
+    let batch_size = session.params().batch_size as usize;
+    let mut chain = session.sender_chain();
+    let mut batches = Vec::with_capacity(order.len().div_ceil(batch_size));
+    for (index, chunk) in order.chunks(batch_size).enumerate() {
+        let ids: Vec<&[u8]> = chunk.iter().map(|&k| keys[k as usize].as_slice()).collect();
+        let batch = session.encrypt_batch(
+            kind,
+            index as u32,
+            (index * batch_size) as u64,
+            &ids,
+            signer,
+        )?;
+        chain.push(&batch.header);
+        progress(chunk.len() as u64);
+        batches.push(batch);
+    }
+    session.record_stream(kind, chain.finish());
+    Ok(batches)
+}
+
+/// Checks every batch of an incoming stream of `total` elements; fails on the
+/// first refused batch or if elements are missing at the end.
+pub fn check_stream(
+    session: &mut Session,
+    kind: StreamKind,
+    total: u64,
+    batches: &[Batch],
+    peer: &PeerKeys,
+    progress: Progress<'_>,
+) -> Result<(), EngineError> {
+    let mut receiver = session.receiver(kind, total);
+    for batch in batches {
+        receiver.check(batch, peer)?;
+        progress(batch.elements.len() as u64);
+    }
+    let verified = receiver.verified();
+    let chain = receiver.finish()?;
+    session.add_verified(verified);
+    session.record_stream(kind, chain);
+    Ok(())
+}
+
+/// Re-encrypts a checked stream with this party's scalar and signs it as
+/// stream `kind`. For stream w under reveal `size`, the elements are sorted
+/// first so the requester cannot tell which of its ids matched.
+pub fn reencrypt_stream(
+    session: &mut Session,
+    kind: StreamKind,
+    incoming: &[Batch],
+    signer: &Signer<'_>,
+    progress: Progress<'_>,
+) -> Result<Vec<Batch>, EngineError> {
+    let batch_size = session.params().batch_size as usize;
+    let mut chain = session.sender_chain();
+    let mut out = Vec::with_capacity(incoming.len());
+    if kind == StreamKind::Reencrypted && session.params().reveal == Reveal::Size {
+        let mut all: Vec<Element> = Vec::new();
+        for batch in incoming {
+            all.extend(session.multiply(batch)?);
+            progress(batch.elements.len() as u64);
+        }
+        all.sort_unstable();
+        for (index, chunk) in all.chunks(batch_size).enumerate() {
+            let batch = session.seal(
+                kind,
+                index as u32,
+                (index * batch_size) as u64,
+                chunk.to_vec(),
+                signer,
+            );
+            chain.push(&batch.header);
+            out.push(batch);
+        }
+    } else {
+        for batch in incoming {
+            let sealed = session.reencrypt_batch(
+                kind,
+                batch.header.batch_index,
+                batch.header.first_position,
+                batch,
+                signer,
+            )?;
+            chain.push(&sealed.header);
+            progress(batch.elements.len() as u64);
+            out.push(sealed);
+        }
+    }
+    session.record_stream(kind, chain.finish());
+    Ok(out)
+}
+
+/// What the requester learns.
+pub struct RequesterResult {
+    /// Indices (into the requester's distinct keys) in the intersection,
+    /// ascending; empty under reveal `size`.
+    pub matched: Vec<u32>,
+    /// Size of the intersection.
+    pub size: u64,
+    /// Stream z for the provider (reveal `both` only).
+    pub reveal_back: Vec<Batch>,
+}
+
+/// Requester: from checked streams w and v, computes z = a·v and the
+/// intersection; under reveal `both` also signs z for the provider.
+pub fn requester_finish(
+    session: &mut Session,
+    w: &[Batch],
+    v: &[Batch],
+    signer: &Signer<'_>,
+    progress: Progress<'_>,
+) -> Result<RequesterResult, EngineError> {
+    let mut matcher = Matcher::new();
+    for batch in w {
+        matcher.add_probe(&batch.elements);
+    }
+    let reveal = session.params().reveal;
+    let mut reveal_back = Vec::new();
+    if reveal == Reveal::Both {
+        reveal_back = reencrypt_stream(session, StreamKind::RevealBack, v, signer, progress)?;
+        for batch in &reveal_back {
+            matcher.add_reference(&batch.elements);
+        }
+    } else {
+        for batch in v {
+            matcher.add_reference(&session.multiply(batch)?);
+            progress(batch.elements.len() as u64);
+        }
+    }
+    let positions = matcher.matched_positions();
+    let size = positions.len() as u64;
+    let matched = if reveal == Reveal::Size {
+        Vec::new()
+    } else {
+        positions_to_keys(session, &positions)
+    };
+    Ok(RequesterResult {
+        matched,
+        size,
+        reveal_back,
+    })
+}
+
+/// Provider (reveal `both`): the truncated w elements to keep until z comes.
+pub fn truncated_elements(batches: &[Batch]) -> Vec<[u8; TRUNCATED_LEN]> {
+    let mut matcher = Matcher::new();
+    for batch in batches {
+        matcher.add_probe(&batch.elements);
+    }
+    matcher.probe().to_vec()
+}
+
+/// Provider (reveal `both`): from its kept w and the checked stream z, the
+/// indices of its distinct keys in the intersection, ascending.
+pub fn provider_finish(
+    session: &Session,
+    w: &[[u8; TRUNCATED_LEN]],
+    z: &[Batch],
+) -> Result<Vec<u32>, EngineError> {
+    if session.role() != Role::Provider || session.params().reveal != Reveal::Both {
+        return Err(EngineError::Phase(
+            "only the provider of a reveal-both session finishes with stream z".into(),
+        ));
+    }
+    let mut matcher = Matcher::new();
+    for batch in z {
+        matcher.add_probe(&batch.elements);
+    }
+    matcher.add_reference_truncated(w);
+    Ok(positions_to_keys(session, &matcher.matched_positions()))
+}
+
+fn positions_to_keys(session: &Session, positions: &[u64]) -> Vec<u32> {
+    let order = shuffle_order(session.shuffle_seed(), session.local_size() as usize);
+    let mut keys: Vec<u32> = positions
+        .iter()
+        .filter_map(|&p| order.get(p as usize).copied())
+        .collect();
+    keys.sort_unstable();
+    keys
+}

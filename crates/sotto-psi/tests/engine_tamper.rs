@@ -1,0 +1,293 @@
+//! An active attacker between the parties alters, drops, duplicates,
+//! reorders and replays elements and batches. Every attack must be refused
+//! with the specific error, before anything is computed.
+
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use sotto_crypto::group::GroupId;
+use sotto_crypto::ids::SessionId;
+use sotto_psi::engine::{AcceptPolicy, Session, SessionParams};
+use sotto_psi::local::LocalParty;
+use sotto_psi::steps::{check_stream, send_own};
+use sotto_psi::wire::{Batch, Reveal, SigningMode, StreamKind};
+use sotto_psi::{EngineError, Rejection};
+
+const N: usize = 20;
+const BATCH: u32 = 8;
+
+struct Setup {
+    provider: Session,
+    requester_party: LocalParty,
+    batches: Vec<Batch>,
+}
+
+fn setup(mode: SigningMode, seed: u64) -> Setup {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let a = LocalParty::generate(
+        &"a".parse().expect("name"),
+        2,
+        &mut ChaCha20Rng::seed_from_u64(1),
+    );
+    let b = LocalParty::generate(
+        &"b".parse().expect("name"),
+        2,
+        &mut ChaCha20Rng::seed_from_u64(2),
+    );
+    let params = SessionParams {
+        sid: SessionId::random(&mut rng),
+        group: GroupId::Ristretto255,
+        mode,
+        reveal: Reveal::Requester,
+        batch_size: BATCH,
+    };
+    let policy = AcceptPolicy {
+        modes: SigningMode::ALL.to_vec(),
+    };
+    let keys: Vec<Vec<u8>> = (0..N).map(|i| format!("k{i}").into_bytes()).collect();
+    let (mut alice, hello) =
+        Session::request(params, &a.signer(), &b.peer_keys(), N as u64, &mut rng).expect("hello");
+    let (provider, accept) =
+        Session::accept(&hello, &b.signer(), &a.peer_keys(), 5, &policy, &mut rng).expect("accept");
+    alice.on_accept(&accept, &b.peer_keys()).expect("on_accept");
+    let batches = send_own(
+        &mut alice,
+        StreamKind::RequesterEncrypted,
+        &keys,
+        &a.signer(),
+        &|_| {},
+    )
+    .expect("send");
+    Setup {
+        provider,
+        requester_party: a,
+        batches,
+    }
+}
+
+fn verify(s: &mut Setup, batches: &[Batch]) -> Result<(), EngineError> {
+    let peer = s.requester_party.peer_keys();
+    check_stream(
+        &mut s.provider,
+        StreamKind::RequesterEncrypted,
+        N as u64,
+        batches,
+        &peer,
+        &|_| {},
+    )
+}
+
+fn rejection(err: EngineError) -> (u32, Rejection) {
+    match err {
+        EngineError::BatchRejected {
+            batch,
+            reason,
+            round: 1,
+            ..
+        } => (batch, reason),
+        other => panic!("expected a round-1 batch rejection, got {other}"),
+    }
+}
+
+#[test]
+fn untouched_stream_passes() {
+    let mut s = setup(SigningMode::Element, 1);
+    let batches = s.batches.clone();
+    verify(&mut s, &batches).expect("honest stream verifies");
+}
+
+#[test]
+fn flipped_bit_in_an_element_is_named() {
+    let mut s = setup(SigningMode::Element, 2);
+    let mut batches = s.batches.clone();
+    batches[1].elements[3][7] ^= 0x10;
+    let (batch, reason) = rejection(verify(&mut s, &batches).expect_err("tampered"));
+    assert_eq!(batch, 1);
+    assert_eq!(
+        reason,
+        Rejection::TamperedElements {
+            positions: vec![11]
+        }
+    );
+}
+
+#[test]
+fn flipped_bit_in_a_signature_is_named() {
+    let mut s = setup(SigningMode::Element, 3);
+    let mut batches = s.batches.clone();
+    batches[2].signatures[1][20] ^= 0x01;
+    let (batch, reason) = rejection(verify(&mut s, &batches).expect_err("tampered"));
+    assert_eq!(batch, 2);
+    assert_eq!(
+        reason,
+        Rejection::TamperedElements {
+            positions: vec![17]
+        }
+    );
+}
+
+#[test]
+fn flipped_bit_in_a_batch_header_is_refused() {
+    let mut s = setup(SigningMode::Element, 4);
+    let mut batches = s.batches.clone();
+    batches[0].header.digest[0] ^= 0x80;
+    let (batch, reason) = rejection(verify(&mut s, &batches).expect_err("tampered"));
+    assert_eq!((batch, reason), (0, Rejection::BadHeaderSignature));
+}
+
+#[test]
+fn dropped_element_is_refused() {
+    let mut s = setup(SigningMode::Element, 5);
+    let mut batches = s.batches.clone();
+    batches[0].elements.remove(2);
+    batches[0].signatures.remove(2);
+    let (_, reason) = rejection(verify(&mut s, &batches).expect_err("dropped"));
+    assert_eq!(
+        reason,
+        Rejection::CountMismatch {
+            announced: BATCH,
+            elements: BATCH as usize - 1,
+            signatures: BATCH as usize - 1
+        }
+    );
+}
+
+#[test]
+fn duplicated_element_is_named() {
+    let mut s = setup(SigningMode::Element, 6);
+    let mut batches = s.batches.clone();
+    batches[0].elements[5] = batches[0].elements[4];
+    batches[0].signatures[5] = batches[0].signatures[4];
+    let (_, reason) = rejection(verify(&mut s, &batches).expect_err("duplicated"));
+    assert_eq!(reason, Rejection::TamperedElements { positions: vec![5] });
+}
+
+#[test]
+fn reordered_elements_are_named() {
+    let mut s = setup(SigningMode::Element, 7);
+    let mut batches = s.batches.clone();
+    batches[1].elements.swap(0, 6);
+    batches[1].signatures.swap(0, 6);
+    let (_, reason) = rejection(verify(&mut s, &batches).expect_err("reordered"));
+    assert_eq!(
+        reason,
+        Rejection::TamperedElements {
+            positions: vec![8, 14]
+        }
+    );
+}
+
+#[test]
+fn reordered_batches_and_dropped_batch_are_refused() {
+    let mut s = setup(SigningMode::Element, 8);
+    let mut swapped = s.batches.clone();
+    swapped.swap(0, 1);
+    let (_, reason) = rejection(verify(&mut s, &swapped).expect_err("reordered"));
+    assert_eq!(
+        reason,
+        Rejection::OutOfOrder {
+            expected: 0,
+            found: 1
+        }
+    );
+    let mut s = setup(SigningMode::Element, 8);
+    let mut short = s.batches.clone();
+    short.pop();
+    match verify(&mut s, &short).expect_err("dropped batch") {
+        EngineError::StreamIncomplete {
+            expected, received, ..
+        } => assert_eq!((expected, received), (20, 16)),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn batch_replayed_from_another_session_is_refused() {
+    let other = setup(SigningMode::Element, 9);
+    let mut s = setup(SigningMode::Element, 10);
+    let mut batches = s.batches.clone();
+    batches[1] = other.batches[1].clone();
+    let (batch, reason) = rejection(verify(&mut s, &batches).expect_err("replayed"));
+    assert_eq!(batch, 1);
+    assert!(
+        matches!(reason, Rejection::ForeignSession { .. }),
+        "{reason}"
+    );
+}
+
+#[test]
+fn digest_mode_detects_alteration_without_positions() {
+    let mut s = setup(SigningMode::Digest, 11);
+    let mut batches = s.batches.clone();
+    batches[2].elements[0][0] ^= 1;
+    let (batch, reason) = rejection(verify(&mut s, &batches).expect_err("tampered"));
+    assert_eq!((batch, reason), (2, Rejection::DigestMismatch));
+    let mut s = setup(SigningMode::Digest, 12);
+    let mut batches = s.batches.clone();
+    batches[0].digest_signature = batches[1].digest_signature;
+    let (_, reason) = rejection(verify(&mut s, &batches).expect_err("swapped digest signature"));
+    assert_eq!(reason, Rejection::BadDigestSignature);
+}
+
+#[test]
+fn batch_from_an_unknown_sender_is_refused() {
+    let mut s = setup(SigningMode::Element, 13);
+    let stranger = LocalParty::generate(
+        &"x".parse().expect("name"),
+        2,
+        &mut ChaCha20Rng::seed_from_u64(99),
+    );
+    let peer = stranger.peer_keys();
+    let batches = s.batches.clone();
+    let err = check_stream(
+        &mut s.provider,
+        StreamKind::RequesterEncrypted,
+        N as u64,
+        &batches,
+        &peer,
+        &|_| {},
+    )
+    .expect_err("wrong sender");
+    assert!(matches!(rejection(err).1, Rejection::WrongSender { .. }));
+}
+
+#[test]
+fn hello_from_unpinned_peer_or_altered_hello_is_refused() {
+    let mut rng = ChaCha20Rng::seed_from_u64(20);
+    let a = LocalParty::generate(&"a".parse().expect("name"), 2, &mut rng);
+    let b = LocalParty::generate(&"b".parse().expect("name"), 2, &mut rng);
+    let mallory = LocalParty::generate(&"a".parse().expect("name"), 2, &mut rng);
+    let params = SessionParams {
+        sid: SessionId::random(&mut rng),
+        group: GroupId::Ristretto255,
+        mode: SigningMode::Element,
+        reveal: Reveal::Requester,
+        batch_size: 8,
+    };
+    let policy = AcceptPolicy::default();
+    let (_, hello) =
+        Session::request(params, &mallory.signer(), &b.peer_keys(), 3, &mut rng).expect("hello");
+    let err = Session::accept(&hello, &b.signer(), &a.peer_keys(), 3, &policy, &mut rng)
+        .expect_err("unknown");
+    assert!(
+        matches!(err, EngineError::Handshake(ref m) if m.contains("not the pinned peer")),
+        "{err}"
+    );
+    let (_, mut hello) =
+        Session::request(params, &a.signer(), &b.peer_keys(), 3, &mut rng).expect("hello");
+    hello.input_size += 1;
+    let err = Session::accept(&hello, &b.signer(), &a.peer_keys(), 3, &policy, &mut rng)
+        .expect_err("altered");
+    assert_eq!(err, EngineError::BadSignature { what: "hello" });
+    let params_none = SessionParams {
+        mode: SigningMode::None,
+        ..params
+    };
+    let (_, hello) =
+        Session::request(params_none, &a.signer(), &b.peer_keys(), 3, &mut rng).expect("hello");
+    let err = Session::accept(&hello, &b.signer(), &a.peer_keys(), 3, &policy, &mut rng)
+        .expect_err("policy");
+    assert!(
+        matches!(err, EngineError::Handshake(ref m) if m.contains("not allowed")),
+        "{err}"
+    );
+}
