@@ -11,7 +11,10 @@
 pub mod codec;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod local;
+pub mod offline;
+pub mod report;
 pub mod steps;
 pub mod table;
 pub mod wire;

@@ -68,7 +68,7 @@ pub struct LocalOptions {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct PhaseTiming {
     /// Phase name.
-    pub phase: &'static str,
+    pub phase: String,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// Elements processed.
@@ -100,7 +100,7 @@ fn timed<T>(
     let start = Instant::now();
     let out = f()?;
     phases.push(PhaseTiming {
-        phase,
+        phase: phase.to_owned(),
         seconds: start.elapsed().as_secs_f64(),
         elements,
     });

@@ -1,1 +1,94 @@
-fn main() {}
+//! `sotto`: one binary for every role. This file owns the command line,
+//! logging and exit codes; the work is done by the library crates.
+
+mod cmd;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Privacy computing between institutions: verifiable PSI, and more to come.
+///
+/// Every party runs this one binary. A node keeps its keys and state in a home
+/// directory (--home, or $SOTTO_HOME).
+#[derive(Parser)]
+#[command(
+    name = "sotto",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    /// Show no progress bars and only warnings and errors in the log.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a node home: identity key, BLS signing keys, empty peer list.
+    Init(cmd::node::InitArgs),
+    /// Show or export this node's public profile.
+    #[command(subcommand)]
+    Identity(cmd::node::IdentityCommand),
+    /// Pin and list the peers this node trusts.
+    #[command(subcommand)]
+    Peer(cmd::node::PeerCommand),
+    /// Private set intersection with signed elements.
+    #[command(subcommand)]
+    Psi(cmd::psi::PsiCommand),
+    /// Run a complete demonstration on generated data and check the result.
+    #[command(subcommand)]
+    Demo(cmd::demo::DemoCommand),
+    /// Measure a capability end to end.
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
+}
+
+fn init_logging(format: LogFormat, quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOTTO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.quiet);
+    let progress = progress::Bars::new(cli.quiet);
+    let result = match cli.command {
+        Command::Init(args) => cmd::node::init(args),
+        Command::Identity(c) => cmd::node::identity(c),
+        Command::Peer(c) => cmd::node::peer(c),
+        Command::Psi(c) => cmd::psi::run(c, &progress),
+        Command::Demo(c) => cmd::demo::run(c, cli.quiet),
+        Command::Bench(c) => cmd::bench::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
