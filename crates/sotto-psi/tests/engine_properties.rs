@@ -1,6 +1,8 @@
 //! For random sets, the protocol's intersection equals the plaintext
 //! intersection in every signing mode and every reveal mode.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;

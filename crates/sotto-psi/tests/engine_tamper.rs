@@ -2,6 +2,8 @@
 //! reorders and replays elements and batches. Every attack must be refused
 //! with the specific error, before anything is computed.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use sotto_crypto::group::GroupId;
