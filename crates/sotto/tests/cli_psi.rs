@@ -1,0 +1,599 @@
+//! The real `sotto` binary through every offline step, as two parties would
+//! run it, including tampered, truncated, foreign and out-of-order files and
+//! bad inputs.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn sotto(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
+    c.arg("--quiet");
+    for a in args {
+        c.arg(a);
+    }
+    c.env_remove("SOTTO_HOME").output().expect("run sotto")
+}
+
+fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let out = sotto(args);
+    assert!(
+        out.status.success(),
+        "sotto failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let out = sotto(args);
+    assert!(
+        !out.status.success(),
+        "sotto should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+struct World {
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Two pinned homes and two CSVs: a has ids 0..40 (id 25 twice, one empty
+    /// key), b has ids 20..50 written in upper case.
+    fn new() -> Self {
+        let w = World {
+            dir: tempfile::tempdir().expect("tmp"),
+        };
+        for name in ["a", "b"] {
+            ok(&[&"init", &"--home", &w.p(name), &"--name", &name]);
+            ok(&[
+                &"identity",
+                &"export",
+                &"--home",
+                &w.p(name),
+                &"--out",
+                &w.p(&format!("{name}.json")),
+            ]);
+        }
+        ok(&[&"peer", &"add", &"--home", &w.p("a"), &w.p("b.json")]);
+        ok(&[&"peer", &"add", &"--home", &w.p("b"), &w.p("a.json")]);
+        let mut a = String::from("id,score\n");
+        for i in 0..40 {
+            a.push_str(&format!("user{i},{i}\n"));
+        }
+        a.push_str("user25,again\n,empty\n");
+        let mut b = String::from("customer,flag\n");
+        for i in 20..50 {
+            b.push_str(&format!("USER{i},x\n"));
+        }
+        std::fs::write(w.p("a.csv"), a).unwrap();
+        std::fs::write(w.p("b.csv"), b).unwrap();
+        w
+    }
+
+    fn start(&self, extra: &[&str]) {
+        let (home, input, out) = (self.p("a"), self.p("a.csv"), self.p("hello.psi"));
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"psi",
+            &"offline",
+            &"start",
+            &"--home",
+            &home,
+            &"--peer",
+            &"b",
+            &"--input",
+            &input,
+            &"--id",
+            &"id",
+            &"--casefold",
+            &"--batch-size",
+            &"8",
+            &"--out",
+            &out,
+        ];
+        for e in extra {
+            args.push(e);
+        }
+        ok(&args);
+    }
+
+    fn accept(&self, extra: &[&str]) {
+        let (home, hello, input, out) = (
+            self.p("b"),
+            self.p("hello.psi"),
+            self.p("b.csv"),
+            self.p("accept.psi"),
+        );
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"psi",
+            &"offline",
+            &"accept",
+            &"--home",
+            &home,
+            &"--in",
+            &hello,
+            &"--input",
+            &input,
+            &"--id",
+            &"customer",
+            &"--casefold",
+            &"--out",
+            &out,
+        ];
+        for e in extra {
+            args.push(e);
+        }
+        ok(&args);
+    }
+
+    fn send(&self) {
+        ok(&[
+            &"psi",
+            &"offline",
+            &"send",
+            &"--home",
+            &self.p("a"),
+            &"--in",
+            &self.p("accept.psi"),
+            &"--out",
+            &self.p("r1.psi"),
+        ]);
+    }
+
+    fn respond(&self) {
+        ok(&[
+            &"psi",
+            &"offline",
+            &"respond",
+            &"--home",
+            &self.p("b"),
+            &"--in",
+            &self.p("r1.psi"),
+            &"--out",
+            &self.p("r2.psi"),
+        ]);
+    }
+
+    fn session_files(&self, home: &str) -> usize {
+        std::fs::read_dir(self.p(home).join("sessions"))
+            .unwrap()
+            .count()
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn full_offline_session_reveal_both_with_every_output() {
+    let w = World::new();
+    w.start(&["--reveal", "both"]);
+    w.accept(&[]);
+    w.send();
+    w.respond();
+    let out = ok(&[
+        &"psi",
+        &"offline",
+        &"finish",
+        &"--home",
+        &w.p("a"),
+        &"--in",
+        &w.p("r2.psi"),
+        &"--output",
+        &w.p("a-out.csv"),
+        &"--report",
+        &w.p("a-report.json"),
+        &"--close",
+        &w.p("close.psi"),
+    ]);
+    assert!(
+        out.contains("20 shared keys, 21 of your rows matched"),
+        "{out}"
+    );
+    let rows = lines(&w.p("a-out.csv"));
+    assert_eq!(rows[0], "id,score");
+    assert_eq!(rows.len(), 22);
+    assert_eq!(rows[1], "user20,20");
+    assert_eq!(rows[21], "user25,again");
+    ok(&[
+        &"psi",
+        &"offline",
+        &"finish",
+        &"--home",
+        &w.p("b"),
+        &"--in",
+        &w.p("close.psi"),
+        &"--output",
+        &w.p("b-out.csv"),
+        &"--flag-column",
+        &"shared",
+        &"--report",
+        &w.p("b-report.json"),
+    ]);
+    let flagged = lines(&w.p("b-out.csv"));
+    assert_eq!(flagged.len(), 31);
+    assert_eq!(flagged.iter().filter(|l| l.ends_with(",true")).count(), 20);
+    assert_eq!(flagged[1], "USER20,x,true");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.p("a-report.json")).unwrap()).unwrap();
+    assert_eq!(report["intersection"]["distinct_keys"], 20);
+    assert_eq!(report["input"]["duplicate_rows"], 1);
+    assert_eq!(report["input"]["empty_key_rows"], 1);
+    assert_eq!(report["peer_distinct_keys"], 30);
+    assert!(report["signatures"]["verified"].as_u64().unwrap() >= 60);
+    assert!(
+        report["receipts"]["provider"].is_string() && report["receipts"]["requester"].is_string()
+    );
+    let b_report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.p("b-report.json")).unwrap()).unwrap();
+    assert_eq!(report["transcript_hash"], b_report["transcript_hash"]);
+    assert_eq!(
+        w.session_files("a"),
+        0,
+        "requester state removed after finish"
+    );
+    assert_eq!(
+        w.session_files("b"),
+        0,
+        "provider state removed after finish"
+    );
+}
+
+#[test]
+fn keys_only_and_size_only_and_unsigned_modes() {
+    let w = World::new();
+    w.start(&["--mode", "digest"]);
+    w.accept(&[]);
+    w.send();
+    w.respond();
+    ok(&[
+        &"psi",
+        &"offline",
+        &"finish",
+        &"--home",
+        &w.p("a"),
+        &"--in",
+        &w.p("r2.psi"),
+        &"--output",
+        &w.p("keys.csv"),
+        &"--keys-only",
+    ]);
+    let keys = lines(&w.p("keys.csv"));
+    assert_eq!(keys.len(), 21);
+    assert_eq!(keys[1], "user20");
+
+    let w = World::new();
+    w.start(&["--size-only", "--mode", "none"]);
+    let refused = fails(&[
+        &"psi",
+        &"offline",
+        &"accept",
+        &"--home",
+        &w.p("b"),
+        &"--in",
+        &w.p("hello.psi"),
+        &"--input",
+        &w.p("b.csv"),
+        &"--id",
+        &"customer",
+        &"--out",
+        &w.p("accept.psi"),
+    ]);
+    assert!(
+        refused.contains("signing mode none is not allowed"),
+        "{refused}"
+    );
+    w.accept(&["--allow-mode", "none"]);
+    w.send();
+    w.respond();
+    let out = ok(&[
+        &"psi",
+        &"offline",
+        &"finish",
+        &"--home",
+        &w.p("a"),
+        &"--in",
+        &w.p("r2.psi"),
+    ]);
+    assert!(out.contains("20 shared keys (size only)"), "{out}");
+}
+
+fn flip(path: &Path, offset: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0x04;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Offset of element `i` of the first batch of a round-1 file in element mode:
+/// 59-byte file header, batch count, 100-byte batch header, identity signature
+/// with its flag, digest-signature flag, element count.
+fn first_batch_element(i: usize) -> usize {
+    59 + 4 + 100 + 65 + 1 + 4 + 32 * i
+}
+
+#[test]
+fn tampered_element_in_round1_is_named_and_nothing_is_written() {
+    let w = World::new();
+    w.start(&[]);
+    w.accept(&[]);
+    w.send();
+    flip(&w.p("r1.psi"), first_batch_element(3) + 5);
+    let err = fails(&[
+        &"psi",
+        &"offline",
+        &"respond",
+        &"--home",
+        &w.p("b"),
+        &"--in",
+        &w.p("r1.psi"),
+        &"--out",
+        &w.p("r2.psi"),
+    ]);
+    assert!(
+        err.contains("r1.psi") && err.contains("round 1") && err.contains("batch 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("element signatures fail at positions 3"),
+        "{err}"
+    );
+    assert!(
+        !w.p("r2.psi").exists(),
+        "no output after a failed verification"
+    );
+    assert!(!std::fs::read_dir(w.dir.path()).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains(".tmp")));
+}
+
+#[test]
+fn truncated_and_foreign_and_out_of_order_files_are_refused() {
+    let w = World::new();
+    w.start(&[]);
+    w.accept(&[]);
+    let err = fails(&[
+        &"psi",
+        &"offline",
+        &"send",
+        &"--home",
+        &w.p("a"),
+        &"--in",
+        &w.p("hello.psi"),
+        &"--out",
+        &w.p("r1.psi"),
+    ]);
+    assert!(
+        err.contains("is a hello file") && err.contains("needs an accept file"),
+        "{err}"
+    );
+    w.send();
+    let bytes = std::fs::read(w.p("r1.psi")).unwrap();
+    std::fs::write(w.p("short.psi"), &bytes[..bytes.len() - 10]).unwrap();
+    let err = fails(&[
+        &"psi",
+        &"offline",
+        &"respond",
+        &"--home",
+        &w.p("b"),
+        &"--in",
+        &w.p("short.psi"),
+        &"--out",
+        &w.p("r2.psi"),
+    ]);
+    assert!(
+        err.contains("short.psi") && err.contains("truncated"),
+        "{err}"
+    );
+    std::fs::write(w.p("junk.psi"), b"hello, world").unwrap();
+    let err = fails(&[
+        &"psi",
+        &"offline",
+        &"respond",
+        &"--home",
+        &w.p("b"),
+        &"--in",
+        &w.p("junk.psi"),
+        &"--out",
+        &w.p("r2.psi"),
+    ]);
+    assert!(
+        err.contains("not a sotto PSI file") || err.contains("truncated"),
+        "{err}"
+    );
+
+    // A second session between the same parties; its round 1 relabelled as
+    // the first session's is refused as a replay from another session.
+    w.start(&[]);
+    w.accept(&[]);
+    w.send();
+    let second = std::fs::read(w.p("r1.psi")).unwrap();
+    let first_sid = &bytes[11..27];
+    let mut relabelled = second.clone();
+    relabelled[11..27].copy_from_slice(first_sid);
+    std::fs::write(w.p("replay.psi"), relabelled).unwrap();
+    let err = fails(&[
+        &"psi",
+        &"offline",
+        &"respond",
+        &"--home",
+        &w.p("b"),
+        &"--in",
+        &w.p("replay.psi"),
+        &"--out",
+        &w.p("r2.psi"),
+    ]);
+    assert!(
+        err.contains("belongs to session") && err.contains("replayed from another session"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hello_from_an_unknown_peer_is_refused() {
+    let w = World::new();
+    ok(&[&"init", &"--home", &w.p("mallory"), &"--name", &"a"]);
+    ok(&[
+        &"identity",
+        &"export",
+        &"--home",
+        &w.p("mallory"),
+        &"--out",
+        &w.p("m.json"),
+    ]);
+    ok(&[&"peer", &"add", &"--home", &w.p("mallory"), &w.p("b.json")]);
+    ok(&[
+        &"psi",
+        &"offline",
+        &"start",
+        &"--home",
+        &w.p("mallory"),
+        &"--peer",
+        &"b",
+        &"--input",
+        &w.p("a.csv"),
+        &"--id",
+        &"id",
+        &"--out",
+        &w.p("hello.psi"),
+    ]);
+    let err = fails(&[
+        &"psi",
+        &"offline",
+        &"accept",
+        &"--home",
+        &w.p("b"),
+        &"--in",
+        &w.p("hello.psi"),
+        &"--input",
+        &w.p("b.csv"),
+        &"--id",
+        &"customer",
+        &"--out",
+        &w.p("accept.psi"),
+    ]);
+    assert!(err.contains("not a pinned peer"), "{err}");
+    let err = fails(&[&"peer", &"add", &"--home", &w.p("b"), &w.p("m.json")]);
+    assert!(
+        err.contains("different profile is already pinned as \"a\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_inputs_name_the_place_and_write_nothing() {
+    let w = World::new();
+    std::fs::write(w.p("ragged.csv"), "id,v\nx,1\ny\n").unwrap();
+    std::fs::write(w.p("utf8.csv"), b"id,v\nx,1\n\xc3\x28,2\n").unwrap();
+    let start = |input: &Path, id: &str| {
+        fails(&[
+            &"psi",
+            &"offline",
+            &"start",
+            &"--home",
+            &w.p("a"),
+            &"--peer",
+            &"b",
+            &"--input",
+            &input,
+            &"--id",
+            &id,
+            &"--out",
+            &w.p("h.psi"),
+        ])
+    };
+    let err = start(&w.p("ragged.csv"), "id");
+    assert!(
+        err.contains("ragged.csv:3") && err.contains("1 fields but the header has 2"),
+        "{err}"
+    );
+    let err = start(&w.p("utf8.csv"), "id");
+    assert!(
+        err.contains("utf8.csv:3:1") && err.contains("invalid UTF-8"),
+        "{err}"
+    );
+    let err = start(&w.p("a.csv"), "email");
+    assert!(
+        err.contains("a.csv:1: no column named \"email\"") && err.contains("id, score"),
+        "{err}"
+    );
+    let err = start(&w.p("missing.csv"), "id");
+    assert!(err.contains("missing.csv"), "{err}");
+    assert!(!w.p("h.psi").exists());
+    assert_eq!(w.session_files("a"), 0);
+}
+
+#[test]
+fn changed_input_between_steps_is_refused() {
+    let w = World::new();
+    w.start(&[]);
+    w.accept(&[]);
+    std::fs::write(w.p("a.csv"), "id,score\nsomeone,1\n").unwrap();
+    let err = fails(&[
+        &"psi",
+        &"offline",
+        &"send",
+        &"--home",
+        &w.p("a"),
+        &"--in",
+        &w.p("accept.psi"),
+        &"--out",
+        &w.p("r1.psi"),
+    ]);
+    assert!(
+        err.contains("a.csv changed since this session read it"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn init_writes_private_keys_and_refuses_to_overwrite() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    for file in ["identity.key", "bls.keys"] {
+        let mode = std::fs::metadata(w.p("a").join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    let err = fails(&[&"init", &"--home", &w.p("a"), &"--name", &"a"]);
+    assert!(err.contains("already holds a node home"), "{err}");
+    let listed = ok(&[&"peer", &"list", &"--home", &w.p("a")]);
+    assert!(listed.starts_with("b\t"), "{listed}");
+    let mut profile: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.p("b.json")).unwrap()).unwrap();
+    profile["name"] = "c".into();
+    std::fs::write(w.p("c.json"), serde_json::to_vec(&profile).unwrap()).unwrap();
+    let err = fails(&[&"peer", &"add", &"--home", &w.p("a"), &w.p("c.json")]);
+    assert!(err.contains("does not verify"), "{err}");
+}
+
+#[test]
+fn demo_passes_its_own_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&[
+        &"demo",
+        &"psi",
+        &"--rows",
+        &"400",
+        &"--dir",
+        &dir.path().join("demo"),
+    ]);
+    assert!(out.contains("CHECK PASSED"), "{out}");
+}
