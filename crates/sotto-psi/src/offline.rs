@@ -344,6 +344,21 @@ fn write_file(path: &Path, file: &PsiFile) -> Result<(), OfflineError> {
     Ok(())
 }
 
+/// Writes a step's output file, then the session state; if the state cannot
+/// be saved, the output is removed again so the step can simply be re-run.
+fn commit_step(
+    home: &NodeHome,
+    session: &Session,
+    driver: &DriverState,
+    out: &Path,
+    file: &PsiFile,
+) -> Result<(), OfflineError> {
+    write_file(out, file)?;
+    save_state(home, session, driver).inspect_err(|_| {
+        let _ = std::fs::remove_file(out);
+    })
+}
+
 fn protocol(path: &Path) -> impl FnOnce(EngineError) -> OfflineError + '_ {
     move |source| OfflineError::Protocol {
         path: path.to_owned(),
@@ -463,16 +478,13 @@ pub fn start<R: RngCore + CryptoRng>(
     )
     .map_err(protocol(out))?;
     let driver = new_driver(&peer, &options.input, &options.spec, &table, Phase::Started);
-    save_state(home, &session, &driver)?;
-    write_file(
-        out,
-        &PsiFile {
-            kind: FileKind::Hello,
-            sid: params.sid,
-            sender: signer.identity.public(),
-            body: FileBody::Hello(hello),
-        },
-    )?;
+    let file = PsiFile {
+        kind: FileKind::Hello,
+        sid: params.sid,
+        sender: signer.identity.public(),
+        body: FileBody::Hello(hello),
+    };
+    commit_step(home, &session, &driver, out, &file)?;
     Ok(StepSummary {
         sid: params.sid,
         message: format!(
@@ -526,16 +538,13 @@ pub fn accept<R: RngCore + CryptoRng>(
     )
     .map_err(protocol(hello_path))?;
     let driver = new_driver(&peer, input, spec, &table, Phase::Accepted);
-    save_state(home, &session, &driver)?;
-    write_file(
-        out,
-        &PsiFile {
-            kind: FileKind::Accept,
-            sid: hello.sid,
-            sender: signer.identity.public(),
-            body: FileBody::Hello(reply),
-        },
-    )?;
+    let reply_file = PsiFile {
+        kind: FileKind::Accept,
+        sid: hello.sid,
+        sender: signer.identity.public(),
+        body: FileBody::Hello(reply),
+    };
+    commit_step(home, &session, &driver, out, &reply_file)?;
     Ok(StepSummary {
         sid: hello.sid,
         message: format!(
@@ -584,16 +593,13 @@ pub fn send(
         .map_err(protocol(out))
     })?;
     driver.phase = Phase::Sent;
-    save_state(home, &session, &driver)?;
-    write_file(
-        out,
-        &PsiFile {
-            kind: FileKind::Round1,
-            sid: session.params().sid,
-            sender: signer.identity.public(),
-            body: FileBody::Round1 { u },
-        },
-    )?;
+    let round1 = PsiFile {
+        kind: FileKind::Round1,
+        sid: session.params().sid,
+        sender: signer.identity.public(),
+        body: FileBody::Round1 { u },
+    };
+    commit_step(home, &session, &driver, out, &round1)?;
     Ok(StepSummary {
         sid: session.params().sid,
         message: format!("round 1: {n} encrypted keys written to {}", out.display()),
@@ -664,16 +670,13 @@ pub fn respond(
         )?;
     }
     driver.phase = Phase::Responded;
-    save_state(home, &session, &driver)?;
-    write_file(
-        out,
-        &PsiFile {
-            kind: FileKind::Round2,
-            sid: session.params().sid,
-            sender: signer.identity.public(),
-            body: FileBody::Round2 { receipt, w, v },
-        },
-    )?;
+    let round2 = PsiFile {
+        kind: FileKind::Round2,
+        sid: session.params().sid,
+        sender: signer.identity.public(),
+        body: FileBody::Round2 { receipt, w, v },
+    };
+    commit_step(home, &session, &driver, out, &round2)?;
     Ok(StepSummary {
         sid: session.params().sid,
         message: format!(

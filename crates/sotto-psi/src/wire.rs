@@ -140,7 +140,8 @@ impl StreamKind {
     }
 }
 
-fn decode_enum<T>(
+/// Reads a one-byte code and maps it with `parse`.
+pub(crate) fn decode_enum<T>(
     r: &mut Reader<'_>,
     field: &'static str,
     parse: fn(u8) -> Option<T>,
@@ -149,7 +150,11 @@ fn decode_enum<T>(
     parse(code).ok_or_else(|| r.invalid(field, format!("unknown code {code}")))
 }
 
-fn decode_identity(r: &mut Reader<'_>, field: &'static str) -> Result<IdentityPublic, DecodeError> {
+/// Reads and validates a 32-byte identity key.
+pub(crate) fn decode_identity(
+    r: &mut Reader<'_>,
+    field: &'static str,
+) -> Result<IdentityPublic, DecodeError> {
     let bytes: [u8; 32] = r.array(field)?;
     IdentityPublic::from_bytes(&bytes).map_err(|e| r.invalid(field, e.to_string()))
 }

@@ -2,7 +2,6 @@
 //! scalar, shuffle seed, ephemeral key); callers write it with mode 0600.
 
 use sotto_crypto::group::{EcdhScalar, GroupId};
-use sotto_crypto::identity::IdentityPublic;
 use sotto_crypto::ids::SessionId;
 use sotto_crypto::kdf::EphemeralKey;
 use sotto_crypto::secret::SecretBytes;
@@ -11,7 +10,7 @@ use zeroize::Zeroizing;
 use super::{Session, SessionParams, SignatureCounts, Transcript};
 use crate::codec::{Reader, Writer};
 use crate::error::DecodeError;
-use crate::wire::{Reveal, Role, SigningMode};
+use crate::wire::{decode_enum, decode_identity, Reveal, Role, SigningMode};
 
 const STATE_VERSION: u16 = 1;
 
@@ -28,20 +27,6 @@ fn get_opt(r: &mut Reader<'_>, field: &'static str) -> Result<Option<[u8; 32]>, 
         1 => Ok(Some(r.array(field)?)),
         other => Err(r.invalid(field, format!("flag {other}"))),
     }
-}
-
-fn get_code<T>(
-    r: &mut Reader<'_>,
-    field: &'static str,
-    parse: fn(u8) -> Option<T>,
-) -> Result<T, DecodeError> {
-    let code = r.u8(field)?;
-    parse(code).ok_or_else(|| r.invalid(field, format!("unknown code {code}")))
-}
-
-fn get_identity(r: &mut Reader<'_>, field: &'static str) -> Result<IdentityPublic, DecodeError> {
-    let bytes: [u8; 32] = r.array(field)?;
-    IdentityPublic::from_bytes(&bytes).map_err(|e| r.invalid(field, e.to_string()))
 }
 
 impl Session {
@@ -91,14 +76,14 @@ impl Session {
         }
         let params = SessionParams {
             sid: SessionId::from_bytes(r.array("state.sid")?),
-            group: get_code(&mut r, "state.group", GroupId::from_code)?,
-            mode: get_code(&mut r, "state.mode", SigningMode::from_code)?,
-            reveal: get_code(&mut r, "state.reveal", Reveal::from_code)?,
+            group: decode_enum(&mut r, "state.group", GroupId::from_code)?,
+            mode: decode_enum(&mut r, "state.mode", SigningMode::from_code)?,
+            reveal: decode_enum(&mut r, "state.reveal", Reveal::from_code)?,
             batch_size: r.u32("state.batch_size")?,
         };
-        let role = get_code(&mut r, "state.role", Role::from_code)?;
-        let local = get_identity(&mut r, "state.local")?;
-        let peer = get_identity(&mut r, "state.peer")?;
+        let role = decode_enum(&mut r, "state.role", Role::from_code)?;
+        let local = decode_identity(&mut r, "state.local")?;
+        let peer = decode_identity(&mut r, "state.peer")?;
         let requester_size = r.u64("state.requester_size")?;
         let provider_size = r.u64("state.provider_size")?;
         let ephemeral = get_opt(&mut r, "state.ephemeral")?
