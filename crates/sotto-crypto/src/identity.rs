@@ -36,6 +36,17 @@ impl IdentityKey {
         zeroize::Zeroizing::new(self.0.to_bytes())
     }
 
+    /// The key as a PKCS#8 PEM document, for use as the node's TLS key.
+    pub fn to_pkcs8_pem(&self) -> Result<zeroize::Zeroizing<String>, CryptoError> {
+        use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
+        self.0
+            .to_pkcs8_pem(LineEnding::LF)
+            .map(|pem| zeroize::Zeroizing::new(pem.to_string()))
+            .map_err(|_| CryptoError::BadEncoding {
+                what: "identity key (PKCS#8)",
+            })
+    }
+
     /// The public half.
     pub fn public(&self) -> IdentityPublic {
         IdentityPublic(self.0.verifying_key())

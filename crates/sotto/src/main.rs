@@ -45,6 +45,9 @@ enum Command {
     /// Show or export this node's public profile.
     #[command(subcommand)]
     Identity(cmd::node::IdentityCommand),
+    /// The consortium certificate authority: create it, issue node certificates.
+    #[command(subcommand)]
+    Ca(cmd::ca::CaCommand),
     /// Pin and list the peers this node trusts.
     #[command(subcommand)]
     Peer(cmd::node::PeerCommand),
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Init(args) => cmd::node::init(args),
         Command::Identity(c) => cmd::node::identity(c),
         Command::Peer(c) => cmd::node::peer(c),
+        Command::Ca(c) => cmd::ca::run(c),
         Command::Psi(c) => cmd::psi::run(c, &progress),
         Command::Demo(c) => cmd::demo::run(c, cli.quiet),
         Command::Bench(c) => cmd::bench::run(c),

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod bench;
+pub mod ca;
 pub mod demo;
 pub mod node;
 pub mod psi;

@@ -1,0 +1,180 @@
+//! A node's TLS material (certificate from the consortium CA, the CA
+//! certificate it trusts, and its identity key as TLS key), the mutual-TLS
+//! configurations built from it, and the peer identity a server learns from
+//! the client's certificate.
+
+use std::path::PathBuf;
+
+use sotto_crypto::identity::IdentityPublic;
+use sotto_node::files::{read, write_atomic, Visibility};
+use sotto_node::NodeHome;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use x509_parser::prelude::{FromDer, X509Certificate};
+use zeroize::Zeroizing;
+
+use crate::NetError;
+
+const TLS_DIR: &str = "tls";
+const NODE_CERT: &str = "node.pem";
+const TRUSTED_CA: &str = "ca.pem";
+/// OID of Ed25519 public keys (RFC 8410).
+const ED25519_OID: &str = "1.3.101.112";
+
+/// Everything a node needs for mutual TLS.
+pub struct TlsMaterial {
+    cert_pem: String,
+    ca_pem: String,
+    key_pem: Zeroizing<String>,
+}
+
+fn tls_path(home: &NodeHome, file: &str) -> PathBuf {
+    home.dir().join(TLS_DIR).join(file)
+}
+
+/// Stores a certificate issued for this node and the CA certificate it
+/// chains to, after checking that the certificate certifies this node's
+/// identity key.
+pub fn install(home: &NodeHome, cert_pem: &str, ca_pem: &str) -> Result<(), NetError> {
+    let key = certificate_identity(&pem_to_der(cert_pem)?)?;
+    if key != home.identity().public() {
+        return Err(NetError::PeerCertificate(format!(
+            "the certificate is for identity {key}, not for this node's identity {}",
+            home.identity().public()
+        )));
+    }
+    let dir = home.dir().join(TLS_DIR);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| sotto_node::NodeError::io(&dir, "create directory", e))?;
+    write_atomic(
+        &tls_path(home, NODE_CERT),
+        cert_pem.as_bytes(),
+        Visibility::Public,
+    )?;
+    write_atomic(
+        &tls_path(home, TRUSTED_CA),
+        ca_pem.as_bytes(),
+        Visibility::Public,
+    )?;
+    Ok(())
+}
+
+impl TlsMaterial {
+    /// Loads the node's certificate, trusted CA and key from its home.
+    pub fn load(home: &NodeHome) -> Result<Self, NetError> {
+        let cert_path = tls_path(home, NODE_CERT);
+        if !cert_path.exists() {
+            return Err(NetError::NoCertificate { path: cert_path });
+        }
+        Ok(Self {
+            cert_pem: String::from_utf8_lossy(&read(&cert_path)?).into_owned(),
+            ca_pem: String::from_utf8_lossy(&read(&tls_path(home, TRUSTED_CA))?).into_owned(),
+            key_pem: home.identity().to_pkcs8_pem()?,
+        })
+    }
+
+    fn identity(&self) -> Identity {
+        Identity::from_pem(&self.cert_pem, self.key_pem.as_bytes())
+    }
+
+    /// Server side: present this node's certificate and require a client
+    /// certificate from the consortium CA.
+    pub fn server_config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(self.identity())
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+    }
+
+    /// Client side: present this node's certificate and accept only a server
+    /// certificate from the consortium CA issued to `peer_name`.
+    pub fn client_config(&self, peer_name: &str) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .identity(self.identity())
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .domain_name(peer_name)
+    }
+}
+
+fn pem_to_der(pem: &str) -> Result<Vec<u8>, NetError> {
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| NetError::PeerCertificate(format!("not a PEM certificate: {e}")))?;
+    Ok(parsed.contents)
+}
+
+/// The Ed25519 identity key certified by a DER certificate.
+pub fn certificate_identity(der: &[u8]) -> Result<IdentityPublic, NetError> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| NetError::PeerCertificate(format!("unparseable certificate: {e}")))?;
+    let spki = &cert.tbs_certificate.subject_pki;
+    if spki.algorithm.algorithm.to_id_string() != ED25519_OID {
+        return Err(NetError::PeerCertificate(
+            "the certificate key is not an Ed25519 identity key".into(),
+        ));
+    }
+    Ok(IdentityPublic::from_bytes(&spki.subject_public_key.data)?)
+}
+
+/// The identity key of the client of a gRPC request, from its verified
+/// mutual-TLS certificate.
+pub fn peer_identity<T>(request: &tonic::Request<T>) -> Result<IdentityPublic, NetError> {
+    let certs = request
+        .peer_certs()
+        .ok_or_else(|| NetError::PeerCertificate("the client presented no certificate".into()))?;
+    let first = certs
+        .first()
+        .ok_or_else(|| NetError::PeerCertificate("the client presented no certificate".into()))?;
+    certificate_identity(first.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::ConsortiumCa;
+    use rand_core::OsRng;
+    use time::{Duration, OffsetDateTime};
+
+    #[test]
+    fn issued_certificate_binds_name_and_identity_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let now = OffsetDateTime::now_utc();
+        let ca =
+            ConsortiumCa::init(&dir.path().join("ca"), "test consortium", now, 365).expect("ca");
+        let home = NodeHome::init(
+            &dir.path().join("n"),
+            "bank-a".parse().expect("name"),
+            2,
+            &mut OsRng,
+        )
+        .expect("home");
+        let pem = ca
+            .issue(
+                home.name(),
+                &home.identity().public(),
+                now,
+                now + Duration::days(30),
+            )
+            .expect("issue");
+        assert_eq!(
+            certificate_identity(&pem_to_der(&pem).expect("pem")).expect("key"),
+            home.identity().public()
+        );
+        install(&home, &pem, ca.cert_pem()).expect("install");
+        assert!(TlsMaterial::load(&home).is_ok());
+        let other = NodeHome::init(
+            &dir.path().join("o"),
+            "bank-b".parse().expect("name"),
+            2,
+            &mut OsRng,
+        )
+        .expect("home");
+        assert!(matches!(
+            install(&other, &pem, ca.cert_pem()),
+            Err(NetError::PeerCertificate(_))
+        ));
+        let reopened = ConsortiumCa::open(&dir.path().join("ca")).expect("open");
+        assert_eq!(reopened.cert_pem(), ca.cert_pem());
+        assert!(matches!(
+            ConsortiumCa::init(&dir.path().join("ca"), "again", now, 1),
+            Err(NetError::CaExists { .. })
+        ));
+    }
+}

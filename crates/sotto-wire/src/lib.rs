@@ -1,0 +1,7 @@
+//! gRPC services and protobuf envelopes of sotto, generated at build time.
+
+/// Online PSI (`sotto.psi.v1`).
+pub mod psi {
+    #![allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
+    tonic::include_proto!("sotto.psi.v1");
+}
