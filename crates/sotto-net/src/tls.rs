@@ -72,6 +72,29 @@ impl TlsMaterial {
         })
     }
 
+    /// Checks that this node's own certificate is valid at `now`, so an
+    /// expired certificate is reported plainly instead of as a failed
+    /// handshake.
+    pub fn check_validity(&self, now: time::OffsetDateTime) -> Result<(), NetError> {
+        let der = pem_to_der(&self.cert_pem)?;
+        let (_, cert) = X509Certificate::from_der(&der)
+            .map_err(|e| NetError::PeerCertificate(format!("unparseable certificate: {e}")))?;
+        let validity = cert.validity();
+        let (from, until) = (
+            validity.not_before.to_datetime(),
+            validity.not_after.to_datetime(),
+        );
+        if now < from || now > until {
+            return Err(NetError::Certificate {
+                what: "this node's TLS certificate",
+                reason: format!(
+                    "valid from {from} until {until}, but now is {now}; ask the consortium CA for a new one (`sotto ca issue`)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn identity(&self) -> Identity {
         Identity::from_pem(&self.cert_pem, self.key_pem.as_bytes())
     }

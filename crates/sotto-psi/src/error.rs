@@ -123,6 +123,12 @@ pub enum Rejection {
     /// The elements do not hash to the digest in the signed header.
     #[error("the elements do not match the digest in the signed header (elements altered, dropped, duplicated or reordered)")]
     DigestMismatch,
+    /// The batch could not be decoded.
+    #[error("it could not be decoded: {reason}")]
+    Undecodable {
+        /// Where decoding failed.
+        reason: String,
+    },
     /// An element is not a valid group element.
     #[error("element at position {position} is not a valid group element")]
     InvalidElement {

@@ -7,6 +7,8 @@
 //! - [`local`]: both roles in one process (benchmarks, tests).
 //! - [`offline`]: the file-based driver: each step reads the previous file and
 //!   writes the next, with session state kept in the node home.
+//! - [`online`]: the gRPC driver over mutual TLS: `serve` (provider) and
+//!   `run` (requester), with retransmission of refused batches.
 
 pub mod codec;
 pub mod engine;
@@ -14,6 +16,7 @@ pub mod error;
 pub mod files;
 pub mod local;
 pub mod offline;
+pub mod online;
 pub mod report;
 pub mod steps;
 pub mod table;

@@ -23,9 +23,9 @@ use crate::engine::{
 use crate::error::{DecodeError, EngineError, TableError};
 use crate::files::{FileBody, FileKind, PsiFile};
 use crate::local::PhaseTiming;
-use crate::report::{InputReport, IntersectionReport, ReceiptsReport, Report, SignatureReport};
+use crate::report::{Report, ReportContext};
 use crate::steps;
-use crate::table::{read_keys, write_output, InputStats, KeySpec, KeyTable, OutputKind};
+use crate::table::{read_keys, write_matches, InputStats, KeySpec, KeyTable, OutputKind};
 use crate::wire::{Receipt, Reveal, Role, SigningMode, StreamKind};
 
 const STATE_MAGIC: &[u8; 8] = b"SOTTOSTA";
@@ -760,7 +760,12 @@ fn finish_requester(
     let matched_rows = if reveal == Reveal::Size {
         None
     } else {
-        Some(write_result(&table, &driver, &result.matched, options)?)
+        Some(write_matches(
+            &table,
+            &KeySpec::from(&driver.spec),
+            &result.matched,
+            options.output.as_ref(),
+        )?)
     };
     if let Some(close) = &options.close {
         write_file(
@@ -839,7 +844,12 @@ fn finish_provider(
         let table = reload_input(&driver)?;
         (
             Some(size),
-            Some(write_result(&table, &driver, &matched, options)?),
+            Some(write_matches(
+                &table,
+                &KeySpec::from(&driver.spec),
+                &matched,
+                options.output.as_ref(),
+            )?),
         )
     } else {
         if !z.is_empty() {
@@ -865,30 +875,6 @@ fn finish_provider(
     finalize(home, &session, report, size, matched_rows, options)
 }
 
-/// Writes the output file if one was asked for; returns the matched rows.
-fn write_result(
-    table: &KeyTable,
-    driver: &DriverState,
-    matched_keys: &[u32],
-    options: &FinishOptions,
-) -> Result<u64, OfflineError> {
-    let mut matched = vec![false; table.keys.len()];
-    for &k in matched_keys {
-        if let Some(slot) = matched.get_mut(k as usize) {
-            *slot = true;
-        }
-    }
-    let rows = table
-        .row_keys
-        .iter()
-        .filter(|k| k.is_some_and(|k| matched[k as usize]))
-        .count() as u64;
-    if let Some((out, kind)) = &options.output {
-        write_output(table, &KeySpec::from(&driver.spec), &matched, kind, out)?;
-    }
-    Ok(rows)
-}
-
 fn build_report(
     session: &Session,
     driver: &DriverState,
@@ -898,36 +884,15 @@ fn build_report(
     receipts: (Option<&Receipt>, Option<&Receipt>),
 ) -> Report {
     let stats = &driver.input_stats;
-    let params = session.params();
-    let peer_keys = match session.role() {
-        Role::Requester => session.provider_size(),
-        Role::Provider => session.requester_size(),
-    };
-    Report {
-        session: params.sid.to_string(),
-        role: session.role().to_string(),
-        peer: driver.peer.clone(),
-        mode: params.mode.to_string(),
-        reveal: params.reveal.to_string(),
-        group: params.group.name().to_owned(),
-        input: InputReport {
-            path: driver.input.display().to_string(),
-            id_columns: driver.spec.columns.clone(),
-            stats: InputStats {
-                rows: stats.rows,
-                empty_key_rows: stats.empty_key_rows,
-                duplicate_rows: stats.duplicate_rows,
-                distinct_keys: stats.distinct_keys,
-            },
-        },
-        peer_distinct_keys: peer_keys,
-        intersection: IntersectionReport {
-            distinct_keys: size,
-            matched_rows,
-            output: options
-                .output
-                .as_ref()
-                .map(|(p, _)| p.display().to_string()),
+    let context = ReportContext {
+        peer: &driver.peer,
+        input: &driver.input,
+        columns: &driver.spec.columns,
+        stats: InputStats {
+            rows: stats.rows,
+            empty_key_rows: stats.empty_key_rows,
+            duplicate_rows: stats.duplicate_rows,
+            distinct_keys: stats.distinct_keys,
         },
         timings: driver
             .timings
@@ -938,20 +903,16 @@ fn build_report(
                 elements: t.elements,
             })
             .collect(),
-        signatures: SignatureReport {
-            made: session.counts().made,
-            verified: session.counts().verified,
-        },
         failed_batches: 0,
-        transcript_hash: session
-            .transcript_hash()
-            .map(hex::encode)
-            .unwrap_or_default(),
-        receipts: ReceiptsReport {
-            requester: receipts.0.map(Receipt::to_hex),
-            provider: receipts.1.map(Receipt::to_hex),
-        },
-    }
+    };
+    Report::new(
+        session,
+        context,
+        size,
+        matched_rows,
+        options.output.as_ref().map(|(p, _)| p.as_path()),
+        receipts,
+    )
 }
 
 fn finalize(
@@ -963,13 +924,7 @@ fn finalize(
     options: &FinishOptions,
 ) -> Result<FinishSummary, OfflineError> {
     if let Some(path) = &options.report {
-        let mut json =
-            serde_json::to_string_pretty(&report).map_err(|e| OfflineError::BadState {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-        json.push('\n');
-        write_atomic(path, json.as_bytes(), Visibility::Public)?;
+        report.write(path)?;
     }
     remove_state(home, &session.params().sid);
     Ok(FinishSummary {

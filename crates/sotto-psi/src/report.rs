@@ -1,9 +1,92 @@
 //! The JSON report written at the end of a session.
 
+use std::path::Path;
+
 use serde::Serialize;
 
+use crate::engine::Session;
 use crate::local::PhaseTiming;
 use crate::table::InputStats;
+use crate::wire::{Receipt, Role};
+
+/// What a driver knows about its side of a session, beyond the engine.
+pub struct ReportContext<'a> {
+    /// The peer's name.
+    pub peer: &'a str,
+    /// The input CSV.
+    pub input: &'a Path,
+    /// Key columns.
+    pub columns: &'a [String],
+    /// Input counts.
+    pub stats: InputStats,
+    /// Time per phase.
+    pub timings: Vec<PhaseTiming>,
+    /// Batches refused (and retransmitted) during the session.
+    pub failed_batches: u64,
+}
+
+impl Report {
+    /// Assembles the report of a finished session.
+    pub fn new(
+        session: &Session,
+        context: ReportContext<'_>,
+        size: Option<u64>,
+        matched_rows: Option<u64>,
+        output: Option<&Path>,
+        receipts: (Option<&Receipt>, Option<&Receipt>),
+    ) -> Self {
+        let params = session.params();
+        let peer_distinct_keys = match session.role() {
+            Role::Requester => session.provider_size(),
+            Role::Provider => session.requester_size(),
+        };
+        Report {
+            session: params.sid.to_string(),
+            role: session.role().to_string(),
+            peer: context.peer.to_owned(),
+            mode: params.mode.to_string(),
+            reveal: params.reveal.to_string(),
+            group: params.group.name().to_owned(),
+            input: InputReport {
+                path: context.input.display().to_string(),
+                id_columns: context.columns.to_vec(),
+                stats: context.stats,
+            },
+            peer_distinct_keys,
+            intersection: IntersectionReport {
+                distinct_keys: size,
+                matched_rows,
+                output: output.map(|p| p.display().to_string()),
+            },
+            timings: context.timings,
+            signatures: SignatureReport {
+                made: session.counts().made,
+                verified: session.counts().verified,
+            },
+            failed_batches: context.failed_batches,
+            transcript_hash: session
+                .transcript_hash()
+                .map(hex::encode)
+                .unwrap_or_default(),
+            receipts: ReceiptsReport {
+                requester: receipts.0.map(Receipt::to_hex),
+                provider: receipts.1.map(Receipt::to_hex),
+            },
+        }
+    }
+
+    /// Writes the report as pretty JSON, atomically.
+    pub fn write(&self, path: &Path) -> Result<(), sotto_node::NodeError> {
+        let mut json = serde_json::to_string_pretty(self)
+            .unwrap_or_else(|_| unreachable!("reports always serialize"));
+        json.push('\n');
+        sotto_node::files::write_atomic(
+            path,
+            json.as_bytes(),
+            sotto_node::files::Visibility::Public,
+        )
+    }
+}
 
 /// Everything a party may record about a finished session.
 #[derive(Clone, Debug, Serialize)]

@@ -4,7 +4,9 @@
 
 use sotto_crypto::group::Element;
 
-use crate::engine::{shuffle_order, Matcher, PeerKeys, Session, Signer, TRUNCATED_LEN};
+use crate::engine::{
+    shuffle_order, Matcher, PeerKeys, Session, Signer, StreamReceiver, TRUNCATED_LEN,
+};
 use crate::error::EngineError;
 use crate::wire::{Batch, Reveal, Role, StreamKind};
 
@@ -56,6 +58,13 @@ pub fn check_stream(
         receiver.check(batch, peer)?;
         progress(batch.elements.len() as u64);
     }
+    close_stream(session, receiver)
+}
+
+/// Ends a checked stream: every element must have arrived; its header chain
+/// goes into the transcript and its verifications into the counters.
+pub fn close_stream(session: &mut Session, receiver: StreamReceiver) -> Result<(), EngineError> {
+    let kind = receiver.kind();
     let verified = receiver.verified();
     let chain = receiver.finish()?;
     session.add_verified(verified);

@@ -246,6 +246,31 @@ pub enum OutputKind {
     Flag(String),
 }
 
+/// Counts the rows whose key is among `matched_keys` (indices into
+/// `table.keys`) and, if `output` is given, writes it. Returns the count.
+pub fn write_matches(
+    table: &KeyTable,
+    spec: &KeySpec,
+    matched_keys: &[u32],
+    output: Option<&(PathBuf, OutputKind)>,
+) -> Result<u64, TableError> {
+    let mut matched = vec![false; table.keys.len()];
+    for &k in matched_keys {
+        if let Some(slot) = matched.get_mut(k as usize) {
+            *slot = true;
+        }
+    }
+    let rows = table
+        .row_keys
+        .iter()
+        .filter(|k| k.is_some_and(|k| matched[k as usize]))
+        .count() as u64;
+    if let Some((out, kind)) = output {
+        write_output(table, spec, &matched, kind, out)?;
+    }
+    Ok(rows)
+}
+
 /// Writes the output for `table` given which distinct keys matched. Returns
 /// the number of rows written (excluding the header).
 pub fn write_output(

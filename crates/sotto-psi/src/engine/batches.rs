@@ -187,6 +187,21 @@ impl StreamReceiver {
         self.verified
     }
 
+    /// The stream being received.
+    pub fn kind(&self) -> StreamKind {
+        self.kind
+    }
+
+    /// Index of the next batch expected.
+    pub fn next_batch(&self) -> u32 {
+        self.next_batch
+    }
+
+    /// Whether every announced element has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.received == self.total
+    }
+
     /// Checks the next batch: session, stream, sender, order, size, header
     /// signature, and the elements against their signatures or the digest.
     pub fn check(&mut self, batch: &Batch, peer: &PeerKeys) -> Result<(), EngineError> {

@@ -2,13 +2,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use rand::rngs::OsRng;
 use sotto_node::NodeName;
 use sotto_psi::engine::{AcceptPolicy, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
 use sotto_psi::offline::{self, FinishOptions, ProgressSink, StartOptions};
-use sotto_psi::table::{KeySpec, OutputKind};
+use sotto_psi::online::{self, Limits, ProviderConfig, RequesterConfig};
+use sotto_psi::table::{read_keys, KeySpec, OutputKind};
 use sotto_psi::wire::{Reveal, SigningMode};
 
 use super::node::HomeArg;
@@ -23,6 +26,121 @@ pub enum PsiCommand {
     /// checks the previous file completely before computing anything.
     #[command(subcommand)]
     Offline(OfflineCommand),
+    /// Provider: answer sessions over gRPC with mutual TLS until Ctrl-C.
+    ///
+    /// Prints `listening on ADDRESS` once ready. Every session is checked
+    /// against the client's certificate, the pinned peers and --allow.
+    Serve(ServeArgs),
+    /// Requester: run one session with a provider over gRPC with mutual TLS.
+    Run(RunArgs),
+}
+
+/// Limits of an online session.
+#[derive(Args, Clone)]
+pub struct LimitArgs {
+    /// Seconds to wait for a correct retransmission after refusing a batch.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    verify_timeout: u64,
+    /// Failures of one batch tolerated before the session aborts.
+    #[arg(long, default_value_t = 3)]
+    max_retries: u32,
+    /// Seconds to wait for any message from the peer.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    idle_timeout: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            verify_timeout: Duration::from_secs(self.verify_timeout),
+            max_retries: self.max_retries,
+        }
+    }
+}
+
+/// Arguments of `psi serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7443")]
+    listen: String,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Signing modes you accept (comma-separated). `none` gives no integrity.
+    #[arg(long, value_delimiter = ',', default_values_t = [SigningMode::Element, SigningMode::Digest])]
+    allow_mode: Vec<SigningMode>,
+    /// Pinned peers allowed to start sessions (comma-separated; default: every pinned peer).
+    #[arg(long, value_delimiter = ',')]
+    allow: Option<Vec<NodeName>>,
+    /// Under reveal `both`, write each session's matched rows and report here.
+    #[arg(long, value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Arguments of `psi run`.
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    /// The pinned provider.
+    #[arg(long)]
+    peer: NodeName,
+    /// The provider's address, HOST:PORT.
+    #[arg(long)]
+    connect: String,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Signing mode: element, digest or none.
+    #[arg(long, default_value_t = SigningMode::Element)]
+    mode: SigningMode,
+    /// Who learns the result: requester, both, or size.
+    #[arg(long, default_value_t = Reveal::Requester)]
+    reveal: Reveal,
+    /// Same as --reveal size.
+    #[arg(long, conflicts_with = "reveal")]
+    size_only: bool,
+    /// Elements per batch (1 to 1048576).
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_BATCH_SIZE)))]
+    batch_size: u32,
+    #[command(flatten)]
+    outputs: OutputArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Where a requester writes its results.
+#[derive(Args)]
+pub struct OutputArgs {
+    /// Write your matched rows (original columns, input order) to this CSV.
+    #[arg(long, value_name = "CSV")]
+    output: Option<PathBuf>,
+    /// With --output: write each matched key once instead of the rows.
+    #[arg(long, requires = "output", conflicts_with = "flag_column")]
+    keys_only: bool,
+    /// With --output: write every row plus this column, true when the key matched.
+    #[arg(long, value_name = "NAME", requires = "output")]
+    flag_column: Option<String>,
+    /// Write a JSON report.
+    #[arg(long, value_name = "JSON")]
+    report: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    fn output(&self) -> Result<Option<(PathBuf, OutputKind)>> {
+        let kind = match (&self.flag_column, self.keys_only) {
+            (Some(name), _) if name.is_empty() => bail!("--flag-column needs a non-empty name"),
+            (Some(name), _) => OutputKind::Flag(name.clone()),
+            (None, true) => OutputKind::KeysOnly,
+            (None, false) => OutputKind::Rows,
+        };
+        Ok(self.output.clone().map(|p| (p, kind)))
+    }
 }
 
 /// The steps of an offline session.
@@ -145,18 +263,8 @@ pub struct FinishArgs {
     /// The round-2 file (requester) or the closing file (provider).
     #[arg(long = "in", value_name = "FILE")]
     input_file: PathBuf,
-    /// Write your matched rows (original columns, input order) to this CSV.
-    #[arg(long, value_name = "CSV")]
-    output: Option<PathBuf>,
-    /// With --output: write each matched key once instead of the rows.
-    #[arg(long, requires = "output", conflicts_with = "flag_column")]
-    keys_only: bool,
-    /// With --output: write every row plus this column, true when the key matched (blacklist checks).
-    #[arg(long, value_name = "NAME", requires = "output")]
-    flag_column: Option<String>,
-    /// Write a JSON report (sizes, duplicates, timings, signatures, transcript hash, receipts).
-    #[arg(long, value_name = "JSON")]
-    report: Option<PathBuf>,
+    #[command(flatten)]
+    outputs: OutputArgs,
     /// Requester: write the closing file for the provider (its receipt, and
     /// round 3 under reveal `both`, where it is required).
     #[arg(long, value_name = "FILE")]
@@ -165,7 +273,11 @@ pub struct FinishArgs {
 
 /// Runs `sotto psi ...`.
 pub fn run(command: PsiCommand, progress: &dyn ProgressSink) -> Result<()> {
-    let PsiCommand::Offline(step) = command;
+    let step = match command {
+        PsiCommand::Offline(step) => step,
+        PsiCommand::Serve(a) => return serve(a),
+        PsiCommand::Run(a) => return run_online(a),
+    };
     match step {
         OfflineCommand::Start(a) => {
             let home = a.home.open()?;
@@ -209,19 +321,63 @@ pub fn run(command: PsiCommand, progress: &dyn ProgressSink) -> Result<()> {
     Ok(())
 }
 
-fn finish(a: FinishArgs, progress: &dyn ProgressSink) -> Result<()> {
-    let kind = match (&a.flag_column, a.keys_only) {
-        (Some(name), _) if name.is_empty() => bail!("--flag-column needs a non-empty name"),
-        (Some(name), _) => OutputKind::Flag(name.clone()),
-        (None, true) => OutputKind::KeysOnly,
-        (None, false) => OutputKind::Rows,
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn serve(a: ServeArgs) -> Result<()> {
+    let home = a.home.open()?;
+    sotto_net::tls::TlsMaterial::load(&home)?.check_validity(time::OffsetDateTime::now_utc())?;
+    let table = read_keys(&a.keys.input, &a.keys.spec())?;
+    let config = ProviderConfig {
+        home,
+        table,
+        spec: a.keys.spec(),
+        policy: AcceptPolicy {
+            modes: a.allow_mode,
+        },
+        allow: a.allow,
+        output_dir: a.output_dir,
+        limits: a.limits.limits(),
     };
-    let options = FinishOptions {
-        output: a.output.map(|p| (p, kind)),
-        report: a.report,
-        close: a.close,
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", a.listen))?;
+        println!("listening on {}", listener.local_addr()?);
+        std::io::Write::flush(&mut std::io::stdout())?;
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        };
+        online::serve(listener, config, shutdown).await?;
+        anyhow::Ok(())
+    })
+}
+
+fn run_online(a: RunArgs) -> Result<()> {
+    let config = RequesterConfig {
+        home: a.home.open()?,
+        peer: a.peer,
+        address: a.connect,
+        input: a.keys.input.clone(),
+        spec: a.keys.spec(),
+        mode: a.mode,
+        reveal: if a.size_only { Reveal::Size } else { a.reveal },
+        batch_size: a.batch_size,
+        output: a.outputs.output()?,
+        report: a.outputs.report.clone(),
+        limits: a.limits.limits(),
     };
-    let summary = offline::finish(&a.home.open()?, &a.input_file, &options, progress)?;
+    let output = config.output.clone();
+    let summary = runtime()?.block_on(online::run(config))?;
+    print_summary(&summary, output.as_ref().map(|(p, _)| p.as_path()));
+    Ok(())
+}
+
+fn print_summary(summary: &offline::FinishSummary, output: Option<&std::path::Path>) {
     match (summary.intersection, summary.matched_rows) {
         (Some(size), Some(rows)) => println!(
             "session {}: {size} shared keys, {rows} of your rows matched",
@@ -233,8 +389,18 @@ fn finish(a: FinishArgs, progress: &dyn ProgressSink) -> Result<()> {
             summary.sid
         ),
     }
-    if let Some((path, _)) = &options.output {
+    if let Some(path) = output {
         println!("output written to {}", path.display());
     }
+}
+
+fn finish(a: FinishArgs, progress: &dyn ProgressSink) -> Result<()> {
+    let options = FinishOptions {
+        output: a.outputs.output()?,
+        report: a.outputs.report.clone(),
+        close: a.close,
+    };
+    let summary = offline::finish(&a.home.open()?, &a.input_file, &options, progress)?;
+    print_summary(&summary, options.output.as_ref().map(|(p, _)| p.as_path()));
     Ok(())
 }

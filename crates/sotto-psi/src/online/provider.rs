@@ -1,0 +1,342 @@
+//! The provider's server: `serve` takes a bound listener and a shutdown
+//! future; every accepted stream is one isolated session, checked against the
+//! client's mutual-TLS identity, the pinned peers and an allow list.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rand::rngs::OsRng;
+use sotto_net::tls::{peer_identity, TlsMaterial};
+use sotto_node::{NodeHome, NodeName, Profile};
+use sotto_wire::psi::frame::Body;
+use sotto_wire::psi::psi_server::{Psi, PsiServer};
+use sotto_wire::psi::{Frame, StreamEnd};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::link::Link;
+use super::streams::{decode_batch, Inbound, Offer, Outbound, SESSION_COMPLETE};
+use super::{Limits, OnlineError};
+use crate::codec::Writer;
+use crate::engine::{AcceptPolicy, PeerKeys, Session, Signer, MAX_BATCH_SIZE};
+use crate::error::EngineError;
+use crate::report::{Report, ReportContext};
+use crate::steps;
+use crate::table::{write_matches, KeySpec, KeyTable, OutputKind};
+use crate::wire::{Hello, Receipt, Reveal, StreamKind};
+
+/// What a provider serves.
+pub struct ProviderConfig {
+    /// The node home (keys, pinned peers).
+    pub home: NodeHome,
+    /// The provider's keys, read once at start.
+    pub table: KeyTable,
+    /// How they were read.
+    pub spec: KeySpec,
+    /// Signing modes accepted.
+    pub policy: AcceptPolicy,
+    /// Pinned peers allowed to start sessions (`None`: every pinned peer).
+    pub allow: Option<Vec<NodeName>>,
+    /// Where to write per-session results under reveal `both`.
+    pub output_dir: Option<PathBuf>,
+    /// Timeouts and retries.
+    pub limits: Limits,
+}
+
+struct PsiService {
+    config: Arc<ProviderConfig>,
+}
+
+/// Serves PSI sessions on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    config: ProviderConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), OnlineError> {
+    let tls = TlsMaterial::load(&config.home)?;
+    let service = PsiService {
+        config: Arc::new(config),
+    };
+    let transport = |e: tonic::transport::Error| OnlineError::Transport {
+        peer: "listener".into(),
+        reason: e.to_string(),
+    };
+    tonic::transport::Server::builder()
+        .tls_config(tls.server_config())
+        .map_err(transport)?
+        .add_service(PsiServer::new(service))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(transport)
+}
+
+impl PsiService {
+    fn admit(&self, request: &Request<Streaming<Frame>>) -> Result<Profile, Status> {
+        let identity =
+            peer_identity(request).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let profile = self.config.home.peer_by_identity(&identity).map_err(|_| {
+            Status::permission_denied(format!(
+                "identity {identity} is not a pinned peer of this provider"
+            ))
+        })?;
+        if let Some(allow) = &self.config.allow {
+            if !allow.contains(&profile.name) {
+                return Err(Status::permission_denied(format!(
+                    "peer {} is pinned but not on this provider's allow list",
+                    profile.name
+                )));
+            }
+        }
+        Ok(profile)
+    }
+}
+
+#[tonic::async_trait]
+impl Psi for PsiService {
+    type SessionStream = ReceiverStream<Result<Frame, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<Frame>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let profile = self.admit(&request)?;
+        tracing::info!(peer = %profile.name, "session started");
+        let mut inbound = request.into_inner();
+        let (in_tx, in_rx) = std::sync::mpsc::channel();
+        tokio::spawn(async move {
+            while let Some(item) = inbound.next().await {
+                if in_tx.send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel(32);
+        let config = Arc::clone(&self.config);
+        tokio::task::spawn_blocking(move || {
+            let link = Link {
+                inbound: in_rx,
+                outbound: out_tx,
+                peer: profile.name.to_string(),
+            };
+            match run_session(&config, &profile, &link) {
+                Ok(summary) => tracing::info!(peer = %profile.name, "{summary}"),
+                Err(err) => {
+                    tracing::warn!(peer = %profile.name, "session failed: {err}");
+                    link.abort(&err.to_string());
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+}
+
+fn protocol(sid: sotto_crypto::ids::SessionId) -> impl Fn(EngineError) -> OnlineError {
+    move |source| OnlineError::Protocol { sid, source }
+}
+
+/// Runs one session as the provider; returns a line for the log.
+fn run_session(
+    config: &ProviderConfig,
+    profile: &Profile,
+    link: &Link,
+) -> Result<String, OnlineError> {
+    let limits = &config.limits;
+    let home = &config.home;
+    let own = home.profile();
+    let signer = Signer {
+        identity: home.identity(),
+        bls: home.bls_keys(),
+        profile: own.fingerprint(),
+    };
+    let peer = PeerKeys::from(profile);
+    let hello = match link.recv(limits.idle_timeout, "the requester's hello")? {
+        Body::Hello(bytes) => link.decode("hello", &bytes, Hello::decode)?,
+        other => return Err(link.unexpected(&other, "the requester's hello")),
+    };
+    let m = config.table.keys.len() as u64;
+    let (mut session, accept) =
+        Session::accept(&hello, &signer, &peer, m, &config.policy, &mut OsRng)
+            .map_err(protocol(hello.sid))?;
+    let fail = protocol(hello.sid);
+    let mut w = Writer::new();
+    accept.encode(&mut w);
+    link.send(Body::Hello(w.finish()))?;
+
+    let n = session.requester_size();
+    let mut round1 = Inbound::new(session.receiver(StreamKind::RequesterEncrypted, n));
+    receive_stream(
+        &mut round1,
+        &peer,
+        link,
+        limits,
+        session.params().batch_size,
+    )?;
+    let u = round1.finish(&mut session).map_err(&fail)?;
+    let w_batches =
+        steps::reencrypt_stream(&mut session, StreamKind::Reencrypted, &u, &signer, &|_| {})
+            .map_err(&fail)?;
+    let kept_w = steps::truncated_elements(&w_batches);
+    let v = steps::send_own(
+        &mut session,
+        StreamKind::ProviderEncrypted,
+        &config.table.keys,
+        &signer,
+        &|_| {},
+    )
+    .map_err(&fail)?;
+    let receipt = session.receipt(&signer, None).map_err(&fail)?;
+    let mut outbound = Outbound::default();
+    outbound.send_stream(link, StreamKind::Reencrypted, w_batches)?;
+    outbound.send_stream(link, StreamKind::ProviderEncrypted, v)?;
+    let mut rw = Writer::new();
+    receipt.encode(&mut rw);
+    link.send(Body::Receipt(rw.finish()))?;
+
+    let both = session.params().reveal == Reveal::Both;
+    let mut round3 = both.then(|| Inbound::new(session.receiver(StreamKind::RevealBack, m)));
+    let mut requester_receipt: Option<Receipt> = None;
+    while requester_receipt.is_none() || round3.as_ref().is_some_and(|z| !z.is_complete()) {
+        let awaiting = round3.as_ref().is_some_and(Inbound::awaiting_resend);
+        let wait = if awaiting {
+            limits.verify_timeout
+        } else {
+            limits.idle_timeout
+        };
+        match link.recv(wait, "the requester's receipt")? {
+            Body::Nack(nack) => outbound.resend(link, &nack, limits)?,
+            Body::Receipt(bytes) => {
+                requester_receipt = Some(link.decode("receipt", &bytes, Receipt::decode)?)
+            }
+            Body::Batch(bytes) => match round3.as_mut() {
+                Some(z) => {
+                    offer_bytes(z, &bytes, &peer, link, limits, session.params().batch_size)?
+                }
+                None => return Err(link.unexpected(&Body::Batch(bytes), "the requester's receipt")),
+            },
+            Body::End(_) => {}
+            other => return Err(link.unexpected(&other, "the requester's receipt")),
+        }
+    }
+    let (size, rows) = match round3 {
+        Some(z_in) => {
+            let refused = z_in.refused;
+            let z = z_in.finish(&mut session).map_err(&fail)?;
+            let matched = steps::provider_finish(&session, &kept_w, &z).map_err(&fail)?;
+            let size = matched.len() as u64;
+            let rows = write_provider_result(config, &session, profile, &matched, refused)?;
+            (Some(size), Some(rows))
+        }
+        None => (None, None),
+    };
+    let Some(their_receipt) = requester_receipt else {
+        unreachable!("the loop ends only with a receipt")
+    };
+    session
+        .check_receipt(&their_receipt, &peer, size)
+        .map_err(&fail)?;
+    link.send(Body::End(StreamEnd {
+        stream: SESSION_COMPLETE,
+    }))?;
+    Ok(match (size, rows) {
+        (Some(size), Some(rows)) => format!(
+            "session {} with {}: {size} shared keys, {rows} rows",
+            hello.sid, profile.name
+        ),
+        _ => format!(
+            "session {} with {} complete; the requester holds the result",
+            hello.sid, profile.name
+        ),
+    })
+}
+
+/// Receives every batch of one stream, answering failures with NACKs.
+pub(crate) fn receive_stream(
+    inbound: &mut Inbound,
+    peer: &PeerKeys,
+    link: &Link,
+    limits: &Limits,
+    batch_size: u32,
+) -> Result<(), OnlineError> {
+    while !inbound.is_complete() {
+        let wait = if inbound.awaiting_resend() {
+            limits.verify_timeout
+        } else {
+            limits.idle_timeout
+        };
+        let waiting_for = format!("batch {} of {}", inbound.next_batch(), inbound.kind());
+        match link.recv(wait, &waiting_for)? {
+            Body::Batch(bytes) => offer_bytes(inbound, &bytes, peer, link, limits, batch_size)?,
+            Body::End(_) => {}
+            other => return Err(link.unexpected(&other, &waiting_for)),
+        }
+    }
+    Ok(())
+}
+
+/// Decodes and offers one batch; sends the NACK if it is refused.
+pub(crate) fn offer_bytes(
+    inbound: &mut Inbound,
+    bytes: &[u8],
+    peer: &PeerKeys,
+    link: &Link,
+    limits: &Limits,
+    batch_size: u32,
+) -> Result<(), OnlineError> {
+    let offer = match decode_batch(bytes, batch_size.min(MAX_BATCH_SIZE)) {
+        Ok(batch) => inbound.offer(batch, peer, link, limits)?,
+        Err(e) => {
+            let next = inbound.next_batch();
+            let kind = inbound.kind();
+            let err = EngineError::BatchRejected {
+                round: kind.round(),
+                stream: kind,
+                batch: next,
+                reason: crate::Rejection::Undecodable {
+                    reason: e.to_string(),
+                },
+            };
+            inbound.refuse(next, err, link, limits)?
+        }
+    };
+    if let Offer::Refused(nack) = offer {
+        link.send(Body::Nack(nack))?;
+    }
+    Ok(())
+}
+
+fn write_provider_result(
+    config: &ProviderConfig,
+    session: &Session,
+    profile: &Profile,
+    matched: &[u32],
+    refused: u64,
+) -> Result<u64, OnlineError> {
+    let sid = session.params().sid;
+    let output = config
+        .output_dir
+        .as_ref()
+        .map(|dir| (dir.join(format!("{sid}.csv")), OutputKind::Rows));
+    let rows = write_matches(&config.table, &config.spec, matched, output.as_ref())?;
+    if let Some(dir) = &config.output_dir {
+        let context = ReportContext {
+            peer: profile.name.as_str(),
+            input: &config.table.path,
+            columns: &config.spec.columns,
+            stats: config.table.stats,
+            timings: Vec::new(),
+            failed_batches: refused,
+        };
+        let report = Report::new(
+            session,
+            context,
+            Some(matched.len() as u64),
+            Some(rows),
+            output.as_ref().map(|(p, _)| p.as_path()),
+            (None, None),
+        );
+        report.write(&dir.join(format!("{sid}.report.json")))?;
+    }
+    Ok(rows)
+}

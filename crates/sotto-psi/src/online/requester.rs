@@ -1,0 +1,303 @@
+//! The requester's client: connects over mutual TLS, runs one session, and
+//! writes the same outputs and report as the offline mode.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use rand::rngs::OsRng;
+use sotto_crypto::group::GroupId;
+use sotto_crypto::ids::SessionId;
+use sotto_net::tls::TlsMaterial;
+use sotto_node::{NodeHome, NodeName};
+use sotto_wire::psi::frame::Body;
+use sotto_wire::psi::psi_client::PsiClient;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use super::link::Link;
+use super::provider::offer_bytes;
+use super::streams::{Inbound, Outbound, SESSION_COMPLETE};
+use super::{Limits, OnlineError};
+use crate::codec::Writer;
+use crate::engine::{PeerKeys, Session, SessionParams, Signer};
+use crate::local::PhaseTiming;
+use crate::offline::FinishSummary;
+use crate::report::{Report, ReportContext};
+use crate::steps;
+use crate::table::{read_keys, write_matches, KeySpec, OutputKind};
+use crate::wire::{Hello, Receipt, Reveal, SigningMode, StreamKind};
+
+/// What a requester runs.
+pub struct RequesterConfig {
+    /// The node home.
+    pub home: NodeHome,
+    /// The pinned provider.
+    pub peer: NodeName,
+    /// Its address (`host:port`).
+    pub address: String,
+    /// The requester's CSV.
+    pub input: PathBuf,
+    /// Key columns and normalization.
+    pub spec: KeySpec,
+    /// Signing mode.
+    pub mode: SigningMode,
+    /// Reveal mode.
+    pub reveal: Reveal,
+    /// Elements per batch.
+    pub batch_size: u32,
+    /// Output CSV.
+    pub output: Option<(PathBuf, OutputKind)>,
+    /// JSON report.
+    pub report: Option<PathBuf>,
+    /// Timeouts and retries.
+    pub limits: Limits,
+}
+
+/// Connects to the provider and runs one session.
+pub async fn run(config: RequesterConfig) -> Result<FinishSummary, OnlineError> {
+    let peer_label = format!("{} at {}", config.peer, config.address);
+    let transport = |reason: String| OnlineError::Transport {
+        peer: peer_label.clone(),
+        reason,
+    };
+    let tls = TlsMaterial::load(&config.home)?;
+    tls.check_validity(time::OffsetDateTime::now_utc())?;
+    let endpoint = Channel::from_shared(format!("https://{}", config.address))
+        .map_err(|e| transport(format!("bad address: {e}")))?
+        .tls_config(tls.client_config(config.peer.as_str()))
+        .map_err(|e| transport(e.to_string()))?
+        .connect_timeout(config.limits.verify_timeout);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| transport(describe_transport(&e)))?;
+    let (out_tx, out_rx) = tokio::sync::mpsc::channel(32);
+    let response = PsiClient::new(channel)
+        .session(ReceiverStream::new(out_rx).filter_map(Result::ok))
+        .await
+        .map_err(|status| OnlineError::Refused {
+            peer: peer_label.clone(),
+            reason: describe_status(&status),
+        })?;
+    let mut inbound = response.into_inner();
+    let (in_tx, in_rx) = std::sync::mpsc::channel();
+    tokio::spawn(async move {
+        while let Some(item) = inbound.next().await {
+            if in_tx.send(item).is_err() {
+                break;
+            }
+        }
+    });
+    let link = Link {
+        inbound: in_rx,
+        outbound: out_tx,
+        peer: config.peer.to_string(),
+    };
+    tokio::task::spawn_blocking(move || {
+        let result = run_session(&config, &link);
+        if let Err(err) = &result {
+            link.abort(&err.to_string());
+        }
+        result
+    })
+    .await
+    .map_err(|e| transport(format!("session task failed: {e}")))?
+}
+
+/// A transport error with its chain of causes (which name the TLS problem),
+/// each distinct cause once, and a hint when a certificate was refused.
+fn describe_transport(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    let text = parts.join(": ");
+    if text.contains("certificate") || text.contains("Certificate") {
+        format!(
+            "{text} (TLS refused a certificate: both nodes need certificates from the same consortium CA, \
+             issued to their names and still valid)"
+        )
+    } else {
+        text
+    }
+}
+
+/// A refusal at the RPC level, with the transport's causes when there are any.
+fn describe_status(status: &tonic::Status) -> String {
+    match std::error::Error::source(status) {
+        Some(source) => describe_transport(source),
+        None => status.message().to_owned(),
+    }
+}
+
+fn timed<T>(
+    timings: &mut Vec<PhaseTiming>,
+    phase: &str,
+    elements: u64,
+    f: impl FnOnce() -> Result<T, OnlineError>,
+) -> Result<T, OnlineError> {
+    let start = Instant::now();
+    let out = f()?;
+    timings.push(PhaseTiming {
+        phase: phase.to_owned(),
+        seconds: start.elapsed().as_secs_f64(),
+        elements,
+    });
+    Ok(out)
+}
+
+fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, OnlineError> {
+    let limits = &config.limits;
+    let home = &config.home;
+    let profile = home.peer(&config.peer)?;
+    let peer = PeerKeys::from(&profile);
+    let own = home.profile();
+    let signer = Signer {
+        identity: home.identity(),
+        bls: home.bls_keys(),
+        profile: own.fingerprint(),
+    };
+    let table = read_keys(&config.input, &config.spec)?;
+    let params = SessionParams {
+        sid: SessionId::random(&mut OsRng),
+        group: GroupId::Ristretto255,
+        mode: config.mode,
+        reveal: config.reveal,
+        batch_size: config.batch_size,
+    };
+    let fail = |source| OnlineError::Protocol {
+        sid: params.sid,
+        source,
+    };
+    let n = table.keys.len() as u64;
+    let (mut session, hello) =
+        Session::request(params, &signer, &peer, n, &mut OsRng).map_err(fail)?;
+    let mut w = Writer::new();
+    hello.encode(&mut w);
+    link.send(Body::Hello(w.finish()))?;
+    let accept = match link.recv(limits.idle_timeout, "the provider's accept")? {
+        Body::Hello(bytes) => link.decode("accept", &bytes, Hello::decode)?,
+        other => return Err(link.unexpected(&other, "the provider's accept")),
+    };
+    session.on_accept(&accept, &peer).map_err(fail)?;
+    let m = session.provider_size();
+    let mut timings = Vec::new();
+    let u = timed(&mut timings, "round 1: encrypt and sign u", n, || {
+        steps::send_own(
+            &mut session,
+            StreamKind::RequesterEncrypted,
+            &table.keys,
+            &signer,
+            &|_| {},
+        )
+        .map_err(fail)
+    })?;
+    let mut outbound = Outbound::default();
+    outbound.send_stream(link, StreamKind::RequesterEncrypted, u)?;
+
+    let mut w_in = Inbound::new(session.receiver(StreamKind::Reencrypted, n));
+    let mut v_in = Inbound::new(session.receiver(StreamKind::ProviderEncrypted, m));
+    let mut provider_receipt: Option<Receipt> = None;
+    let batch_size = session.params().batch_size;
+    timed(
+        &mut timings,
+        "round 2: receive and verify w and v",
+        n + m,
+        || {
+            while !(w_in.is_complete() && v_in.is_complete() && provider_receipt.is_some()) {
+                let awaiting = w_in.awaiting_resend() || v_in.awaiting_resend();
+                let wait = if awaiting {
+                    limits.verify_timeout
+                } else {
+                    limits.idle_timeout
+                };
+                match link.recv(wait, "round 2")? {
+                    Body::Nack(nack) => outbound.resend(link, &nack, limits)?,
+                    Body::Batch(bytes) => {
+                        let target = if w_in.is_complete() {
+                            &mut v_in
+                        } else {
+                            &mut w_in
+                        };
+                        offer_bytes(target, &bytes, &peer, link, limits, batch_size)?;
+                    }
+                    Body::Receipt(bytes) => {
+                        provider_receipt = Some(link.decode("receipt", &bytes, Receipt::decode)?)
+                    }
+                    Body::End(_) => {}
+                    other => return Err(link.unexpected(&other, "round 2")),
+                }
+            }
+            Ok(())
+        },
+    )?;
+    let failed_batches = w_in.refused + v_in.refused;
+    let w_batches = w_in.finish(&mut session).map_err(fail)?;
+    let v_batches = v_in.finish(&mut session).map_err(fail)?;
+    let result = timed(&mut timings, "finish: compute z and match", m, || {
+        steps::requester_finish(&mut session, &w_batches, &v_batches, &signer, &|_| {})
+            .map_err(fail)
+    })?;
+    let Some(their_receipt) = provider_receipt else {
+        unreachable!("round 2 ends only with the provider's receipt")
+    };
+    session
+        .check_receipt(&their_receipt, &peer, Some(result.size))
+        .map_err(fail)?;
+    let own_receipt = session.receipt(&signer, Some(result.size)).map_err(fail)?;
+    let mut rw = Writer::new();
+    own_receipt.encode(&mut rw);
+    link.send(Body::Receipt(rw.finish()))?;
+    if config.reveal == Reveal::Both {
+        outbound.send_stream(link, StreamKind::RevealBack, result.reveal_back)?;
+    }
+    loop {
+        match link.recv(limits.idle_timeout, "the provider to confirm the session")? {
+            Body::Nack(nack) => outbound.resend(link, &nack, limits)?,
+            Body::End(end) if end.stream == SESSION_COMPLETE => break,
+            Body::End(_) => {}
+            other => return Err(link.unexpected(&other, "the provider to confirm the session")),
+        }
+    }
+    let matched_rows = if config.reveal == Reveal::Size {
+        None
+    } else {
+        Some(write_matches(
+            &table,
+            &config.spec,
+            &result.matched,
+            config.output.as_ref(),
+        )?)
+    };
+    let context = ReportContext {
+        peer: config.peer.as_str(),
+        input: &config.input,
+        columns: &config.spec.columns,
+        stats: table.stats,
+        timings,
+        failed_batches,
+    };
+    let report = Report::new(
+        &session,
+        context,
+        Some(result.size),
+        matched_rows,
+        config.output.as_ref().map(|(p, _)| p.as_path()),
+        (Some(&own_receipt), Some(&their_receipt)),
+    );
+    if let Some(path) = &config.report {
+        report.write(path)?;
+    }
+    Ok(FinishSummary {
+        sid: session.params().sid,
+        intersection: Some(result.size),
+        matched_rows,
+        report,
+    })
+}

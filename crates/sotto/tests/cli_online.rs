@@ -1,0 +1,430 @@
+//! Online PSI with the real binary: a provider process and requester
+//! processes on loopback, over mutual TLS.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn sotto(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
+    c.arg("--quiet");
+    for a in args {
+        c.arg(a);
+    }
+    c.env_remove("SOTTO_HOME").output().expect("run sotto")
+}
+
+fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let out = sotto(args);
+    assert!(
+        out.status.success(),
+        "sotto failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A provider process, killed when dropped.
+struct Provider {
+    child: Child,
+    address: String,
+    log: PathBuf,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Provider {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (bounded) until the provider's log contains `needle`.
+    fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("provider never logged {needle:?}: {}", self.log_text());
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A CA, two certified homes that pin each other, a.csv (u0..u299) and
+    /// b.csv (u150..u499).
+    fn new(rows: usize) -> Self {
+        let w = World {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        ok(&[&"ca", &"init", &"--dir", &w.p("ca")]);
+        for name in ["bank-a", "bank-b"] {
+            ok(&[&"init", &"--home", &w.p(name), &"--name", &name]);
+            ok(&[&"ca", &"issue", &"--dir", &w.p("ca"), &"--home", &w.p(name)]);
+            ok(&[
+                &"identity",
+                &"export",
+                &"--home",
+                &w.p(name),
+                &"--out",
+                &w.p(&format!("{name}.json")),
+            ]);
+        }
+        ok(&[
+            &"peer",
+            &"add",
+            &"--home",
+            &w.p("bank-a"),
+            &w.p("bank-b.json"),
+        ]);
+        ok(&[
+            &"peer",
+            &"add",
+            &"--home",
+            &w.p("bank-b"),
+            &w.p("bank-a.json"),
+        ]);
+        let mut a = String::from("id,v\n");
+        let mut b = String::from("id\n");
+        for i in 0..rows {
+            a.push_str(&format!("u{i},{i}\n"));
+            b.push_str(&format!("u{}\n", i + rows / 2));
+        }
+        std::fs::write(w.p("a.csv"), a).unwrap();
+        std::fs::write(w.p("b.csv"), b).unwrap();
+        w
+    }
+
+    fn serve(&self, extra: &[&str]) -> Provider {
+        let log = self.p("provider.log");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
+        c.args(["psi", "serve", "--listen", "127.0.0.1:0", "--id", "id"])
+            .arg("--home")
+            .arg(self.p("bank-b"))
+            .arg("--input")
+            .arg(self.p("b.csv"))
+            .args(extra)
+            .env_remove("SOTTO_HOME")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = c.spawn().expect("spawn provider");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("bad first line {line:?}"))
+            .to_owned();
+        Provider {
+            child,
+            address,
+            log,
+        }
+    }
+
+    fn run(&self, provider: &Provider, out: &str, extra: &[&str]) -> Output {
+        let (home, input, output) = (self.p("bank-a"), self.p("a.csv"), self.p(out));
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"psi",
+            &"run",
+            &"--home",
+            &home,
+            &"--peer",
+            &"bank-b",
+            &"--connect",
+            &provider.address,
+            &"--input",
+            &input,
+            &"--id",
+            &"id",
+            &"--batch-size",
+            &"64",
+            &"--output",
+            &output,
+            &"--verify-timeout",
+            &"5",
+        ];
+        for e in extra {
+            args.push(e);
+        }
+        sotto(&args)
+    }
+}
+
+fn rows(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().count() - 1
+}
+
+#[test]
+fn sessions_in_every_mode_and_reveal_both() {
+    let w = World::new(300);
+    let provider = w.serve(&[
+        "--allow-mode",
+        "element,digest,none",
+        "--output-dir",
+        w.p("b-out").to_str().unwrap(),
+    ]);
+    std::fs::create_dir_all(w.p("b-out")).unwrap();
+    for mode in ["element", "digest", "none"] {
+        let out = w.run(
+            &provider,
+            &format!("{mode}.csv"),
+            &[
+                "--mode",
+                mode,
+                "--report",
+                w.p(&format!("{mode}.json")).to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout)
+            .contains("150 shared keys, 150 of your rows matched"));
+        assert_eq!(rows(&w.p(&format!("{mode}.csv"))), 150);
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(w.p(&format!("{mode}.json"))).unwrap()).unwrap();
+        assert_eq!(report["intersection"]["distinct_keys"], 150);
+        assert_eq!(report["failed_batches"], 0);
+    }
+    let out = w.run(&provider, "both.csv", &["--reveal", "both"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    provider.wait_for_log("150 shared keys, 150 rows");
+    let written: Vec<_> = std::fs::read_dir(w.p("b-out"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let csv = written
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "csv"))
+        .expect("provider output");
+    assert_eq!(rows(csv), 150);
+}
+
+#[test]
+fn concurrent_sessions_stay_isolated() {
+    let w = World::new(200);
+    let provider = w.serve(&[]);
+    let handles: Vec<_> = (0..3)
+        .map(|i| {
+            let (home, input, out, address) = (
+                w.p("bank-a"),
+                w.p("a.csv"),
+                w.p(&format!("c{i}.csv")),
+                provider.address.clone(),
+            );
+            std::thread::spawn(move || {
+                Command::new(env!("CARGO_BIN_EXE_sotto"))
+                    .args([
+                        "--quiet",
+                        "psi",
+                        "run",
+                        "--peer",
+                        "bank-b",
+                        "--id",
+                        "id",
+                        "--batch-size",
+                        "32",
+                    ])
+                    .arg("--home")
+                    .arg(home)
+                    .arg("--connect")
+                    .arg(address)
+                    .arg("--input")
+                    .arg(input)
+                    .arg("--output")
+                    .arg(&out)
+                    .output()
+                    .map(|o| (o, out))
+                    .unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        let (out, path) = h.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(rows(&path), 100);
+    }
+}
+
+#[test]
+fn certificate_from_another_ca_is_refused() {
+    let w = World::new(20);
+    let provider = w.serve(&[]);
+    ok(&[&"ca", &"init", &"--dir", &w.p("rogue-ca")]);
+    ok(&[
+        &"ca",
+        &"issue",
+        &"--dir",
+        &w.p("rogue-ca"),
+        &"--home",
+        &w.p("bank-a"),
+    ]);
+    let out = w.run(&provider, "x.csv", &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("peer bank-b") && err.contains("same consortium CA"),
+        "{err}"
+    );
+    assert!(!w.p("x.csv").exists());
+}
+
+#[test]
+fn expired_certificate_is_refused() {
+    let w = World::new(20);
+    let provider = w.serve(&[]);
+    ok(&[
+        &"ca",
+        &"issue",
+        &"--dir",
+        &w.p("ca"),
+        &"--home",
+        &w.p("bank-a"),
+        &"--valid-days",
+        &"0",
+    ]);
+    let out = w.run(&provider, "x.csv", &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("this node's TLS certificate") && err.contains("ask the consortium CA"),
+        "{err}"
+    );
+    assert!(!w.p("x.csv").exists());
+}
+
+#[test]
+fn unpinned_or_disallowed_requester_is_refused() {
+    let w = World::new(20);
+    ok(&[&"init", &"--home", &w.p("bank-c"), &"--name", &"bank-c"]);
+    ok(&[
+        &"ca",
+        &"issue",
+        &"--dir",
+        &w.p("ca"),
+        &"--home",
+        &w.p("bank-c"),
+    ]);
+    ok(&[
+        &"peer",
+        &"add",
+        &"--home",
+        &w.p("bank-c"),
+        &w.p("bank-b.json"),
+    ]);
+    let provider = w.serve(&[]);
+    let out = sotto(&[
+        &"psi",
+        &"run",
+        &"--home",
+        &w.p("bank-c"),
+        &"--peer",
+        &"bank-b",
+        &"--connect",
+        &provider.address,
+        &"--input",
+        &w.p("a.csv"),
+        &"--id",
+        &"id",
+        &"--output",
+        &w.p("c.csv"),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused the session") && err.contains("not a pinned peer"),
+        "{err}"
+    );
+    drop(provider);
+    let provider = w.serve(&["--allow", "bank-c"]);
+    let out = w.run(&provider, "a-out.csv", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not on this provider's allow list"), "{err}");
+    assert!(!w.p("a-out.csv").exists() && !w.p("c.csv").exists());
+}
+
+#[test]
+fn provider_killed_mid_session_leaves_no_output() {
+    let w = World::new(20_000);
+    let mut provider = w.serve(&[]);
+    let (home, input, out_path, address) = (
+        w.p("bank-a"),
+        w.p("a.csv"),
+        w.p("killed.csv"),
+        provider.address.clone(),
+    );
+    let requester = std::thread::spawn(move || {
+        Command::new(env!("CARGO_BIN_EXE_sotto"))
+            .args([
+                "--quiet",
+                "psi",
+                "run",
+                "--peer",
+                "bank-b",
+                "--id",
+                "id",
+                "--idle-timeout",
+                "30",
+            ])
+            .arg("--home")
+            .arg(home)
+            .arg("--connect")
+            .arg(address)
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(out_path)
+            .output()
+            .unwrap()
+    });
+    provider.wait_for_log("session started");
+    provider.child.kill().unwrap();
+    let out = requester.join().unwrap();
+    assert!(
+        !out.status.success(),
+        "the requester must fail when its provider dies"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bank-b"), "{err}");
+    assert!(!w.p("killed.csv").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(w.dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp")
+        })
+        .collect();
+    assert!(leftovers.is_empty());
+}
