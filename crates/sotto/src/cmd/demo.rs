@@ -1,6 +1,7 @@
-//! `sotto demo psi`: two institutions on generated data, every step a
-//! separate `sotto` process exchanging files, checked against the known
-//! truth.
+//! `sotto demo psi`: two institutions on generated data, each a separate
+//! `sotto` process — online (a provider server and a requester over mutual
+//! TLS on loopback) or offline (one process per file-exchange step) —
+//! checked against the known truth.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -17,7 +18,7 @@ use sotto_psi::wire::SigningMode;
 /// `sotto demo ...`
 #[derive(Subcommand)]
 pub enum DemoCommand {
-    /// Two banks find their shared customers through the offline exchange.
+    /// Two banks find their shared customers (online by default, or --offline).
     Psi(PsiDemoArgs),
 }
 
@@ -36,6 +37,9 @@ pub struct PsiDemoArgs {
     /// Keep the temporary work directory.
     #[arg(long)]
     keep: bool,
+    /// Exchange files step by step instead of running online over mutual TLS.
+    #[arg(long)]
+    offline: bool,
 }
 
 /// Runs `sotto demo ...`.
@@ -186,41 +190,45 @@ fn run_psi(dir: &Path, args: &PsiDemoArgs, quiet: bool) -> Result<()> {
     };
     let p = |name: &str| dir.join(name);
     let (home_a, home_b) = (p("bank-a"), p("bank-b"));
+    let how = if args.offline {
+        "offline file exchange"
+    } else {
+        "online over mutual TLS"
+    };
     println!(
-        "sotto demo psi: bank-a (requester) and bank-b (provider), {} customers each, in {}",
+        "sotto demo psi: bank-a (requester) and bank-b (provider), {} customers each, {how}, in {}",
         args.rows,
         dir.display()
     );
-    r.sotto(
-        "bank-a init",
-        &[&"init", &"--home", &home_a, &"--name", &"bank-a"],
-    )?;
-    r.sotto(
-        "bank-b init",
-        &[&"init", &"--home", &home_b, &"--name", &"bank-b"],
-    )?;
-    r.sotto(
-        "bank-a export",
-        &[
-            &"identity",
-            &"export",
-            &"--home",
-            &home_a,
-            &"--out",
-            &p("bank-a.profile.json"),
-        ],
-    )?;
-    r.sotto(
-        "bank-b export",
-        &[
-            &"identity",
-            &"export",
-            &"--home",
-            &home_b,
-            &"--out",
-            &p("bank-b.profile.json"),
-        ],
-    )?;
+    r.sotto("ca init", &[&"ca", &"init", &"--dir", &p("consortium-ca")])?;
+    for (name, home) in [("bank-a", &home_a), ("bank-b", &home_b)] {
+        r.sotto(
+            &format!("{name} init"),
+            &[&"init", &"--home", home, &"--name", &name],
+        )?;
+        r.sotto(
+            &format!("{name} cert"),
+            &[
+                &"ca",
+                &"issue",
+                &"--dir",
+                &p("consortium-ca"),
+                &"--home",
+                home,
+            ],
+        )?;
+        r.sotto(
+            &format!("{name} export"),
+            &[
+                &"identity",
+                &"export",
+                &"--home",
+                home,
+                &"--out",
+                &p(&format!("{name}.profile.json")),
+            ],
+        )?;
+    }
     r.sotto(
         "bank-a pins b",
         &[
@@ -242,8 +250,40 @@ fn run_psi(dir: &Path, args: &PsiDemoArgs, quiet: bool) -> Result<()> {
         ],
     )?;
     let truth = generate(dir, args.rows)?;
-    let mode = args.mode.to_string();
+    let setup_steps = r.steps.len();
     let started = Instant::now();
+    let provider_rows = if args.offline {
+        offline_exchange(&mut r, dir, &args.mode.to_string())?
+    } else {
+        online_exchange(&mut r, dir, &args.mode.to_string())?
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    check(dir, &truth, &provider_rows)?;
+    println!("\nsession steps (each a separate process):");
+    for (label, secs) in r.steps.iter().skip(setup_steps) {
+        println!("  {label:<12} {secs:>7.2} s");
+    }
+    println!(
+        "result: {} shared customers; bank-a got {} rows (duplicates kept), bank-b {} rows; mode {}; {elapsed:.1} s in all",
+        truth.shared_keys.len(),
+        truth.requester_rows,
+        truth.provider_rows,
+        args.mode
+    );
+    println!("CHECK PASSED: both banks' results equal the plaintext intersection");
+    Ok(())
+}
+
+/// The provider's matched keys as written by either exchange.
+struct ProviderRows {
+    file: PathBuf,
+    key_column: &'static str,
+    flag_column: Option<&'static str>,
+}
+
+fn offline_exchange(r: &mut Runner, dir: &Path, mode: &str) -> Result<ProviderRows> {
+    let p = |name: &str| dir.join(name);
+    let (home_a, home_b) = (p("bank-a"), p("bank-b"));
     r.sotto(
         "a: start",
         &[
@@ -352,23 +392,99 @@ fn run_psi(dir: &Path, args: &PsiDemoArgs, quiet: bool) -> Result<()> {
             &p("bank-b.report.json"),
         ],
     )?;
-    let elapsed = started.elapsed().as_secs_f64();
-    check(dir, &truth)?;
-    println!("\nsession steps (each a separate process):");
-    for (label, secs) in r.steps.iter().skip(6) {
-        println!("  {label:<12} {secs:>7.2} s");
-    }
-    println!(
-        "result: {} shared customers; bank-a got {} rows (duplicates kept), bank-b flagged {} rows; mode {mode}; {elapsed:.1} s in all",
-        truth.shared_keys.len(),
-        truth.requester_rows,
-        truth.provider_rows
-    );
-    println!("CHECK PASSED: both banks' results equal the plaintext intersection");
-    Ok(())
+    Ok(ProviderRows {
+        file: p("bank-b.flagged.csv"),
+        key_column: "customer_email",
+        flag_column: Some("shared"),
+    })
 }
 
-fn check(dir: &Path, truth: &Truth) -> Result<()> {
+/// Kills the provider process when the demo ends, whatever happens.
+struct ProviderProcess(std::process::Child);
+
+impl Drop for ProviderProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn online_exchange(r: &mut Runner, dir: &Path, mode: &str) -> Result<ProviderRows> {
+    let p = |name: &str| dir.join(name);
+    let out_dir = p("bank-b.results");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut child = Command::new(&r.exe)
+        .args([
+            "--quiet",
+            "psi",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--id",
+            "customer_email",
+            "--casefold",
+        ])
+        .args(["--allow-mode", "element,digest,none"])
+        .arg("--home")
+        .arg(p("bank-b"))
+        .arg("--input")
+        .arg(p("bank-b.csv"))
+        .arg("--output-dir")
+        .arg(&out_dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the provider")?;
+    let stdout = child.stdout.take().context("provider stdout")?;
+    let provider = ProviderProcess(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .with_context(|| format!("the provider did not start: {line:?}"))?
+        .to_owned();
+    if !r.quiet {
+        println!("  [b: serve] listening on {address}");
+    }
+    r.sotto(
+        "a: run",
+        &[
+            &"psi",
+            &"run",
+            &"--home",
+            &p("bank-a"),
+            &"--peer",
+            &"bank-b",
+            &"--connect",
+            &address,
+            &"--input",
+            &p("bank-a.csv"),
+            &"--id",
+            &"email",
+            &"--casefold",
+            &"--mode",
+            &mode,
+            &"--reveal",
+            &"both",
+            &"--output",
+            &p("bank-a.matched.csv"),
+            &"--report",
+            &p("bank-a.report.json"),
+        ],
+    )?;
+    drop(provider);
+    let file = std::fs::read_dir(&out_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|path| path.extension().is_some_and(|e| e == "csv"))
+        .context("the provider wrote no result")?;
+    Ok(ProviderRows {
+        file,
+        key_column: "customer_email",
+        flag_column: None,
+    })
+}
+
+fn check(dir: &Path, truth: &Truth, provider: &ProviderRows) -> Result<()> {
     let a_rows = read_column(&dir.join("bank-a.matched.csv"), "email")?;
     let a_keys: BTreeSet<String> = a_rows.iter().cloned().collect();
     ensure!(
@@ -383,17 +499,21 @@ fn check(dir: &Path, truth: &Truth) -> Result<()> {
         a_rows.len(),
         truth.requester_rows
     );
-    let flags = read_column(&dir.join("bank-b.flagged.csv"), "shared")?;
-    let keys = read_column(&dir.join("bank-b.flagged.csv"), "customer_email")?;
-    let flagged: BTreeSet<String> = keys
-        .iter()
-        .zip(&flags)
-        .filter(|(_, f)| *f == "true")
-        .map(|(k, _)| k.clone())
-        .collect();
+    let keys = read_column(&provider.file, provider.key_column)?;
+    let shared: BTreeSet<String> = match provider.flag_column {
+        Some(flag) => {
+            let flags = read_column(&provider.file, flag)?;
+            keys.iter()
+                .zip(&flags)
+                .filter(|(_, f)| *f == "true")
+                .map(|(k, _)| k.clone())
+                .collect()
+        }
+        None => keys.iter().cloned().collect(),
+    };
     ensure!(
-        flagged == truth.shared_keys,
-        "bank-b's flagged keys differ from the truth"
+        shared == truth.shared_keys,
+        "bank-b's matched keys differ from the truth"
     );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("bank-a.report.json"))?)?;
