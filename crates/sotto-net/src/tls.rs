@@ -136,16 +136,34 @@ pub fn certificate_identity(der: &[u8]) -> Result<IdentityPublic, NetError> {
     Ok(IdentityPublic::from_bytes(&spki.subject_public_key.data)?)
 }
 
-/// The identity key of the client of a gRPC request, from its verified
-/// mutual-TLS certificate.
-pub fn peer_identity<T>(request: &tonic::Request<T>) -> Result<IdentityPublic, NetError> {
+/// The node name (common name) certified by a DER certificate.
+pub fn certificate_name(der: &[u8]) -> Result<String, NetError> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| NetError::PeerCertificate(format!("unparseable certificate: {e}")))?;
+    let name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    name.ok_or_else(|| NetError::PeerCertificate("the certificate names no node".into()))
+}
+
+/// The client of a gRPC request as its verified mutual-TLS certificate
+/// states it: identity key and node name.
+pub fn peer_certificate<T>(
+    request: &tonic::Request<T>,
+) -> Result<(IdentityPublic, String), NetError> {
     let certs = request
         .peer_certs()
         .ok_or_else(|| NetError::PeerCertificate("the client presented no certificate".into()))?;
     let first = certs
         .first()
         .ok_or_else(|| NetError::PeerCertificate("the client presented no certificate".into()))?;
-    certificate_identity(first.as_ref())
+    Ok((
+        certificate_identity(first.as_ref())?,
+        certificate_name(first.as_ref())?,
+    ))
 }
 
 #[cfg(test)]

@@ -904,6 +904,7 @@ fn build_report(
             })
             .collect(),
         failed_batches: 0,
+        duplicate_batches: 0,
     };
     Report::new(
         session,

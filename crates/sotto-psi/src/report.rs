@@ -23,6 +23,8 @@ pub struct ReportContext<'a> {
     pub timings: Vec<PhaseTiming>,
     /// Batches refused (and retransmitted) during the session.
     pub failed_batches: u64,
+    /// Copies of accepted batches that arrived again and were ignored.
+    pub duplicate_batches: u64,
 }
 
 impl Report {
@@ -64,6 +66,7 @@ impl Report {
                 verified: session.counts().verified,
             },
             failed_batches: context.failed_batches,
+            duplicate_batches: context.duplicate_batches,
             transcript_hash: session
                 .transcript_hash()
                 .map(hex::encode)
@@ -115,6 +118,8 @@ pub struct Report {
     pub signatures: SignatureReport,
     /// Batches refused during the session.
     pub failed_batches: u64,
+    /// Copies of already accepted batches that arrived again and were ignored.
+    pub duplicate_batches: u64,
     /// Hex of the transcript hash both receipts sign.
     pub transcript_hash: String,
     /// Hex encodings of the signed receipts.

@@ -54,6 +54,9 @@ enum Command {
     /// Private set intersection with signed elements.
     #[command(subcommand)]
     Psi(cmd::psi::PsiCommand),
+    /// An untrusted relay that forwards sessions between institutions.
+    #[command(subcommand)]
+    Relay(cmd::relay::RelayCommand),
     /// Run a complete demonstration on generated data and check the result.
     #[command(subcommand)]
     Demo(cmd::demo::DemoCommand),
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Peer(c) => cmd::node::peer(c),
         Command::Ca(c) => cmd::ca::run(c),
         Command::Psi(c) => cmd::psi::run(c, &progress),
+        Command::Relay(c) => cmd::relay::run(c),
         Command::Demo(c) => cmd::demo::run(c, cli.quiet),
         Command::Bench(c) => cmd::bench::run(c),
     };

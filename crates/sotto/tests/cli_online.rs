@@ -113,14 +113,28 @@ impl World {
     }
 
     fn serve(&self, extra: &[&str]) -> Provider {
-        let log = self.p("provider.log");
+        let mut args = vec![
+            "psi".to_owned(),
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--id".into(),
+            "id".into(),
+        ];
+        args.extend([
+            "--home".into(),
+            self.p("bank-b").display().to_string(),
+            "--input".into(),
+            self.p("b.csv").display().to_string(),
+        ]);
+        args.extend(extra.iter().map(|e| e.to_string()));
+        self.spawn(&args, "provider.log")
+    }
+
+    fn spawn(&self, args: &[String], log_name: &str) -> Provider {
+        let log = self.p(log_name);
         let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
-        c.args(["psi", "serve", "--listen", "127.0.0.1:0", "--id", "id"])
-            .arg("--home")
-            .arg(self.p("bank-b"))
-            .arg("--input")
-            .arg(self.p("b.csv"))
-            .args(extra)
+        c.args(args)
             .env_remove("SOTTO_HOME")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -427,4 +441,93 @@ fn provider_killed_mid_session_leaves_no_output() {
         })
         .collect();
     assert!(leftovers.is_empty());
+}
+
+#[test]
+fn session_through_a_relay_process() {
+    let w = World::new(300);
+    ok(&[&"init", &"--home", &w.p("relay"), &"--name", &"relay"]);
+    ok(&[
+        &"ca",
+        &"issue",
+        &"--dir",
+        &w.p("ca"),
+        &"--home",
+        &w.p("relay"),
+    ]);
+    let provider = w.serve(&["--relay", "relay"]);
+    let relay = w.spawn(
+        &[
+            "relay".into(),
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--home".into(),
+            w.p("relay").display().to_string(),
+            "--route".into(),
+            format!("bank-b={}", provider.address),
+        ],
+        "relay.log",
+    );
+    let out = sotto(&[
+        &"psi",
+        &"run",
+        &"--home",
+        &w.p("bank-a"),
+        &"--peer",
+        &"bank-b",
+        &"--connect",
+        &relay.address,
+        &"--via",
+        &"relay",
+        &"--input",
+        &w.p("a.csv"),
+        &"--id",
+        &"id",
+        &"--output",
+        &w.p("relayed.csv"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rows(&w.p("relayed.csv")), 150);
+    // Without --relay, the provider refuses the relay's connection.
+    let strict = w.serve(&[]);
+    let relay2 = w.spawn(
+        &[
+            "relay".into(),
+            "serve".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--home".into(),
+            w.p("relay").display().to_string(),
+            "--route".into(),
+            format!("bank-b={}", strict.address),
+        ],
+        "relay2.log",
+    );
+    let out = sotto(&[
+        &"psi",
+        &"run",
+        &"--home",
+        &w.p("bank-a"),
+        &"--peer",
+        &"bank-b",
+        &"--connect",
+        &relay2.address,
+        &"--via",
+        &"relay",
+        &"--input",
+        &w.p("a.csv"),
+        &"--id",
+        &"id",
+        &"--output",
+        &w.p("refused.csv"),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nor a trusted relay"), "{err}");
+    assert!(!w.p("refused.csv").exists());
 }

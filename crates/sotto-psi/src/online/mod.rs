@@ -12,6 +12,7 @@
 
 mod link;
 mod provider;
+mod relay;
 mod requester;
 mod streams;
 
@@ -22,6 +23,7 @@ use sotto_crypto::ids::SessionId;
 use crate::error::{DecodeError, EngineError, TableError};
 
 pub use provider::{serve, ProviderConfig};
+pub use relay::{serve_relay, Direction, FrameHook, RelayConfig, TARGET_HEADER};
 pub use requester::{run, RequesterConfig};
 
 /// Timing and retry limits of a session.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use rand::rngs::OsRng;
-use sotto_net::tls::{peer_identity, TlsMaterial};
+use sotto_net::tls::{peer_certificate, TlsMaterial};
 use sotto_node::{NodeHome, NodeName, Profile};
 use sotto_wire::psi::frame::Body;
 use sotto_wire::psi::psi_server::{Psi, PsiServer};
@@ -17,7 +17,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::link::Link;
-use super::streams::{decode_batch, Inbound, Offer, Outbound, SESSION_COMPLETE};
+use super::streams::{decode_batch, is_late_copy, Inbound, Offer, Outbound, SESSION_COMPLETE};
 use super::{Limits, OnlineError};
 use crate::codec::Writer;
 use crate::engine::{AcceptPolicy, PeerKeys, Session, Signer, MAX_BATCH_SIZE};
@@ -39,6 +39,9 @@ pub struct ProviderConfig {
     pub policy: AcceptPolicy,
     /// Pinned peers allowed to start sessions (`None`: every pinned peer).
     pub allow: Option<Vec<NodeName>>,
+    /// Relays (by certified node name) whose connections are admitted; the
+    /// requester behind a relay is identified by its signed hello.
+    pub relays: Vec<NodeName>,
     /// Where to write per-session results under reveal `both`.
     pub output_dir: Option<PathBuf>,
     /// Timeouts and retries.
@@ -72,24 +75,42 @@ pub async fn serve(
         .map_err(transport)
 }
 
-impl PsiService {
-    fn admit(&self, request: &Request<Streaming<Frame>>) -> Result<Profile, Status> {
-        let identity =
-            peer_identity(request).map_err(|e| Status::unauthenticated(e.to_string()))?;
-        let profile = self.config.home.peer_by_identity(&identity).map_err(|_| {
-            Status::permission_denied(format!(
-                "identity {identity} is not a pinned peer of this provider"
-            ))
-        })?;
-        if let Some(allow) = &self.config.allow {
-            if !allow.contains(&profile.name) {
-                return Err(Status::permission_denied(format!(
-                    "peer {} is pinned but not on this provider's allow list",
-                    profile.name
-                )));
-            }
+/// Who is at the other end of an admitted connection.
+enum Admission {
+    /// A pinned peer, identified by its TLS certificate.
+    Direct(Box<Profile>),
+    /// A trusted relay; the requester is known only from its signed hello.
+    Relayed(String),
+}
+
+impl ProviderConfig {
+    fn check_allowed(&self, profile: &Profile) -> Result<(), String> {
+        match &self.allow {
+            Some(allow) if !allow.contains(&profile.name) => Err(format!(
+                "peer {} is pinned but not on this provider's allow list",
+                profile.name
+            )),
+            _ => Ok(()),
         }
-        Ok(profile)
+    }
+}
+
+impl PsiService {
+    fn admit(&self, request: &Request<Streaming<Frame>>) -> Result<Admission, Status> {
+        let (identity, name) =
+            peer_certificate(request).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        if let Ok(profile) = self.config.home.peer_by_identity(&identity) {
+            self.config
+                .check_allowed(&profile)
+                .map_err(Status::permission_denied)?;
+            return Ok(Admission::Direct(Box::new(profile)));
+        }
+        if self.config.relays.iter().any(|r| r.as_str() == name) {
+            return Ok(Admission::Relayed(name));
+        }
+        Err(Status::permission_denied(format!(
+            "identity {identity} ({name}) is not a pinned peer nor a trusted relay of this provider"
+        )))
     }
 }
 
@@ -101,8 +122,12 @@ impl Psi for PsiService {
         &self,
         request: Request<Streaming<Frame>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let profile = self.admit(&request)?;
-        tracing::info!(peer = %profile.name, "session started");
+        let admission = self.admit(&request)?;
+        let label = match &admission {
+            Admission::Direct(profile) => profile.name.to_string(),
+            Admission::Relayed(relay) => format!("relay {relay}"),
+        };
+        tracing::info!(peer = %label, "session started");
         let mut inbound = request.into_inner();
         let (in_tx, in_rx) = std::sync::mpsc::channel();
         tokio::spawn(async move {
@@ -118,12 +143,12 @@ impl Psi for PsiService {
             let link = Link {
                 inbound: in_rx,
                 outbound: out_tx,
-                peer: profile.name.to_string(),
+                peer: label.clone(),
             };
-            match run_session(&config, &profile, &link) {
-                Ok(summary) => tracing::info!(peer = %profile.name, "{summary}"),
+            match run_session(&config, &admission, &link) {
+                Ok(summary) => tracing::info!(peer = %label, "{summary}"),
                 Err(err) => {
-                    tracing::warn!(peer = %profile.name, "session failed: {err}");
+                    tracing::warn!(peer = %label, "session failed: {err}");
                     link.abort(&err.to_string());
                 }
             }
@@ -139,7 +164,7 @@ fn protocol(sid: sotto_crypto::ids::SessionId) -> impl Fn(EngineError) -> Online
 /// Runs one session as the provider; returns a line for the log.
 fn run_session(
     config: &ProviderConfig,
-    profile: &Profile,
+    admission: &Admission,
     link: &Link,
 ) -> Result<String, OnlineError> {
     let limits = &config.limits;
@@ -150,11 +175,35 @@ fn run_session(
         bls: home.bls_keys(),
         profile: own.fingerprint(),
     };
-    let peer = PeerKeys::from(profile);
     let hello = match link.recv(limits.idle_timeout, "the requester's hello")? {
         Body::Hello(bytes) => link.decode("hello", &bytes, Hello::decode)?,
         other => return Err(link.unexpected(&other, "the requester's hello")),
     };
+    let refused = |reason: String| OnlineError::Refused {
+        peer: link.peer.clone(),
+        reason,
+    };
+    let profile = match admission {
+        Admission::Direct(profile) if profile.identity == hello.sender => (**profile).clone(),
+        Admission::Direct(profile) => {
+            return Err(refused(format!(
+            "the hello is signed by identity {}, not by {} whose certificate opened the connection",
+            hello.sender, profile.name
+        )))
+        }
+        Admission::Relayed(_) => {
+            let profile = home.peer_by_identity(&hello.sender).map_err(|_| {
+                refused(format!(
+                    "the hello relayed from identity {} is not from a pinned peer",
+                    hello.sender
+                ))
+            })?;
+            config.check_allowed(&profile).map_err(refused)?;
+            profile
+        }
+    };
+    let profile = &profile;
+    let peer = PeerKeys::from(profile);
     let m = config.table.keys.len() as u64;
     let (mut session, accept) =
         Session::accept(&hello, &signer, &peer, m, &config.policy, &mut OsRng)
@@ -209,6 +258,7 @@ fn run_session(
             Body::Receipt(bytes) => {
                 requester_receipt = Some(link.decode("receipt", &bytes, Receipt::decode)?)
             }
+            Body::Batch(bytes) if is_late_copy(&bytes, &[StreamKind::RequesterEncrypted]) => {}
             Body::Batch(bytes) => match round3.as_mut() {
                 Some(z) => {
                     offer_bytes(z, &bytes, &peer, link, limits, session.params().batch_size)?
@@ -221,7 +271,7 @@ fn run_session(
     }
     let (size, rows) = match round3 {
         Some(z_in) => {
-            let refused = z_in.refused;
+            let refused = z_in.refused + z_in.duplicates;
             let z = z_in.finish(&mut session).map_err(&fail)?;
             let matched = steps::provider_finish(&session, &kept_w, &z).map_err(&fail)?;
             let size = matched.len() as u64;
@@ -327,6 +377,7 @@ fn write_provider_result(
             stats: config.table.stats,
             timings: Vec::new(),
             failed_batches: refused,
+            duplicate_batches: 0,
         };
         let report = Report::new(
             session,

@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use super::link::Link;
 use super::provider::offer_bytes;
-use super::streams::{Inbound, Outbound, SESSION_COMPLETE};
+use super::streams::{is_late_copy, Inbound, Outbound, SESSION_COMPLETE};
 use super::{Limits, OnlineError};
 use crate::codec::Writer;
 use crate::engine::{PeerKeys, Session, SessionParams, Signer};
@@ -34,8 +34,10 @@ pub struct RequesterConfig {
     pub home: NodeHome,
     /// The pinned provider.
     pub peer: NodeName,
-    /// Its address (`host:port`).
+    /// Its address (`host:port`), or the relay's.
     pub address: String,
+    /// The relay to go through, by its certified node name.
+    pub via: Option<NodeName>,
     /// The requester's CSV.
     pub input: PathBuf,
     /// Key columns and normalization.
@@ -56,7 +58,10 @@ pub struct RequesterConfig {
 
 /// Connects to the provider and runs one session.
 pub async fn run(config: RequesterConfig) -> Result<FinishSummary, OnlineError> {
-    let peer_label = format!("{} at {}", config.peer, config.address);
+    let peer_label = match &config.via {
+        Some(relay) => format!("{} via relay {relay} at {}", config.peer, config.address),
+        None => format!("{} at {}", config.peer, config.address),
+    };
     let transport = |reason: String| OnlineError::Transport {
         peer: peer_label.clone(),
         reason,
@@ -65,7 +70,7 @@ pub async fn run(config: RequesterConfig) -> Result<FinishSummary, OnlineError> 
     tls.check_validity(time::OffsetDateTime::now_utc())?;
     let endpoint = Channel::from_shared(format!("https://{}", config.address))
         .map_err(|e| transport(format!("bad address: {e}")))?
-        .tls_config(tls.client_config(config.peer.as_str()))
+        .tls_config(tls.client_config(config.via.as_ref().unwrap_or(&config.peer).as_str()))
         .map_err(|e| transport(e.to_string()))?
         .connect_timeout(config.limits.verify_timeout);
     let channel = endpoint
@@ -73,8 +78,15 @@ pub async fn run(config: RequesterConfig) -> Result<FinishSummary, OnlineError> 
         .await
         .map_err(|e| transport(describe_transport(&e)))?;
     let (out_tx, out_rx) = tokio::sync::mpsc::channel(32);
+    let mut request = tonic::Request::new(ReceiverStream::new(out_rx).filter_map(Result::ok));
+    let target = config
+        .peer
+        .as_str()
+        .parse()
+        .map_err(|_| transport(format!("{} cannot be sent as a header", config.peer)))?;
+    request.metadata_mut().insert(super::TARGET_HEADER, target);
     let response = PsiClient::new(channel)
-        .session(ReceiverStream::new(out_rx).filter_map(Result::ok))
+        .session(request)
         .await
         .map_err(|status| OnlineError::Refused {
             peer: peer_label.clone(),
@@ -219,6 +231,12 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
                 };
                 match link.recv(wait, "round 2")? {
                     Body::Nack(nack) => outbound.resend(link, &nack, limits)?,
+                    Body::Batch(bytes)
+                        if w_in.is_complete()
+                            && is_late_copy(&bytes, &[StreamKind::Reencrypted]) =>
+                    {
+                        w_in.duplicates += 1;
+                    }
                     Body::Batch(bytes) => {
                         let target = if w_in.is_complete() {
                             &mut v_in
@@ -238,6 +256,7 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
         },
     )?;
     let failed_batches = w_in.refused + v_in.refused;
+    let duplicate_batches = w_in.duplicates + v_in.duplicates;
     let w_batches = w_in.finish(&mut session).map_err(fail)?;
     let v_batches = v_in.finish(&mut session).map_err(fail)?;
     let result = timed(&mut timings, "finish: compute z and match", m, || {
@@ -260,6 +279,11 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
     loop {
         match link.recv(limits.idle_timeout, "the provider to confirm the session")? {
             Body::Nack(nack) => outbound.resend(link, &nack, limits)?,
+            Body::Batch(bytes)
+                if is_late_copy(
+                    &bytes,
+                    &[StreamKind::Reencrypted, StreamKind::ProviderEncrypted],
+                ) => {}
             Body::End(end) if end.stream == SESSION_COMPLETE => break,
             Body::End(_) => {}
             other => return Err(link.unexpected(&other, "the provider to confirm the session")),
@@ -282,6 +306,7 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
         stats: table.stats,
         timings,
         failed_batches,
+        duplicate_batches,
     };
     let report = Report::new(
         &session,

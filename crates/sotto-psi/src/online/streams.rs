@@ -31,6 +31,9 @@ pub(crate) struct Inbound {
     failures_of_batch: u32,
     /// Batches refused so far.
     pub(crate) refused: u64,
+    /// Copies of batches already accepted (retransmissions crossing a NACK,
+    /// or duplicates injected on the way), ignored unread.
+    pub(crate) duplicates: u64,
 }
 
 /// What became of an offered batch.
@@ -51,6 +54,7 @@ impl Inbound {
             awaiting_resend: false,
             failures_of_batch: 0,
             refused: 0,
+            duplicates: 0,
         }
     }
 
@@ -76,6 +80,16 @@ impl Inbound {
         limits: &Limits,
     ) -> Result<Offer, OnlineError> {
         let next = self.receiver.next_batch();
+        if batch.header.stream == self.kind() && batch.header.batch_index < next {
+            self.duplicates += 1;
+            tracing::warn!(
+                peer = %link.peer,
+                "batch {} of {} arrived again after it was accepted; the copy is ignored",
+                batch.header.batch_index,
+                self.kind()
+            );
+            return Ok(Offer::Ignored);
+        }
         if self.awaiting_resend
             && (batch.header.stream != self.kind() || batch.header.batch_index != next)
         {
@@ -137,6 +151,13 @@ impl Inbound {
     pub(crate) fn next_batch(&self) -> u32 {
         self.receiver.next_batch()
     }
+}
+
+/// Whether a batch frame belongs to a stream this side has already received
+/// completely: a retransmission that crossed a NACK, ignored unread.
+pub(crate) fn is_late_copy(bytes: &[u8], completed: &[StreamKind]) -> bool {
+    decode_batch(bytes, crate::engine::MAX_BATCH_SIZE)
+        .is_ok_and(|b| completed.contains(&b.header.stream))
 }
 
 /// Decodes a batch frame; an undecodable batch is refused like a bad one.

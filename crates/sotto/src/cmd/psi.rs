@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// Under reveal `both`, write each session's matched rows and report here.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
+    /// Relays (certified node names, comma-separated) whose connections you
+    /// admit; the requester behind them must still sign as a pinned peer.
+    #[arg(long, value_delimiter = ',')]
+    relay: Vec<NodeName>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -90,9 +94,12 @@ pub struct RunArgs {
     /// The pinned provider.
     #[arg(long)]
     peer: NodeName,
-    /// The provider's address, HOST:PORT.
+    /// The provider's address, HOST:PORT (or the relay's, with --via).
     #[arg(long)]
     connect: String,
+    /// Go through this relay (its certified node name) at --connect.
+    #[arg(long, value_name = "RELAY")]
+    via: Option<NodeName>,
     #[command(flatten)]
     keys: KeyArgs,
     /// Signing mode: element, digest or none.
@@ -321,7 +328,8 @@ pub fn run(command: PsiCommand, progress: &dyn ProgressSink) -> Result<()> {
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// Builds the runtime the online commands run on.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
@@ -339,6 +347,7 @@ fn serve(a: ServeArgs) -> Result<()> {
             modes: a.allow_mode,
         },
         allow: a.allow,
+        relays: a.relay,
         output_dir: a.output_dir,
         limits: a.limits.limits(),
     };
@@ -348,13 +357,15 @@ fn serve(a: ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", a.listen))?;
         println!("listening on {}", listener.local_addr()?);
         std::io::Write::flush(&mut std::io::stdout())?;
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-        };
-        online::serve(listener, config, shutdown).await?;
+        online::serve(listener, config, ctrl_c()).await?;
         anyhow::Ok(())
     })
+}
+
+/// Completes on Ctrl-C, for a clean shutdown.
+pub async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
 }
 
 fn run_online(a: RunArgs) -> Result<()> {
@@ -362,6 +373,7 @@ fn run_online(a: RunArgs) -> Result<()> {
         home: a.home.open()?,
         peer: a.peer,
         address: a.connect,
+        via: a.via,
         input: a.keys.input.clone(),
         spec: a.keys.spec(),
         mode: a.mode,

@@ -1,0 +1,62 @@
+//! `sotto relay serve`: an untrusted forwarding relay between institutions.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use sotto_node::NodeName;
+use sotto_psi::online::{serve_relay, RelayConfig};
+
+use super::node::HomeArg;
+use super::psi::{ctrl_c, runtime};
+
+/// `sotto relay ...`
+#[derive(Subcommand)]
+pub enum RelayCommand {
+    /// Forward PSI sessions to providers until Ctrl-C. Prints `listening on ADDRESS`.
+    ///
+    /// The relay sees only encrypted, signed elements; providers admit it
+    /// with `psi serve --relay NAME`, and requesters use `psi run --via NAME`.
+    Serve(RelayServeArgs),
+}
+
+/// Arguments of `sotto relay serve`.
+#[derive(Args)]
+pub struct RelayServeArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7444")]
+    listen: String,
+    /// A provider and its address, NAME=HOST:PORT (repeat for several).
+    #[arg(long = "route", value_name = "NAME=HOST:PORT", value_parser = parse_route, required = true)]
+    routes: Vec<(NodeName, String)>,
+}
+
+fn parse_route(text: &str) -> Result<(NodeName, String), String> {
+    let (name, address) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected NAME=HOST:PORT"))?;
+    let name = name.parse::<NodeName>().map_err(|e| e.to_string())?;
+    Ok((name, address.to_owned()))
+}
+
+/// Runs `sotto relay ...`.
+pub fn run(command: RelayCommand) -> Result<()> {
+    let RelayCommand::Serve(a) = command;
+    let config = RelayConfig {
+        home: a.home.open()?,
+        routes: a.routes,
+        hook: None,
+        connect_timeout: Duration::from_secs(10),
+    };
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", a.listen))?;
+        println!("listening on {}", listener.local_addr()?);
+        std::io::Write::flush(&mut std::io::stdout())?;
+        serve_relay(listener, config, ctrl_c()).await?;
+        anyhow::Ok(())
+    })
+}
