@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use std::io::Write;
+
 use anyhow::{ensure, Result};
 use clap::{Args, Subcommand};
 use rand::SeedableRng;
@@ -11,6 +13,8 @@ use rand_chacha::ChaCha20Rng;
 use sotto_psi::engine::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
 use sotto_psi::local::{run_local, LocalOptions, LocalOutcome, LocalParty};
 use sotto_psi::wire::{Reveal, SigningMode};
+
+use super::setup::{two_certified_banks, ProviderProcess, Runner};
 
 /// `sotto bench ...`
 #[derive(Subcommand)]
@@ -47,6 +51,10 @@ pub struct PsiBenchArgs {
     /// Also write the figures as JSON.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Run the two roles as two processes over mutual TLS on loopback
+    /// (`psi serve` and `psi run`), and report each one's peak memory.
+    #[arg(long)]
+    online: bool,
 }
 
 /// Runs `sotto bench ...`.
@@ -58,6 +66,9 @@ pub fn run(command: BenchCommand) -> Result<()> {
     );
     let m = args.m.unwrap_or(args.n);
     let shared = ((args.n as f64 * args.overlap) as u64).min(m);
+    if args.online {
+        return online(&args, m, shared);
+    }
     let a_keys: Vec<Vec<u8>> = (0..args.n)
         .map(|i| format!("user-{i:010}").into_bytes())
         .collect();
@@ -132,4 +143,110 @@ pub fn run(command: BenchCommand) -> Result<()> {
 
 fn rayon_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn write_keys(path: &std::path::Path, range: std::ops::Range<u64>) -> Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "id")?;
+    for i in range {
+        writeln!(out, "user-{i:010}")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(
+        || "unknown".to_owned(),
+        |b| format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0)),
+    )
+}
+
+/// Both roles as separate processes over mutual TLS on loopback.
+fn online(args: &PsiBenchArgs, m: u64, shared: u64) -> Result<()> {
+    let dir = tempfile::Builder::new().prefix("sotto-bench-").tempdir()?;
+    let p = |name: &str| dir.path().join(name);
+    let mut r = Runner::new(true)?;
+    two_certified_banks(&mut r, dir.path())?;
+    write_keys(&p("a.csv"), 0..args.n)?;
+    write_keys(&p("b.csv"), args.n - shared..args.n - shared + m)?;
+    let (provider, address) = ProviderProcess::start(
+        &r.exe,
+        &["--id", "id", "--allow-mode", "element,digest,none"],
+        &p("bank-b"),
+        &p("b.csv"),
+        None,
+    )?;
+    println!(
+        "sotto bench psi --online: n={} m={m} shared={shared} mode={} reveal={} batch={}, two processes over mutual TLS on loopback",
+        args.n, args.mode, args.reveal, args.batch_size
+    );
+    let mut totals = Vec::new();
+    let mut requester_rss = Vec::new();
+    for run in 1..=args.runs {
+        let report = p(&format!("report-{run}.json"));
+        let (mode, reveal, batch) = (
+            args.mode.to_string(),
+            args.reveal.to_string(),
+            args.batch_size.to_string(),
+        );
+        let start = Instant::now();
+        r.sotto(
+            "run",
+            &[
+                &"psi",
+                &"run",
+                &"--home",
+                &p("bank-a"),
+                &"--peer",
+                &"bank-b",
+                &"--connect",
+                &address,
+                &"--input",
+                &p("a.csv"),
+                &"--id",
+                &"id",
+                &"--mode",
+                &mode,
+                &"--reveal",
+                &reveal,
+                &"--batch-size",
+                &batch,
+                &"--report",
+                &report,
+            ],
+        )?;
+        let total = start.elapsed().as_secs_f64();
+        let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
+        ensure!(
+            value["intersection"]["distinct_keys"].as_u64() == Some(shared),
+            "wrong intersection size"
+        );
+        requester_rss.push(value["peak_rss_bytes"].as_u64());
+        println!(
+            "run {run}: {total:.2} s (requester peak RSS {})",
+            mib(value["peak_rss_bytes"].as_u64())
+        );
+        totals.push(total);
+    }
+    let mut sorted = totals.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let provider_rss = provider.peak_rss_bytes();
+    println!(
+        "median {median:.2} s, {:.0} pairs/s; peak RSS: requester {}, provider {}",
+        (args.n + m) as f64 / 2.0 / median,
+        mib(requester_rss.iter().flatten().max().copied()),
+        mib(provider_rss)
+    );
+    if let Some(path) = &args.json {
+        let value = serde_json::json!({
+            "online": true, "n": args.n, "m": m, "shared": shared, "mode": args.mode.to_string(),
+            "reveal": args.reveal.to_string(), "batch_size": args.batch_size,
+            "totals_seconds": totals, "median_seconds": median,
+            "requester_peak_rss_bytes": requester_rss, "provider_peak_rss_bytes": provider_rss,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")?;
+    }
+    Ok(())
 }

@@ -6,14 +6,15 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use clap::{Args, Subcommand};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use sotto_psi::wire::SigningMode;
+
+use super::setup::{two_certified_banks, ProviderProcess, Runner};
 
 /// `sotto demo ...`
 #[derive(Subcommand)]
@@ -128,42 +129,6 @@ fn generate(dir: &Path, rows: u32) -> Result<Truth> {
     Ok(truth)
 }
 
-struct Runner {
-    exe: PathBuf,
-    quiet: bool,
-    steps: Vec<(String, f64)>,
-}
-
-impl Runner {
-    fn sotto(&mut self, label: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<String> {
-        let start = Instant::now();
-        let mut command = Command::new(&self.exe);
-        command.arg("--quiet");
-        for a in args {
-            command.arg(a);
-        }
-        let out = command
-            .output()
-            .with_context(|| format!("starting {}", self.exe.display()))?;
-        self.steps
-            .push((label.to_owned(), start.elapsed().as_secs_f64()));
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            bail!(
-                "step `{label}` failed:\n{}{}",
-                stdout,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        if !self.quiet {
-            for line in stdout.lines() {
-                println!("  [{label}] {line}");
-            }
-        }
-        Ok(stdout)
-    }
-}
-
 fn read_column(path: &Path, column: &str) -> Result<Vec<String>> {
     let mut rdr = csv_reader(path)?;
     let headers = rdr.headers()?.clone();
@@ -183,13 +148,7 @@ fn csv_reader(path: &Path) -> Result<csv::Reader<std::fs::File>> {
 }
 
 fn run_psi(dir: &Path, args: &PsiDemoArgs, quiet: bool) -> Result<()> {
-    let mut r = Runner {
-        exe: std::env::current_exe().context("locating the sotto binary")?,
-        quiet,
-        steps: Vec::new(),
-    };
-    let p = |name: &str| dir.join(name);
-    let (home_a, home_b) = (p("bank-a"), p("bank-b"));
+    let mut r = Runner::new(quiet)?;
     let how = if args.offline {
         "offline file exchange"
     } else {
@@ -200,55 +159,7 @@ fn run_psi(dir: &Path, args: &PsiDemoArgs, quiet: bool) -> Result<()> {
         args.rows,
         dir.display()
     );
-    r.sotto("ca init", &[&"ca", &"init", &"--dir", &p("consortium-ca")])?;
-    for (name, home) in [("bank-a", &home_a), ("bank-b", &home_b)] {
-        r.sotto(
-            &format!("{name} init"),
-            &[&"init", &"--home", home, &"--name", &name],
-        )?;
-        r.sotto(
-            &format!("{name} cert"),
-            &[
-                &"ca",
-                &"issue",
-                &"--dir",
-                &p("consortium-ca"),
-                &"--home",
-                home,
-            ],
-        )?;
-        r.sotto(
-            &format!("{name} export"),
-            &[
-                &"identity",
-                &"export",
-                &"--home",
-                home,
-                &"--out",
-                &p(&format!("{name}.profile.json")),
-            ],
-        )?;
-    }
-    r.sotto(
-        "bank-a pins b",
-        &[
-            &"peer",
-            &"add",
-            &"--home",
-            &home_a,
-            &p("bank-b.profile.json"),
-        ],
-    )?;
-    r.sotto(
-        "bank-b pins a",
-        &[
-            &"peer",
-            &"add",
-            &"--home",
-            &home_b,
-            &p("bank-a.profile.json"),
-        ],
-    )?;
+    two_certified_banks(&mut r, dir)?;
     let truth = generate(dir, args.rows)?;
     let setup_steps = r.steps.len();
     let started = Instant::now();
@@ -399,50 +310,23 @@ fn offline_exchange(r: &mut Runner, dir: &Path, mode: &str) -> Result<ProviderRo
     })
 }
 
-/// Kills the provider process when the demo ends, whatever happens.
-struct ProviderProcess(std::process::Child);
-
-impl Drop for ProviderProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn online_exchange(r: &mut Runner, dir: &Path, mode: &str) -> Result<ProviderRows> {
     let p = |name: &str| dir.join(name);
     let out_dir = p("bank-b.results");
     std::fs::create_dir_all(&out_dir)?;
-    let mut child = Command::new(&r.exe)
-        .args([
-            "--quiet",
-            "psi",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
+    let (provider, address) = ProviderProcess::start(
+        &r.exe,
+        &[
             "--id",
             "customer_email",
             "--casefold",
-        ])
-        .args(["--allow-mode", "element,digest,none"])
-        .arg("--home")
-        .arg(p("bank-b"))
-        .arg("--input")
-        .arg(p("bank-b.csv"))
-        .arg("--output-dir")
-        .arg(&out_dir)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("starting the provider")?;
-    let stdout = child.stdout.take().context("provider stdout")?;
-    let provider = ProviderProcess(child);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("the provider did not start: {line:?}"))?
-        .to_owned();
+            "--allow-mode",
+            "element,digest,none",
+        ],
+        &p("bank-b"),
+        &p("bank-b.csv"),
+        Some(&out_dir),
+    )?;
     if !r.quiet {
         println!("  [b: serve] listening on {address}");
     }

@@ -6,3 +6,4 @@ pub mod demo;
 pub mod node;
 pub mod psi;
 pub mod relay;
+pub mod setup;

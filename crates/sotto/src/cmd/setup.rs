@@ -1,0 +1,163 @@
+//! Shared set-up for the demo and the benchmarks: running `sotto` steps as
+//! child processes, two certified banks that pin each other, and a provider
+//! server process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+/// Runs `sotto` steps as child processes and times them.
+pub struct Runner {
+    /// The `sotto` binary.
+    pub exe: PathBuf,
+    /// Show nothing of the steps' output.
+    pub quiet: bool,
+    /// Label and seconds of every step run.
+    pub steps: Vec<(String, f64)>,
+}
+
+impl Runner {
+    /// A runner for this very binary.
+    pub fn new(quiet: bool) -> Result<Self> {
+        Ok(Self {
+            exe: std::env::current_exe().context("locating the sotto binary")?,
+            quiet,
+            steps: Vec::new(),
+        })
+    }
+
+    /// Runs one step; fails with its output if it fails.
+    pub fn sotto(&mut self, label: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<String> {
+        let start = Instant::now();
+        let mut command = Command::new(&self.exe);
+        command.arg("--quiet");
+        for a in args {
+            command.arg(a);
+        }
+        let out = command
+            .output()
+            .with_context(|| format!("starting {}", self.exe.display()))?;
+        self.steps
+            .push((label.to_owned(), start.elapsed().as_secs_f64()));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "step `{label}` failed:\n{}{}",
+                stdout,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if !self.quiet {
+            for line in stdout.lines() {
+                println!("  [{label}] {line}");
+            }
+        }
+        Ok(stdout)
+    }
+}
+
+/// Creates a consortium CA and two certified homes, bank-a and bank-b, in
+/// `dir`, each pinning the other's profile.
+pub fn two_certified_banks(r: &mut Runner, dir: &Path) -> Result<()> {
+    let p = |name: &str| dir.join(name);
+    r.sotto("ca init", &[&"ca", &"init", &"--dir", &p("consortium-ca")])?;
+    for name in ["bank-a", "bank-b"] {
+        let home = p(name);
+        r.sotto(
+            &format!("{name} init"),
+            &[&"init", &"--home", &home, &"--name", &name],
+        )?;
+        r.sotto(
+            &format!("{name} cert"),
+            &[
+                &"ca",
+                &"issue",
+                &"--dir",
+                &p("consortium-ca"),
+                &"--home",
+                &home,
+            ],
+        )?;
+        let profile = p(&format!("{name}.profile.json"));
+        r.sotto(
+            &format!("{name} export"),
+            &[&"identity", &"export", &"--home", &home, &"--out", &profile],
+        )?;
+    }
+    r.sotto(
+        "bank-a pins b",
+        &[
+            &"peer",
+            &"add",
+            &"--home",
+            &p("bank-a"),
+            &p("bank-b.profile.json"),
+        ],
+    )?;
+    r.sotto(
+        "bank-b pins a",
+        &[
+            &"peer",
+            &"add",
+            &"--home",
+            &p("bank-b"),
+            &p("bank-a.profile.json"),
+        ],
+    )?;
+    Ok(())
+}
+
+/// A `sotto psi serve` child process, killed when dropped.
+pub struct ProviderProcess(Child);
+
+impl ProviderProcess {
+    /// Starts a provider on a free loopback port and returns it with its
+    /// address. `extra` holds key and mode options.
+    pub fn start(
+        exe: &Path,
+        extra: &[&str],
+        home: &Path,
+        input: &Path,
+        output_dir: Option<&Path>,
+    ) -> Result<(Self, String)> {
+        let mut command = Command::new(exe);
+        command
+            .args(["--quiet", "psi", "serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--home")
+            .arg(home)
+            .arg("--input")
+            .arg(input)
+            .stdout(Stdio::piped());
+        if let Some(dir) = output_dir {
+            command.arg("--output-dir").arg(dir);
+        }
+        let mut child = command.spawn().context("starting the provider")?;
+        let stdout = child.stdout.take().context("provider stdout")?;
+        let provider = ProviderProcess(child);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let address = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("the provider did not start: {line:?}"))?
+            .to_owned();
+        Ok((provider, address))
+    }
+
+    /// Peak resident memory of the provider so far (Linux), in bytes.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    }
+}
+
+impl Drop for ProviderProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
