@@ -25,7 +25,7 @@ use crate::files::{FileBody, FileKind, PsiFile};
 use crate::local::PhaseTiming;
 use crate::report::{Report, ReportContext};
 use crate::steps;
-use crate::table::{read_keys, write_matches, InputStats, KeySpec, KeyTable, OutputKind};
+use crate::table::{read_keys, write_matches, InputStats, KeySpec, KeyTable, OutputKind, Shard};
 use crate::wire::{Receipt, Reveal, Role, SigningMode, StreamKind};
 
 const STATE_MAGIC: &[u8; 8] = b"SOTTOSTA";
@@ -129,6 +129,14 @@ struct SpecState {
     trim: bool,
     casefold: bool,
     nfkc: bool,
+    shard: Option<ShardState>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ShardState {
+    index: u32,
+    count: u32,
+    salt: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -136,6 +144,7 @@ struct InputStatsState {
     rows: u64,
     empty_key_rows: u64,
     duplicate_rows: u64,
+    other_shard_rows: u64,
     distinct_keys: u64,
 }
 
@@ -153,6 +162,11 @@ impl From<&KeySpec> for SpecState {
             trim: s.trim,
             casefold: s.casefold,
             nfkc: s.nfkc,
+            shard: s.shard.as_ref().map(|h| ShardState {
+                index: h.index,
+                count: h.count,
+                salt: h.salt.clone(),
+            }),
         }
     }
 }
@@ -164,6 +178,11 @@ impl From<&SpecState> for KeySpec {
             trim: s.trim,
             casefold: s.casefold,
             nfkc: s.nfkc,
+            shard: s.shard.as_ref().map(|h| Shard {
+                index: h.index,
+                count: h.count,
+                salt: h.salt.clone(),
+            }),
         }
     }
 }
@@ -174,6 +193,7 @@ impl From<InputStats> for InputStatsState {
             rows: s.rows,
             empty_key_rows: s.empty_key_rows,
             duplicate_rows: s.duplicate_rows,
+            other_shard_rows: s.other_shard_rows,
             distinct_keys: s.distinct_keys,
         }
     }
@@ -892,6 +912,7 @@ fn build_report(
             rows: stats.rows,
             empty_key_rows: stats.empty_key_rows,
             duplicate_rows: stats.duplicate_rows,
+            other_shard_rows: stats.other_shard_rows,
             distinct_keys: stats.distinct_keys,
         },
         timings: driver

@@ -23,6 +23,45 @@ pub struct KeySpec {
     pub casefold: bool,
     /// Apply Unicode NFKC.
     pub nfkc: bool,
+    /// Keep only the keys of one shard.
+    pub shard: Option<Shard>,
+}
+
+/// One part of a partition of the key space, so that N independent sessions
+/// (one per shard, both parties using the same partition) together give the
+/// whole intersection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, from 0.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+    /// Salt of the partition hash; both parties must use the same.
+    pub salt: String,
+}
+
+impl Shard {
+    /// Whether a normalized key falls in this shard:
+    /// `SHA-256("sotto/psi/shard/v1", salt, key) mod count == index`.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let mut hasher = sotto_crypto::hash::FieldHasher::new("sotto/psi/shard/v1");
+        hasher.field(self.salt.as_bytes()).field(key);
+        let digest = hasher.finish();
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(prefix) % u64::from(self.count.max(1)) == u64::from(self.index)
+    }
+}
+
+/// What a data row contributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RowKey {
+    /// The index of its key among the distinct keys.
+    Key(u32),
+    /// Skipped: a key column is empty.
+    Empty,
+    /// Skipped: its key belongs to another shard.
+    OtherShard,
 }
 
 /// Counts about one input file.
@@ -34,6 +73,8 @@ pub struct InputStats {
     pub empty_key_rows: u64,
     /// Rows whose key already occurred on an earlier row.
     pub duplicate_rows: u64,
+    /// Rows left to other shards.
+    pub other_shard_rows: u64,
     /// Distinct keys.
     pub distinct_keys: u64,
 }
@@ -46,9 +87,8 @@ pub struct KeyTable {
     pub digest: [u8; 32],
     /// Distinct keys in order of first occurrence.
     pub keys: Vec<Vec<u8>>,
-    /// For every data row, the index of its key in `keys`, or `None` when the
-    /// row was skipped for an empty key.
-    pub row_keys: Vec<Option<u32>>,
+    /// For every data row, what it contributes.
+    pub row_keys: Vec<RowKey>,
     /// Counts.
     pub stats: InputStats,
 }
@@ -205,7 +245,16 @@ pub fn read_keys(path: &Path, spec: &KeySpec) -> Result<KeyTable, TableError> {
         }
         if empty {
             table.stats.empty_key_rows += 1;
-            table.row_keys.push(None);
+            table.row_keys.push(RowKey::Empty);
+            continue;
+        }
+        if spec
+            .shard
+            .as_ref()
+            .is_some_and(|shard| !shard.contains(&key))
+        {
+            table.stats.other_shard_rows += 1;
+            table.row_keys.push(RowKey::OtherShard);
             continue;
         }
         let next = table.keys.len() as u32;
@@ -216,7 +265,7 @@ pub fn read_keys(path: &Path, spec: &KeySpec) -> Result<KeyTable, TableError> {
         if index != next {
             table.stats.duplicate_rows += 1;
         }
-        table.row_keys.push(Some(index));
+        table.row_keys.push(RowKey::Key(index));
     }
     table.stats.distinct_keys = table.keys.len() as u64;
     Ok(table)
@@ -263,7 +312,7 @@ pub fn write_matches(
     let rows = table
         .row_keys
         .iter()
-        .filter(|k| k.is_some_and(|k| matched[k as usize]))
+        .filter(|k| matches!(k, RowKey::Key(k) if matched[*k as usize]))
         .count() as u64;
     if let Some((out, kind)) = output {
         write_output(table, spec, &matched, kind, out)?;
@@ -337,7 +386,11 @@ fn copy_rows<W: std::io::Write>(
         {
             return Err(TableError::Changed { path: path.clone() });
         }
-        let is_match = row_key.is_some_and(|k| matched.get(k as usize).copied().unwrap_or(false));
+        let is_match = match row_key {
+            RowKey::Key(k) => matched.get(*k as usize).copied().unwrap_or(false),
+            RowKey::Empty => false,
+            RowKey::OtherShard => continue,
+        };
         match kind {
             OutputKind::Flag(_) => {
                 record.push_field(if is_match { b"true" } else { b"false" });
@@ -362,7 +415,33 @@ mod tests {
             trim: true,
             casefold: false,
             nfkc: false,
+            shard: None,
         }
+    }
+
+    #[test]
+    fn shards_partition_the_keys() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let body: String = std::iter::once("id\n".to_owned())
+            .chain((0..500).map(|i| format!("k{i}\n")))
+            .collect();
+        let p = write(dir.path(), "a.csv", body.as_bytes());
+        let mut seen = std::collections::HashSet::new();
+        for index in 0..3 {
+            let mut s = spec(&["id"]);
+            s.shard = Some(Shard {
+                index,
+                count: 3,
+                salt: "x".into(),
+            });
+            let t = read_keys(&p, &s).expect("read");
+            assert!(t.keys.len() > 100, "shards are balanced enough");
+            assert_eq!(t.stats.other_shard_rows + t.stats.distinct_keys, 500);
+            for k in t.keys {
+                assert!(seen.insert(k), "a key in two shards");
+            }
+        }
+        assert_eq!(seen.len(), 500);
     }
 
     fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -377,13 +456,22 @@ mod tests {
         let p = write(dir.path(), "a.csv", b"id,name\n a ,x\nb,y\na,z\n,empty\n");
         let t = read_keys(&p, &spec(&["id"])).expect("read");
         assert_eq!(t.keys.len(), 2);
-        assert_eq!(t.row_keys, vec![Some(0), Some(1), Some(0), None]);
+        assert_eq!(
+            t.row_keys,
+            vec![
+                RowKey::Key(0),
+                RowKey::Key(1),
+                RowKey::Key(0),
+                RowKey::Empty
+            ]
+        );
         assert_eq!(
             t.stats,
             InputStats {
                 rows: 4,
                 empty_key_rows: 1,
                 duplicate_rows: 1,
+                other_shard_rows: 0,
                 distinct_keys: 2
             }
         );

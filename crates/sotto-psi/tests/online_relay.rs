@@ -35,6 +35,7 @@ fn spec() -> KeySpec {
         trim: true,
         casefold: false,
         nfkc: false,
+        shard: None,
     }
 }
 

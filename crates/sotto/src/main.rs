@@ -53,7 +53,7 @@ enum Command {
     Peer(cmd::node::PeerCommand),
     /// Private set intersection with signed elements.
     #[command(subcommand)]
-    Psi(cmd::psi::PsiCommand),
+    Psi(Box<cmd::psi::PsiCommand>),
     /// An untrusted relay that forwards sessions between institutions.
     #[command(subcommand)]
     Relay(cmd::relay::RelayCommand),
@@ -71,7 +71,8 @@ fn init_logging(format: LogFormat, quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Human => builder.with_target(false).init(),
         LogFormat::Json => builder.json().init(),
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
         Command::Identity(c) => cmd::node::identity(c),
         Command::Peer(c) => cmd::node::peer(c),
         Command::Ca(c) => cmd::ca::run(c),
-        Command::Psi(c) => cmd::psi::run(c, &progress),
+        Command::Psi(c) => cmd::psi::run(*c, &progress),
         Command::Relay(c) => cmd::relay::run(c),
         Command::Demo(c) => cmd::demo::run(c, cli.quiet),
         Command::Bench(c) => cmd::bench::run(c),

@@ -531,3 +531,53 @@ fn session_through_a_relay_process() {
     assert!(err.contains("nor a trusted relay"), "{err}");
     assert!(!w.p("refused.csv").exists());
 }
+
+#[test]
+fn shards_together_give_the_whole_intersection() {
+    let w = World::new(400);
+    let mut total = 0;
+    for shard in ["0/3", "1/3", "2/3"] {
+        let provider = w.serve(&["--shard", shard, "--shard-salt", "test"]);
+        let out = format!("shard-{}.csv", &shard[..1]);
+        let run = w.run(&provider, &out, &["--shard", shard, "--shard-salt", "test"]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let n = rows(&w.p(&out));
+        assert!(n > 0 && n < 200, "each shard holds a part: {n}");
+        total += n;
+    }
+    assert_eq!(total, 200, "the shards' results add up to the intersection");
+}
+
+#[test]
+fn provider_frees_the_session_when_the_requester_dies() {
+    let w = World::new(20_000);
+    let provider = w.serve(&[]);
+    let mut requester = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["--quiet", "psi", "run", "--peer", "bank-b", "--id", "id"])
+        .arg("--home")
+        .arg(w.p("bank-a"))
+        .arg("--connect")
+        .arg(&provider.address)
+        .arg("--input")
+        .arg(w.p("a.csv"))
+        .arg("--output")
+        .arg(w.p("gone.csv"))
+        .spawn()
+        .unwrap();
+    provider.wait_for_log("session started");
+    requester.kill().unwrap();
+    requester.wait().unwrap();
+    provider.wait_for_log("session failed");
+    assert!(provider.log_text().contains("peer bank-a"), "{}", provider.log_text());
+    // The provider still serves new sessions.
+    let out = w.run(&provider, "after.csv", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -17,10 +17,12 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::link::Link;
-use super::streams::{decode_batch, is_late_copy, Inbound, Offer, Outbound, SESSION_COMPLETE};
+use super::streams::{
+    is_late_copy, offer_bytes, receive_stream, Inbound, Outbound, SESSION_COMPLETE,
+};
 use super::{Limits, OnlineError};
 use crate::codec::Writer;
-use crate::engine::{AcceptPolicy, PeerKeys, Session, Signer, MAX_BATCH_SIZE};
+use crate::engine::{AcceptPolicy, PeerKeys, Session, Signer};
 use crate::error::EngineError;
 use crate::report::{Report, ReportContext};
 use crate::steps;
@@ -299,61 +301,6 @@ fn run_session(
             hello.sid, profile.name
         ),
     })
-}
-
-/// Receives every batch of one stream, answering failures with NACKs.
-pub(crate) fn receive_stream(
-    inbound: &mut Inbound,
-    peer: &PeerKeys,
-    link: &Link,
-    limits: &Limits,
-    batch_size: u32,
-) -> Result<(), OnlineError> {
-    while !inbound.is_complete() {
-        let wait = if inbound.awaiting_resend() {
-            limits.verify_timeout
-        } else {
-            limits.idle_timeout
-        };
-        let waiting_for = format!("batch {} of {}", inbound.next_batch(), inbound.kind());
-        match link.recv(wait, &waiting_for)? {
-            Body::Batch(bytes) => offer_bytes(inbound, &bytes, peer, link, limits, batch_size)?,
-            Body::End(_) => {}
-            other => return Err(link.unexpected(&other, &waiting_for)),
-        }
-    }
-    Ok(())
-}
-
-/// Decodes and offers one batch; sends the NACK if it is refused.
-pub(crate) fn offer_bytes(
-    inbound: &mut Inbound,
-    bytes: &[u8],
-    peer: &PeerKeys,
-    link: &Link,
-    limits: &Limits,
-    batch_size: u32,
-) -> Result<(), OnlineError> {
-    let offer = match decode_batch(bytes, batch_size.min(MAX_BATCH_SIZE)) {
-        Ok(batch) => inbound.offer(batch, peer, link, limits)?,
-        Err(e) => {
-            let next = inbound.next_batch();
-            let kind = inbound.kind();
-            let err = EngineError::BatchRejected {
-                round: kind.round(),
-                stream: kind,
-                batch: next,
-                reason: crate::Rejection::Undecodable {
-                    reason: e.to_string(),
-                },
-            };
-            inbound.refuse(next, err, link, limits)?
-        }
-    };
-    if let Offer::Refused(nack) = offer {
-        link.send(Body::Nack(nack))?;
-    }
-    Ok(())
 }
 
 fn write_provider_result(

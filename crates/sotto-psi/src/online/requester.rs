@@ -16,8 +16,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
 use super::link::Link;
-use super::provider::offer_bytes;
-use super::streams::{is_late_copy, Inbound, Outbound, SESSION_COMPLETE};
+use super::streams::{is_late_copy, offer_bytes, Inbound, Outbound, SESSION_COMPLETE};
 use super::{Limits, OnlineError};
 use crate::codec::Writer;
 use crate::engine::{PeerKeys, Session, SessionParams, Signer};

@@ -8,7 +8,7 @@ use sotto_wire::psi::{Nack, StreamEnd};
 use super::link::Link;
 use super::{Limits, OnlineError};
 use crate::codec::{Reader, Writer};
-use crate::engine::{PeerKeys, Session, StreamReceiver};
+use crate::engine::{PeerKeys, Session, StreamReceiver, MAX_BATCH_SIZE};
 use crate::error::{EngineError, Rejection};
 use crate::steps;
 use crate::wire::{Batch, StreamKind};
@@ -156,8 +156,7 @@ impl Inbound {
 /// Whether a batch frame belongs to a stream this side has already received
 /// completely: a retransmission that crossed a NACK, ignored unread.
 pub(crate) fn is_late_copy(bytes: &[u8], completed: &[StreamKind]) -> bool {
-    decode_batch(bytes, crate::engine::MAX_BATCH_SIZE)
-        .is_ok_and(|b| completed.contains(&b.header.stream))
+    decode_batch(bytes, MAX_BATCH_SIZE).is_ok_and(|b| completed.contains(&b.header.stream))
 }
 
 /// Decodes a batch frame; an undecodable batch is refused like a bad one.
@@ -238,4 +237,59 @@ fn send_batches(link: &Link, kind: StreamKind, batches: &[Batch]) -> Result<(), 
     link.send(Body::End(StreamEnd {
         stream: u32::from(kind.code()),
     }))
+}
+
+/// Receives every batch of one stream, answering failures with NACKs.
+pub(crate) fn receive_stream(
+    inbound: &mut Inbound,
+    peer: &PeerKeys,
+    link: &Link,
+    limits: &Limits,
+    batch_size: u32,
+) -> Result<(), OnlineError> {
+    while !inbound.is_complete() {
+        let wait = if inbound.awaiting_resend() {
+            limits.verify_timeout
+        } else {
+            limits.idle_timeout
+        };
+        let waiting_for = format!("batch {} of {}", inbound.next_batch(), inbound.kind());
+        match link.recv(wait, &waiting_for)? {
+            Body::Batch(bytes) => offer_bytes(inbound, &bytes, peer, link, limits, batch_size)?,
+            Body::End(_) => {}
+            other => return Err(link.unexpected(&other, &waiting_for)),
+        }
+    }
+    Ok(())
+}
+
+/// Decodes and offers one batch; sends the NACK if it is refused.
+pub(crate) fn offer_bytes(
+    inbound: &mut Inbound,
+    bytes: &[u8],
+    peer: &PeerKeys,
+    link: &Link,
+    limits: &Limits,
+    batch_size: u32,
+) -> Result<(), OnlineError> {
+    let offer = match decode_batch(bytes, batch_size.min(MAX_BATCH_SIZE)) {
+        Ok(batch) => inbound.offer(batch, peer, link, limits)?,
+        Err(e) => {
+            let next = inbound.next_batch();
+            let kind = inbound.kind();
+            let err = EngineError::BatchRejected {
+                round: kind.round(),
+                stream: kind,
+                batch: next,
+                reason: Rejection::Undecodable {
+                    reason: e.to_string(),
+                },
+            };
+            inbound.refuse(next, err, link, limits)?
+        }
+    };
+    if let Offer::Refused(nack) = offer {
+        link.send(Body::Nack(nack))?;
+    }
+    Ok(())
 }

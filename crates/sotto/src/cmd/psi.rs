@@ -11,7 +11,7 @@ use sotto_node::NodeName;
 use sotto_psi::engine::{AcceptPolicy, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
 use sotto_psi::offline::{self, FinishOptions, ProgressSink, StartOptions};
 use sotto_psi::online::{self, Limits, ProviderConfig, RequesterConfig};
-use sotto_psi::table::{read_keys, KeySpec, OutputKind};
+use sotto_psi::table::{read_keys, KeySpec, OutputKind, Shard};
 use sotto_psi::wire::{Reveal, SigningMode};
 
 use super::node::HomeArg;
@@ -189,6 +189,30 @@ pub struct KeyArgs {
     /// Apply Unicode NFKC normalization before matching (full-width letters, ligatures...).
     #[arg(long)]
     nfkc: bool,
+    /// Take part only in shard I of N (I from 0): both parties run N sessions,
+    /// one per shard, with the same N and --shard-salt; together they give
+    /// the whole intersection.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: Option<(u32, u32)>,
+    /// Salt of the shard partition (agree on it with the peer).
+    #[arg(long, default_value = "sotto", requires = "shard")]
+    shard_salt: String,
+}
+
+fn parse_shard(text: &str) -> Result<(u32, u32), String> {
+    let (i, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("{text:?}: expected I/N, for example 0/4"))?;
+    let (i, n): (u32, u32) = (
+        i.parse()
+            .map_err(|_| format!("{i:?} is not a shard number"))?,
+        n.parse()
+            .map_err(|_| format!("{n:?} is not a shard count"))?,
+    );
+    if n == 0 || i >= n {
+        return Err(format!("shard {i}/{n}: need 0 <= I < N"));
+    }
+    Ok((i, n))
 }
 
 impl KeyArgs {
@@ -198,6 +222,11 @@ impl KeyArgs {
             trim: !self.no_trim,
             casefold: self.casefold,
             nfkc: self.nfkc,
+            shard: self.shard.map(|(index, count)| Shard {
+                index,
+                count,
+                salt: self.shard_salt.clone(),
+            }),
         }
     }
 }
