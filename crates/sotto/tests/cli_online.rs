@@ -572,7 +572,11 @@ fn provider_frees_the_session_when_the_requester_dies() {
     requester.kill().unwrap();
     requester.wait().unwrap();
     provider.wait_for_log("session failed");
-    assert!(provider.log_text().contains("peer bank-a"), "{}", provider.log_text());
+    assert!(
+        provider.log_text().contains("peer bank-a"),
+        "{}",
+        provider.log_text()
+    );
     // The provider still serves new sessions.
     let out = w.run(&provider, "after.csv", &[]);
     assert!(

@@ -102,19 +102,8 @@ pub struct RunArgs {
     via: Option<NodeName>,
     #[command(flatten)]
     keys: KeyArgs,
-    /// Signing mode: element, digest or none.
-    #[arg(long, default_value_t = SigningMode::Element)]
-    mode: SigningMode,
-    /// Who learns the result: requester, both, or size.
-    #[arg(long, default_value_t = Reveal::Requester)]
-    reveal: Reveal,
-    /// Same as --reveal size.
-    #[arg(long, conflicts_with = "reveal")]
-    size_only: bool,
-    /// Elements per batch (1 to 1048576).
-    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_BATCH_SIZE)))]
-    batch_size: u32,
+    #[command(flatten)]
+    session: SessionArgs,
     #[command(flatten)]
     outputs: OutputArgs,
     #[command(flatten)]
@@ -231,16 +220,9 @@ impl KeyArgs {
     }
 }
 
-/// Arguments of `psi offline start`.
+/// What a requester proposes for a session.
 #[derive(Args)]
-pub struct StartArgs {
-    #[command(flatten)]
-    home: HomeArg,
-    /// The pinned peer (provider) to run with.
-    #[arg(long)]
-    peer: NodeName,
-    #[command(flatten)]
-    keys: KeyArgs,
+pub struct SessionArgs {
     /// Signing mode: element (every element BLS-signed), digest (batch headers
     /// only), none (no integrity; comparison only).
     #[arg(long, default_value_t = SigningMode::Element)]
@@ -255,6 +237,30 @@ pub struct StartArgs {
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_BATCH_SIZE)))]
     batch_size: u32,
+}
+
+impl SessionArgs {
+    fn reveal(&self) -> Reveal {
+        if self.size_only {
+            Reveal::Size
+        } else {
+            self.reveal
+        }
+    }
+}
+
+/// Arguments of `psi offline start`.
+#[derive(Args)]
+pub struct StartArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    /// The pinned peer (provider) to run with.
+    #[arg(long)]
+    peer: NodeName,
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[command(flatten)]
+    session: SessionArgs,
     /// Where to write the hello file for the provider.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -321,9 +327,9 @@ pub fn run(command: PsiCommand, progress: &dyn ProgressSink) -> Result<()> {
                 peer: a.peer,
                 input: a.keys.input.clone(),
                 spec: a.keys.spec(),
-                mode: a.mode,
-                reveal: if a.size_only { Reveal::Size } else { a.reveal },
-                batch_size: a.batch_size,
+                mode: a.session.mode,
+                reveal: a.session.reveal(),
+                batch_size: a.session.batch_size,
             };
             let summary = offline::start(&home, &options, &a.out, &mut OsRng)?;
             println!("{}", summary.message);
@@ -381,14 +387,21 @@ fn serve(a: ServeArgs) -> Result<()> {
         limits: a.limits.limits(),
     };
     runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&a.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", a.listen))?;
-        println!("listening on {}", listener.local_addr()?);
-        std::io::Write::flush(&mut std::io::stdout())?;
+        let listener = bind_and_announce(&a.listen).await?;
         online::serve(listener, config, ctrl_c()).await?;
         anyhow::Ok(())
     })
+}
+
+/// Binds `address` and prints `listening on ADDRESS` (the line scripts and
+/// tests wait for).
+pub async fn bind_and_announce(address: &str) -> Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
+    println!("listening on {}", listener.local_addr()?);
+    std::io::Write::flush(&mut std::io::stdout())?;
+    Ok(listener)
 }
 
 /// Completes on Ctrl-C, for a clean shutdown.
@@ -405,9 +418,9 @@ fn run_online(a: RunArgs) -> Result<()> {
         via: a.via,
         input: a.keys.input.clone(),
         spec: a.keys.spec(),
-        mode: a.mode,
-        reveal: if a.size_only { Reveal::Size } else { a.reveal },
-        batch_size: a.batch_size,
+        mode: a.session.mode,
+        reveal: a.session.reveal(),
+        batch_size: a.session.batch_size,
         output: a.outputs.output()?,
         report: a.outputs.report.clone(),
         limits: a.limits.limits(),

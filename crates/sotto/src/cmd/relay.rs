@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use sotto_node::NodeName;
 use sotto_psi::online::{serve_relay, RelayConfig};
 
 use super::node::HomeArg;
-use super::psi::{ctrl_c, runtime};
+use super::psi::{bind_and_announce, ctrl_c, runtime};
 
 /// `sotto relay ...`
 #[derive(Subcommand)]
@@ -51,11 +51,7 @@ pub fn run(command: RelayCommand) -> Result<()> {
         connect_timeout: Duration::from_secs(10),
     };
     runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&a.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", a.listen))?;
-        println!("listening on {}", listener.local_addr()?);
-        std::io::Write::flush(&mut std::io::stdout())?;
+        let listener = bind_and_announce(&a.listen).await?;
         serve_relay(listener, config, ctrl_c()).await?;
         anyhow::Ok(())
     })
