@@ -2,8 +2,6 @@
 //! benchmark command and of the property tests. It runs exactly the steps of
 //! the offline driver, without files.
 
-use std::time::Instant;
-
 use rand_core::{CryptoRng, RngCore};
 use sotto_crypto::bls::BlsSecretKey;
 use sotto_crypto::group::GroupId;
@@ -13,6 +11,7 @@ use sotto_node::{NodeName, Profile};
 
 use crate::engine::{AcceptPolicy, PeerKeys, Session, SessionParams, SignatureCounts, Signer};
 use crate::error::EngineError;
+use crate::report::{timed, PhaseTiming};
 use crate::steps::{
     check_stream, provider_finish, reencrypt_stream, requester_finish, send_own, truncated_elements,
 };
@@ -64,17 +63,6 @@ pub struct LocalOptions {
     pub batch_size: u32,
 }
 
-/// Time spent in one phase.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct PhaseTiming {
-    /// Phase name.
-    pub phase: String,
-    /// Wall-clock seconds.
-    pub seconds: f64,
-    /// Elements processed.
-    pub elements: u64,
-}
-
 /// The result of an in-process run.
 pub struct LocalOutcome {
     /// Requester's distinct-key indices in the intersection (empty under reveal `size`).
@@ -89,22 +77,6 @@ pub struct LocalOutcome {
     pub requester_counts: SignatureCounts,
     /// Signatures of the provider.
     pub provider_counts: SignatureCounts,
-}
-
-fn timed<T>(
-    phases: &mut Vec<PhaseTiming>,
-    phase: &'static str,
-    elements: u64,
-    f: impl FnOnce() -> Result<T, EngineError>,
-) -> Result<T, EngineError> {
-    let start = Instant::now();
-    let out = f()?;
-    phases.push(PhaseTiming {
-        phase: phase.to_owned(),
-        seconds: start.elapsed().as_secs_f64(),
-        elements,
-    });
-    Ok(out)
 }
 
 /// Runs a whole session between `a` (requester, keys `a_keys`) and `b`

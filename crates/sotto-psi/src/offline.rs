@@ -8,7 +8,6 @@
 //! requester's closing file (required under reveal `both`).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -22,8 +21,7 @@ use crate::engine::{
 };
 use crate::error::{DecodeError, EngineError, TableError};
 use crate::files::{FileBody, FileKind, PsiFile};
-use crate::local::PhaseTiming;
-use crate::report::{Report, ReportContext};
+use crate::report::{timed, PhaseTiming, Report, ReportContext};
 use crate::steps;
 use crate::table::{read_keys, write_matches, InputStats, KeySpec, KeyTable, OutputKind, Shard};
 use crate::wire::{Receipt, Reveal, Role, SigningMode, StreamKind};
@@ -110,7 +108,7 @@ struct DriverState {
     spec: SpecState,
     input_digest: String,
     input_stats: InputStatsState,
-    timings: Vec<TimingState>,
+    timings: Vec<PhaseTiming>,
     provider_receipt: Option<String>,
 }
 
@@ -146,13 +144,6 @@ struct InputStatsState {
     duplicate_rows: u64,
     other_shard_rows: u64,
     distinct_keys: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct TimingState {
-    phase: String,
-    seconds: f64,
-    elements: u64,
 }
 
 impl From<&KeySpec> for SpecState {
@@ -436,22 +427,6 @@ fn reload_input(driver: &DriverState) -> Result<KeyTable, OfflineError> {
     Ok(table)
 }
 
-fn timed<T>(
-    driver: &mut DriverState,
-    phase: &str,
-    elements: u64,
-    f: impl FnOnce() -> Result<T, OfflineError>,
-) -> Result<T, OfflineError> {
-    let start = Instant::now();
-    let out = f()?;
-    driver.timings.push(TimingState {
-        phase: phase.to_owned(),
-        seconds: start.elapsed().as_secs_f64(),
-        elements,
-    });
-    Ok(out)
-}
-
 fn new_driver(
     peer: &Profile,
     input: &Path,
@@ -602,16 +577,21 @@ pub fn send(
     let (signer, _) = signer(home);
     let n = table.keys.len() as u64;
     let bar = progress.phase("round 1: encrypt and sign", n);
-    let u = timed(&mut driver, "round 1: encrypt and sign u", n, || {
-        steps::send_own(
-            &mut session,
-            StreamKind::RequesterEncrypted,
-            &table.keys,
-            &signer,
-            &*bar,
-        )
-        .map_err(protocol(out))
-    })?;
+    let u = timed(
+        &mut driver.timings,
+        "round 1: encrypt and sign u",
+        n,
+        || {
+            steps::send_own(
+                &mut session,
+                StreamKind::RequesterEncrypted,
+                &table.keys,
+                &signer,
+                &*bar,
+            )
+            .map_err(protocol(out))
+        },
+    )?;
     driver.phase = Phase::Sent;
     let round1 = PsiFile {
         kind: FileKind::Round1,
@@ -649,7 +629,7 @@ pub fn respond(
     };
     let n = session.requester_size();
     let (signer, _) = signer(home);
-    timed(&mut driver, "round 1: verify u", n, || {
+    timed(&mut driver.timings, "round 1: verify u", n, || {
         let bar = progress.phase("round 1: verify", n);
         steps::check_stream(
             &mut session,
@@ -662,23 +642,33 @@ pub fn respond(
         .map_err(protocol(round1_path))
     })?;
     let table = reload_input(&driver)?;
-    let w = timed(&mut driver, "round 2: re-encrypt and sign w", n, || {
-        let bar = progress.phase("round 2: re-encrypt and sign w", n);
-        steps::reencrypt_stream(&mut session, StreamKind::Reencrypted, u, &signer, &*bar)
-            .map_err(protocol(round1_path))
-    })?;
+    let w = timed(
+        &mut driver.timings,
+        "round 2: re-encrypt and sign w",
+        n,
+        || {
+            let bar = progress.phase("round 2: re-encrypt and sign w", n);
+            steps::reencrypt_stream(&mut session, StreamKind::Reencrypted, u, &signer, &*bar)
+                .map_err(protocol(round1_path))
+        },
+    )?;
     let m = table.keys.len() as u64;
-    let v = timed(&mut driver, "round 2: encrypt and sign v", m, || {
-        let bar = progress.phase("round 2: encrypt and sign v", m);
-        steps::send_own(
-            &mut session,
-            StreamKind::ProviderEncrypted,
-            &table.keys,
-            &signer,
-            &*bar,
-        )
-        .map_err(protocol(out))
-    })?;
+    let v = timed(
+        &mut driver.timings,
+        "round 2: encrypt and sign v",
+        m,
+        || {
+            let bar = progress.phase("round 2: encrypt and sign v", m);
+            steps::send_own(
+                &mut session,
+                StreamKind::ProviderEncrypted,
+                &table.keys,
+                &signer,
+                &*bar,
+            )
+            .map_err(protocol(out))
+        },
+    )?;
     let receipt = session.receipt(&signer, None).map_err(protocol(out))?;
     driver.provider_receipt = Some(receipt.to_hex());
     if session.params().reveal == Reveal::Both {
@@ -751,25 +741,35 @@ fn finish_requester(
         });
     }
     let (n, m) = (session.requester_size(), session.provider_size());
-    timed(&mut driver, "round 2: verify w and v", n + m, || {
-        let bar = progress.phase("round 2: verify", n + m);
-        steps::check_stream(&mut session, StreamKind::Reencrypted, n, &w, &peer, &*bar)
-            .map_err(protocol(path))?;
-        steps::check_stream(
-            &mut session,
-            StreamKind::ProviderEncrypted,
-            m,
-            &v,
-            &peer,
-            &*bar,
-        )
-        .map_err(protocol(path))
-    })?;
+    timed(
+        &mut driver.timings,
+        "round 2: verify w and v",
+        n + m,
+        || {
+            let bar = progress.phase("round 2: verify", n + m);
+            steps::check_stream(&mut session, StreamKind::Reencrypted, n, &w, &peer, &*bar)
+                .map_err(protocol(path))?;
+            steps::check_stream(
+                &mut session,
+                StreamKind::ProviderEncrypted,
+                m,
+                &v,
+                &peer,
+                &*bar,
+            )
+            .map_err(protocol(path))
+        },
+    )?;
     let (signer, _) = signer(home);
-    let result = timed(&mut driver, "finish: compute z and match", m, || {
-        let bar = progress.phase("finish: compute z and match", m);
-        steps::requester_finish(&mut session, &w, &v, &signer, &*bar).map_err(protocol(path))
-    })?;
+    let result = timed(
+        &mut driver.timings,
+        "finish: compute z and match",
+        m,
+        || {
+            let bar = progress.phase("finish: compute z and match", m);
+            steps::requester_finish(&mut session, &w, &v, &signer, &*bar).map_err(protocol(path))
+        },
+    )?;
     session
         .check_receipt(&receipt, &peer, Some(result.size))
         .map_err(protocol(path))?;
@@ -851,12 +851,17 @@ fn finish_provider(
                 t
             })
             .collect();
-        let matched = timed(&mut driver, "round 3: verify z and match", m, || {
-            let bar = progress.phase("round 3: verify z", m);
-            steps::check_stream(&mut session, StreamKind::RevealBack, m, &z, &peer, &*bar)
-                .map_err(protocol(path))?;
-            steps::provider_finish(&session, &kept, &z).map_err(protocol(path))
-        })?;
+        let matched = timed(
+            &mut driver.timings,
+            "round 3: verify z and match",
+            m,
+            || {
+                let bar = progress.phase("round 3: verify z", m);
+                steps::check_stream(&mut session, StreamKind::RevealBack, m, &z, &peer, &*bar)
+                    .map_err(protocol(path))?;
+                steps::provider_finish(&session, &kept, &z).map_err(protocol(path))
+            },
+        )?;
         let size = matched.len() as u64;
         session
             .check_receipt(&receipt, &peer, Some(size))
@@ -915,15 +920,7 @@ fn build_report(
             other_shard_rows: stats.other_shard_rows,
             distinct_keys: stats.distinct_keys,
         },
-        timings: driver
-            .timings
-            .iter()
-            .map(|t| PhaseTiming {
-                phase: t.phase.clone(),
-                seconds: t.seconds,
-                elements: t.elements,
-            })
-            .collect(),
+        timings: driver.timings.clone(),
         failed_batches: 0,
         duplicate_batches: 0,
     };

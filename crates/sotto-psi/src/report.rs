@@ -2,12 +2,41 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
 
 use crate::engine::Session;
-use crate::local::PhaseTiming;
 use crate::table::InputStats;
 use crate::wire::{Receipt, Role};
+
+/// Time spent in one phase.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PhaseTiming {
+    /// Phase name.
+    pub phase: String,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Elements processed.
+    pub elements: u64,
+}
+
+/// Runs `f` and records how long it took as `phase`.
+pub fn timed<T, E>(
+    timings: &mut Vec<PhaseTiming>,
+    phase: &str,
+    elements: u64,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    let start = Instant::now();
+    let out = f()?;
+    timings.push(PhaseTiming {
+        phase: phase.to_owned(),
+        seconds: start.elapsed().as_secs_f64(),
+        elements,
+    });
+    Ok(out)
+}
 
 /// What a driver knows about its side of a session, beyond the engine.
 pub struct ReportContext<'a> {

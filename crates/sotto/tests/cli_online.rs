@@ -8,24 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn sotto(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
-    c.arg("--quiet");
-    for a in args {
-        c.arg(a);
-    }
-    c.env_remove("SOTTO_HOME").output().expect("run sotto")
-}
+mod common;
 
-fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
-    let out = sotto(args);
-    assert!(
-        out.status.success(),
-        "sotto failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{ok, sotto};
 
 /// A provider process, killed when dropped.
 struct Provider {

@@ -5,37 +5,10 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn sotto(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
-    c.arg("--quiet");
-    for a in args {
-        c.arg(a);
-    }
-    c.env_remove("SOTTO_HOME").output().expect("run sotto")
-}
+mod common;
 
-fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
-    let out = sotto(args);
-    assert!(
-        out.status.success(),
-        "sotto failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
-    let out = sotto(args);
-    assert!(
-        !out.status.success(),
-        "sotto should have failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{fails, ok};
 
 struct World {
     dir: tempfile::TempDir,

@@ -2,7 +2,6 @@
 //! writes the same outputs and report as the offline mode.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use rand::rngs::OsRng;
 use sotto_crypto::group::GroupId;
@@ -20,9 +19,8 @@ use super::streams::{is_late_copy, offer_bytes, Inbound, Outbound, SESSION_COMPL
 use super::{Limits, OnlineError};
 use crate::codec::Writer;
 use crate::engine::{PeerKeys, Session, SessionParams, Signer};
-use crate::local::PhaseTiming;
 use crate::offline::FinishSummary;
-use crate::report::{Report, ReportContext};
+use crate::report::{timed, Report, ReportContext};
 use crate::steps;
 use crate::table::{read_keys, write_matches, KeySpec, OutputKind};
 use crate::wire::{Hello, Receipt, Reveal, SigningMode, StreamKind};
@@ -145,22 +143,6 @@ fn describe_status(status: &tonic::Status) -> String {
         Some(source) => describe_transport(source),
         None => status.message().to_owned(),
     }
-}
-
-fn timed<T>(
-    timings: &mut Vec<PhaseTiming>,
-    phase: &str,
-    elements: u64,
-    f: impl FnOnce() -> Result<T, OnlineError>,
-) -> Result<T, OnlineError> {
-    let start = Instant::now();
-    let out = f()?;
-    timings.push(PhaseTiming {
-        phase: phase.to_owned(),
-        seconds: start.elapsed().as_secs_f64(),
-        elements,
-    });
-    Ok(out)
 }
 
 fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, OnlineError> {
