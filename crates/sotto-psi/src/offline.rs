@@ -22,7 +22,7 @@ use crate::engine::{
 use crate::error::{DecodeError, EngineError, TableError};
 use crate::files::{FileBody, FileKind, PsiFile};
 use crate::report::{timed, PhaseTiming, Report, ReportContext};
-use crate::steps;
+use crate::steps::{self, ProgressSink};
 use crate::table::{read_keys, write_matches, InputStats, KeySpec, KeyTable, OutputKind, Shard};
 use crate::wire::{Receipt, Reveal, Role, SigningMode, StreamKind};
 
@@ -187,22 +187,6 @@ impl From<InputStats> for InputStatsState {
             other_shard_rows: s.other_shard_rows,
             distinct_keys: s.distinct_keys,
         }
-    }
-}
-
-/// Reports progress of long phases: called with a phase name and its total,
-/// returns the per-increment callback.
-pub trait ProgressSink: Sync {
-    /// Starts a phase of `total` elements.
-    fn phase(&self, name: &'static str, total: u64) -> Box<dyn Fn(u64) + Sync + '_>;
-}
-
-/// A sink that shows nothing.
-pub struct Silent;
-
-impl ProgressSink for Silent {
-    fn phase(&self, _name: &'static str, _total: u64) -> Box<dyn Fn(u64) + Sync + '_> {
-        Box::new(|_| {})
     }
 }
 

@@ -13,6 +13,22 @@ use crate::wire::{Batch, Reveal, Role, StreamKind};
 /// Called with the number of elements just processed.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
+/// Reports progress of long phases: called with a phase name and its total,
+/// returns the per-increment callback.
+pub trait ProgressSink: Sync {
+    /// Starts a phase of `total` elements.
+    fn phase(&self, name: &'static str, total: u64) -> Box<dyn Fn(u64) + Sync + '_>;
+}
+
+/// A sink that shows nothing.
+pub struct Silent;
+
+impl ProgressSink for Silent {
+    fn phase(&self, _name: &'static str, _total: u64) -> Box<dyn Fn(u64) + Sync + '_> {
+        Box::new(|_| {})
+    }
+}
+
 /// Encrypts and signs this party's distinct keys in its secret shuffled
 /// order, as stream `kind`.
 pub fn send_own(

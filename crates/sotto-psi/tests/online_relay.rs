@@ -19,6 +19,7 @@ use sotto_psi::engine::AcceptPolicy;
 use sotto_psi::online::{
     self, Direction, FrameHook, Limits, OnlineError, ProviderConfig, RelayConfig, RequesterConfig,
 };
+use sotto_psi::steps::Silent;
 use sotto_psi::table::{read_keys, KeySpec, OutputKind};
 use sotto_psi::wire::{Batch, Reveal, SigningMode, StreamKind};
 use sotto_wire::psi::frame::Body;
@@ -150,6 +151,7 @@ impl World {
             output: Some((out.to_owned(), OutputKind::Rows)),
             report: report.map(Path::to_owned),
             limits: Self::limits(),
+            progress: Arc::new(Silent),
         };
         online::run(requester)
             .await

@@ -82,13 +82,13 @@ fn init_logging(format: LogFormat, quiet: bool) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
-    let progress = progress::Bars::new(cli.quiet);
+    let progress = std::sync::Arc::new(progress::Bars::new(cli.quiet));
     let result = match cli.command {
         Command::Init(args) => cmd::node::init(args),
         Command::Identity(c) => cmd::node::identity(c),
         Command::Peer(c) => cmd::node::peer(c),
         Command::Ca(c) => cmd::ca::run(c),
-        Command::Psi(c) => cmd::psi::run(*c, &progress),
+        Command::Psi(c) => cmd::psi::run(*c, progress),
         Command::Relay(c) => cmd::relay::run(c),
         Command::Demo(c) => cmd::demo::run(c, cli.quiet),
         Command::Bench(c) => cmd::bench::run(c),

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use sotto_psi::offline::ProgressSink;
+use sotto_psi::steps::ProgressSink;
 
 /// Creates one bar per phase.
 pub struct Bars {

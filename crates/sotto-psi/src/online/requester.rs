@@ -21,7 +21,7 @@ use crate::codec::Writer;
 use crate::engine::{PeerKeys, Session, SessionParams, Signer};
 use crate::offline::FinishSummary;
 use crate::report::{timed, Report, ReportContext};
-use crate::steps;
+use crate::steps::{self, ProgressSink};
 use crate::table::{read_keys, write_matches, KeySpec, OutputKind};
 use crate::wire::{Hello, Receipt, Reveal, SigningMode, StreamKind};
 
@@ -51,6 +51,8 @@ pub struct RequesterConfig {
     pub report: Option<PathBuf>,
     /// Timeouts and retries.
     pub limits: Limits,
+    /// Progress display.
+    pub progress: std::sync::Arc<dyn ProgressSink + Send>,
 }
 
 /// Connects to the provider and runs one session.
@@ -181,13 +183,14 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
     session.on_accept(&accept, &peer).map_err(fail)?;
     let m = session.provider_size();
     let mut timings = Vec::new();
+    let bar = config.progress.phase("round 1: encrypt and sign", n);
     let u = timed(&mut timings, "round 1: encrypt and sign u", n, || {
         steps::send_own(
             &mut session,
             StreamKind::RequesterEncrypted,
             &table.keys,
             &signer,
-            &|_| {},
+            &*bar,
         )
         .map_err(fail)
     })?;
@@ -198,6 +201,7 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
     let mut v_in = Inbound::new(session.receiver(StreamKind::ProviderEncrypted, m));
     let mut provider_receipt: Option<Receipt> = None;
     let batch_size = session.params().batch_size;
+    let bar = config.progress.phase("round 2: receive and verify", n + m);
     timed(
         &mut timings,
         "round 2: receive and verify w and v",
@@ -224,7 +228,9 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
                         } else {
                             &mut w_in
                         };
+                        let before = target.received();
                         offer_bytes(target, &bytes, &peer, link, limits, batch_size)?;
+                        bar(target.received() - before);
                     }
                     Body::Receipt(bytes) => {
                         provider_receipt = Some(link.decode("receipt", &bytes, Receipt::decode)?)

@@ -66,6 +66,11 @@ impl Inbound {
         self.receiver.is_complete()
     }
 
+    /// Elements accepted so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.receiver.received()
+    }
+
     /// Whether a NACK is outstanding (the next wait uses the verify timeout).
     pub(crate) fn awaiting_resend(&self) -> bool {
         self.awaiting_resend

@@ -9,8 +9,9 @@ use clap::{Args, Subcommand};
 use rand::rngs::OsRng;
 use sotto_node::NodeName;
 use sotto_psi::engine::{AcceptPolicy, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
-use sotto_psi::offline::{self, FinishOptions, ProgressSink, StartOptions};
+use sotto_psi::offline::{self, FinishOptions, StartOptions};
 use sotto_psi::online::{self, Limits, ProviderConfig, RequesterConfig};
+use sotto_psi::steps::ProgressSink;
 use sotto_psi::table::{read_keys, KeySpec, OutputKind, Shard};
 use sotto_psi::wire::{Reveal, SigningMode};
 
@@ -314,11 +315,11 @@ pub struct FinishArgs {
 }
 
 /// Runs `sotto psi ...`.
-pub fn run(command: PsiCommand, progress: &dyn ProgressSink) -> Result<()> {
+pub fn run(command: PsiCommand, progress: std::sync::Arc<dyn ProgressSink + Send>) -> Result<()> {
     let step = match command {
         PsiCommand::Offline(step) => step,
         PsiCommand::Serve(a) => return serve(a),
-        PsiCommand::Run(a) => return run_online(a),
+        PsiCommand::Run(a) => return run_online(a, progress),
     };
     match step {
         OfflineCommand::Start(a) => {
@@ -351,14 +352,14 @@ pub fn run(command: PsiCommand, progress: &dyn ProgressSink) -> Result<()> {
             println!("{}", summary.message);
         }
         OfflineCommand::Send(a) => {
-            let summary = offline::send(&a.home.open()?, &a.input_file, &a.out, progress)?;
+            let summary = offline::send(&a.home.open()?, &a.input_file, &a.out, &*progress)?;
             println!("{}", summary.message);
         }
         OfflineCommand::Respond(a) => {
-            let summary = offline::respond(&a.home.open()?, &a.input_file, &a.out, progress)?;
+            let summary = offline::respond(&a.home.open()?, &a.input_file, &a.out, &*progress)?;
             println!("{}", summary.message);
         }
-        OfflineCommand::Finish(a) => finish(a, progress)?,
+        OfflineCommand::Finish(a) => finish(a, &*progress)?,
     }
     Ok(())
 }
@@ -410,7 +411,7 @@ pub async fn ctrl_c() {
     tracing::info!("shutting down");
 }
 
-fn run_online(a: RunArgs) -> Result<()> {
+fn run_online(a: RunArgs, progress: std::sync::Arc<dyn ProgressSink + Send>) -> Result<()> {
     let config = RequesterConfig {
         home: a.home.open()?,
         peer: a.peer,
@@ -424,6 +425,7 @@ fn run_online(a: RunArgs) -> Result<()> {
         output: a.outputs.output()?,
         report: a.outputs.report.clone(),
         limits: a.limits.limits(),
+        progress,
     };
     let output = config.output.clone();
     let summary = runtime()?.block_on(online::run(config))?;
