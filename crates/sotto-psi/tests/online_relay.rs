@@ -96,10 +96,19 @@ impl World {
         }
     }
 
+    /// Short limits for the timeout tests.
+    fn short_limits() -> Limits {
+        Limits {
+            idle_timeout: Duration::from_secs(3),
+            verify_timeout: Duration::from_secs(1),
+            max_retries: 2,
+        }
+    }
+
     /// Starts a provider and a relay with `hook`, runs one session through
     /// them, and returns its outcome.
     async fn session(&self, hook: FrameHook, out: &Path) -> Result<u64, OnlineError> {
-        self.session_with_report(hook, out, None).await
+        self.session_with(hook, out, None, Self::limits()).await
     }
 
     async fn session_with_report(
@@ -107,6 +116,18 @@ impl World {
         hook: FrameHook,
         out: &Path,
         report: Option<&Path>,
+    ) -> Result<u64, OnlineError> {
+        self.session_with(hook, out, report, Self::limits()).await
+    }
+
+    /// Starts a provider and a relay with `hook`, runs one session through
+    /// them with `limits`, and returns the intersection size.
+    async fn session_with(
+        &self,
+        hook: FrameHook,
+        out: &Path,
+        report: Option<&Path>,
+        limits: Limits,
     ) -> Result<u64, OnlineError> {
         let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let provider_address = provider_listener.local_addr().unwrap().to_string();
@@ -118,7 +139,7 @@ impl World {
             allow: None,
             relays: vec!["relay".parse().unwrap()],
             output_dir: None,
-            limits: Self::limits(),
+            limits,
         };
         tokio::spawn(online::serve(
             provider_listener,
@@ -150,7 +171,7 @@ impl World {
             batch_size: 32,
             output: Some((out.to_owned(), OutputKind::Rows)),
             report: report.map(Path::to_owned),
-            limits: Self::limits(),
+            limits,
             progress: Arc::new(Silent),
         };
         online::run(requester)
@@ -393,4 +414,66 @@ async fn persistent_tampering_aborts_without_output() {
         2,
         "one NACK per tolerated retry"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_batch_frame_is_refused_and_resent() {
+    let w = World::new();
+    let garbage = |_| {
+        vec![Frame {
+            body: Some(Body::Batch(b"not a batch at all".to_vec())),
+        }]
+    };
+    let nacks = expect_repaired(&w, once(u_batch(1), garbage), "could not be decoded").await;
+    assert!(nacks.iter().any(|n| n.batch == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn silence_after_a_nack_ends_in_the_verify_timeout() {
+    let w = World::new();
+    let tampered = Mutex::new(false);
+    // Alter batch 1 once, then swallow every copy of it: the NACK is never answered.
+    let swallow = move |d: Direction, f: Frame| {
+        if d == Direction::ToProvider && is_batch(&f, StreamKind::RequesterEncrypted, 1) {
+            let mut done = tampered.lock().unwrap();
+            if !*done {
+                *done = true;
+                return flip_element(f, 0);
+            }
+            return Vec::new();
+        }
+        vec![f]
+    };
+    let nacks = Arc::new(Mutex::new(Vec::new()));
+    let out = w.p("never.csv");
+    let err = w
+        .session_with(hook(&nacks, swallow), &out, None, World::short_limits())
+        .await
+        .expect_err("must time out");
+    let text = err.to_string();
+    assert!(text.contains("within 1 s"), "{text}");
+    assert!(!out.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_relay_that_stops_forwarding_ends_in_the_idle_timeout() {
+    let w = World::new();
+    let stall = |d: Direction, f: Frame| {
+        if d == Direction::ToProvider && batch_of(&f).is_some_and(|b| b.header.batch_index >= 2) {
+            return Vec::new();
+        }
+        vec![f]
+    };
+    let nacks = Arc::new(Mutex::new(Vec::new()));
+    let out = w.p("never.csv");
+    let err = w
+        .session_with(hook(&nacks, stall), &out, None, World::short_limits())
+        .await
+        .expect_err("must time out");
+    let text = err.to_string();
+    assert!(
+        text.contains("within 3 s") && text.contains("session aborted"),
+        "{text}"
+    );
+    assert!(!out.exists());
 }

@@ -214,7 +214,7 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
                 } else {
                     limits.idle_timeout
                 };
-                match link.recv(wait, "round 2")? {
+                match link.recv(wait, "round 2 (batches of w and v)")? {
                     Body::Nack(nack) => outbound.resend(link, &nack, limits)?,
                     Body::Batch(bytes)
                         if w_in.is_complete()
@@ -236,7 +236,7 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
                         provider_receipt = Some(link.decode("receipt", &bytes, Receipt::decode)?)
                     }
                     Body::End(_) => {}
-                    other => return Err(link.unexpected(&other, "round 2")),
+                    other => return Err(link.unexpected(&other, "round 2 (batches of w and v)")),
                 }
             }
             Ok(())
