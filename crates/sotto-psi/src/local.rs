@@ -4,9 +4,7 @@
 
 use rand_core::{CryptoRng, RngCore};
 use sotto_crypto::bls::BlsSecretKey;
-use sotto_crypto::group::GroupId;
 use sotto_crypto::identity::IdentityKey;
-use sotto_crypto::ids::SessionId;
 use sotto_node::{NodeName, Profile};
 
 use crate::engine::{AcceptPolicy, PeerKeys, Session, SessionParams, SignatureCounts, Signer};
@@ -92,13 +90,7 @@ pub fn run_local<R: RngCore + CryptoRng>(
     let none = &|_| {};
     let (sa, sb) = (a.signer(), b.signer());
     let (pa, pb) = (a.peer_keys(), b.peer_keys());
-    let params = SessionParams {
-        sid: SessionId::random(rng),
-        group: GroupId::Ristretto255,
-        mode: options.mode,
-        reveal: options.reveal,
-        batch_size: options.batch_size,
-    };
+    let params = SessionParams::fresh(options.mode, options.reveal, options.batch_size, rng);
     let policy = AcceptPolicy {
         modes: SigningMode::ALL.to_vec(),
     };

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
-use sotto_crypto::group::GroupId;
 use sotto_crypto::ids::SessionId;
 use sotto_node::files::{read, write_atomic, Visibility};
 use sotto_node::{NodeError, NodeHome, Profile};
@@ -239,18 +238,6 @@ pub struct FinishSummary {
     pub report: Report,
 }
 
-fn signer(home: &NodeHome) -> (Signer<'_>, Profile) {
-    let profile = home.profile();
-    (
-        Signer {
-            identity: home.identity(),
-            bls: home.bls_keys(),
-            profile: profile.fingerprint(),
-        },
-        profile,
-    )
-}
-
 fn state_path(home: &NodeHome, sid: &SessionId) -> PathBuf {
     home.sessions_dir().join(format!("{sid}.state"))
 }
@@ -440,14 +427,8 @@ pub fn start<R: RngCore + CryptoRng>(
 ) -> Result<StepSummary, OfflineError> {
     let peer = home.peer(&options.peer)?;
     let table = read_keys(&options.input, &options.spec)?;
-    let (signer, _) = signer(home);
-    let params = SessionParams {
-        sid: SessionId::random(rng),
-        group: GroupId::Ristretto255,
-        mode: options.mode,
-        reveal: options.reveal,
-        batch_size: options.batch_size,
-    };
+    let signer = Signer::for_home(home);
+    let params = SessionParams::fresh(options.mode, options.reveal, options.batch_size, rng);
     let (session, hello) = Session::request(
         params,
         &signer,
@@ -506,7 +487,7 @@ pub fn accept<R: RngCore + CryptoRng>(
         });
     }
     let table = read_keys(input, spec)?;
-    let (signer, _) = signer(home);
+    let signer = Signer::for_home(home);
     let (session, reply) = Session::accept(
         hello,
         &signer,
@@ -558,7 +539,7 @@ pub fn send(
         .on_accept(reply, &peer)
         .map_err(protocol(accept_path))?;
     let table = reload_input(&driver)?;
-    let (signer, _) = signer(home);
+    let signer = Signer::for_home(home);
     let n = table.keys.len() as u64;
     let bar = progress.phase("round 1: encrypt and sign", n);
     let u = timed(
@@ -612,7 +593,7 @@ pub fn respond(
         unreachable!("read_file checked the kind")
     };
     let n = session.requester_size();
-    let (signer, _) = signer(home);
+    let signer = Signer::for_home(home);
     timed(&mut driver.timings, "round 1: verify u", n, || {
         let bar = progress.phase("round 1: verify", n);
         steps::check_stream(
@@ -744,7 +725,7 @@ fn finish_requester(
             .map_err(protocol(path))
         },
     )?;
-    let (signer, _) = signer(home);
+    let signer = Signer::for_home(home);
     let result = timed(
         &mut driver.timings,
         "finish: compute z and match",
@@ -871,7 +852,7 @@ fn finish_provider(
             .map_err(protocol(path))?;
         (None, None)
     };
-    let (signer, _) = signer(home);
+    let signer = Signer::for_home(home);
     let own = session.receipt(&signer, size).map_err(protocol(path))?;
     let report = build_report(
         &session,

@@ -139,6 +139,38 @@ impl World {
         }
     }
 
+    /// Starts a relay process routing bank-b to `provider`.
+    fn relay_to(&self, provider: &Provider, log: &str) -> Provider {
+        let args = ["relay", "serve", "--listen", "127.0.0.1:0", "--home"].map(String::from);
+        let mut args = args.to_vec();
+        args.push(self.p("relay").display().to_string());
+        args.push("--route".into());
+        args.push(format!("bank-b={}", provider.address));
+        self.spawn(&args, log)
+    }
+
+    /// Runs bank-a's session with bank-b through `relay`.
+    fn run_via_relay(&self, relay: &Provider, out: &str) -> Output {
+        sotto(&[
+            &"psi",
+            &"run",
+            &"--home",
+            &self.p("bank-a"),
+            &"--peer",
+            &"bank-b",
+            &"--connect",
+            &relay.address,
+            &"--via",
+            &"relay",
+            &"--input",
+            &self.p("a.csv"),
+            &"--id",
+            &"id",
+            &"--output",
+            &self.p(out),
+        ])
+    }
+
     fn run(&self, provider: &Provider, out: &str, extra: &[&str]) -> Output {
         let (home, input, output) = (self.p("bank-a"), self.p("a.csv"), self.p(out));
         let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
@@ -441,37 +473,8 @@ fn session_through_a_relay_process() {
         &w.p("relay"),
     ]);
     let provider = w.serve(&["--relay", "relay"]);
-    let relay = w.spawn(
-        &[
-            "relay".into(),
-            "serve".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--home".into(),
-            w.p("relay").display().to_string(),
-            "--route".into(),
-            format!("bank-b={}", provider.address),
-        ],
-        "relay.log",
-    );
-    let out = sotto(&[
-        &"psi",
-        &"run",
-        &"--home",
-        &w.p("bank-a"),
-        &"--peer",
-        &"bank-b",
-        &"--connect",
-        &relay.address,
-        &"--via",
-        &"relay",
-        &"--input",
-        &w.p("a.csv"),
-        &"--id",
-        &"id",
-        &"--output",
-        &w.p("relayed.csv"),
-    ]);
+    let relay = w.relay_to(&provider, "relay.log");
+    let out = w.run_via_relay(&relay, "relayed.csv");
     assert!(
         out.status.success(),
         "{}",
@@ -480,37 +483,8 @@ fn session_through_a_relay_process() {
     assert_eq!(rows(&w.p("relayed.csv")), 150);
     // Without --relay, the provider refuses the relay's connection.
     let strict = w.serve(&[]);
-    let relay2 = w.spawn(
-        &[
-            "relay".into(),
-            "serve".into(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--home".into(),
-            w.p("relay").display().to_string(),
-            "--route".into(),
-            format!("bank-b={}", strict.address),
-        ],
-        "relay2.log",
-    );
-    let out = sotto(&[
-        &"psi",
-        &"run",
-        &"--home",
-        &w.p("bank-a"),
-        &"--peer",
-        &"bank-b",
-        &"--connect",
-        &relay2.address,
-        &"--via",
-        &"relay",
-        &"--input",
-        &w.p("a.csv"),
-        &"--id",
-        &"id",
-        &"--output",
-        &w.p("refused.csv"),
-    ]);
+    let relay2 = w.relay_to(&strict, "relay2.log");
+    let out = w.run_via_relay(&relay2, "refused.csv");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nor a trusted relay"), "{err}");

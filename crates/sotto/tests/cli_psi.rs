@@ -135,6 +135,22 @@ impl World {
         ]);
     }
 
+    /// Runs the provider's `respond` on `file`, expecting it to be refused;
+    /// returns the error text.
+    fn respond_fails(&self, file: &str) -> String {
+        fails(&[
+            &"psi",
+            &"offline",
+            &"respond",
+            &"--home",
+            &self.p("b"),
+            &"--in",
+            &self.p(file),
+            &"--out",
+            &self.p("r2.psi"),
+        ])
+    }
+
     fn session_files(&self, home: &str) -> usize {
         std::fs::read_dir(self.p(home).join("sessions"))
             .unwrap()
@@ -304,17 +320,7 @@ fn tampered_element_in_round1_is_named_and_nothing_is_written() {
     w.accept(&[]);
     w.send();
     flip(&w.p("r1.psi"), first_batch_element(3) + 5);
-    let err = fails(&[
-        &"psi",
-        &"offline",
-        &"respond",
-        &"--home",
-        &w.p("b"),
-        &"--in",
-        &w.p("r1.psi"),
-        &"--out",
-        &w.p("r2.psi"),
-    ]);
+    let err = w.respond_fails("r1.psi");
     assert!(
         err.contains("r1.psi") && err.contains("round 1") && err.contains("batch 0"),
         "{err}"
@@ -357,33 +363,13 @@ fn truncated_and_foreign_and_out_of_order_files_are_refused() {
     w.send();
     let bytes = std::fs::read(w.p("r1.psi")).unwrap();
     std::fs::write(w.p("short.psi"), &bytes[..bytes.len() - 10]).unwrap();
-    let err = fails(&[
-        &"psi",
-        &"offline",
-        &"respond",
-        &"--home",
-        &w.p("b"),
-        &"--in",
-        &w.p("short.psi"),
-        &"--out",
-        &w.p("r2.psi"),
-    ]);
+    let err = w.respond_fails("short.psi");
     assert!(
         err.contains("short.psi") && err.contains("truncated"),
         "{err}"
     );
     std::fs::write(w.p("junk.psi"), b"hello, world").unwrap();
-    let err = fails(&[
-        &"psi",
-        &"offline",
-        &"respond",
-        &"--home",
-        &w.p("b"),
-        &"--in",
-        &w.p("junk.psi"),
-        &"--out",
-        &w.p("r2.psi"),
-    ]);
+    let err = w.respond_fails("junk.psi");
     assert!(
         err.contains("not a sotto PSI file") || err.contains("truncated"),
         "{err}"
@@ -399,17 +385,7 @@ fn truncated_and_foreign_and_out_of_order_files_are_refused() {
     let mut relabelled = second.clone();
     relabelled[11..27].copy_from_slice(first_sid);
     std::fs::write(w.p("replay.psi"), relabelled).unwrap();
-    let err = fails(&[
-        &"psi",
-        &"offline",
-        &"respond",
-        &"--home",
-        &w.p("b"),
-        &"--in",
-        &w.p("replay.psi"),
-        &"--out",
-        &w.p("r2.psi"),
-    ]);
+    let err = w.respond_fails("replay.psi");
     assert!(
         err.contains("belongs to session") && err.contains("replayed from another session"),
         "{err}"

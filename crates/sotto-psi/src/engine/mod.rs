@@ -19,6 +19,7 @@ mod matching;
 mod receipts;
 mod state;
 
+use rand_core::{CryptoRng, RngCore};
 use sotto_crypto::bls::{BlsPublicKey, BlsSecretKey};
 use sotto_crypto::group::{EcdhScalar, GroupId};
 use sotto_crypto::hash::FieldHasher;
@@ -26,7 +27,7 @@ use sotto_crypto::identity::{IdentityKey, IdentityPublic};
 use sotto_crypto::ids::SessionId;
 use sotto_crypto::kdf::EphemeralKey;
 use sotto_crypto::secret::SecretBytes;
-use sotto_node::Profile;
+use sotto_node::{NodeHome, Profile};
 
 use crate::error::EngineError;
 use crate::wire::{Reveal, Role, SigningMode, StreamKind};
@@ -63,6 +64,35 @@ pub struct Signer<'a> {
     pub bls: &'a [BlsSecretKey],
     /// Fingerprint of the local profile.
     pub profile: [u8; 32],
+}
+
+impl<'a> Signer<'a> {
+    /// The signer of a node home: its keys and its profile's fingerprint.
+    pub fn for_home(home: &'a NodeHome) -> Self {
+        Self {
+            identity: home.identity(),
+            bls: home.bls_keys(),
+            profile: home.profile().fingerprint(),
+        }
+    }
+}
+
+impl SessionParams {
+    /// Parameters of a new session over ristretto255 with a fresh random id.
+    pub fn fresh<R: RngCore + CryptoRng>(
+        mode: SigningMode,
+        reveal: Reveal,
+        batch_size: u32,
+        rng: &mut R,
+    ) -> Self {
+        Self {
+            sid: SessionId::random(rng),
+            group: GroupId::Ristretto255,
+            mode,
+            reveal,
+            batch_size,
+        }
+    }
 }
 
 /// The peer's public keys, from its pinned profile.

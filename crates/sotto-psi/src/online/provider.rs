@@ -171,12 +171,7 @@ fn run_session(
 ) -> Result<String, OnlineError> {
     let limits = &config.limits;
     let home = &config.home;
-    let own = home.profile();
-    let signer = Signer {
-        identity: home.identity(),
-        bls: home.bls_keys(),
-        profile: own.fingerprint(),
-    };
+    let signer = Signer::for_home(home);
     let hello = match link.recv(limits.idle_timeout, "the requester's hello")? {
         Body::Hello(bytes) => link.decode("hello", &bytes, Hello::decode)?,
         other => return Err(link.unexpected(&other, "the requester's hello")),

@@ -4,8 +4,6 @@
 use std::path::PathBuf;
 
 use rand::rngs::OsRng;
-use sotto_crypto::group::GroupId;
-use sotto_crypto::ids::SessionId;
 use sotto_net::tls::TlsMaterial;
 use sotto_node::{NodeHome, NodeName};
 use sotto_wire::psi::frame::Body;
@@ -152,20 +150,9 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
     let home = &config.home;
     let profile = home.peer(&config.peer)?;
     let peer = PeerKeys::from(&profile);
-    let own = home.profile();
-    let signer = Signer {
-        identity: home.identity(),
-        bls: home.bls_keys(),
-        profile: own.fingerprint(),
-    };
+    let signer = Signer::for_home(home);
     let table = read_keys(&config.input, &config.spec)?;
-    let params = SessionParams {
-        sid: SessionId::random(&mut OsRng),
-        group: GroupId::Ristretto255,
-        mode: config.mode,
-        reveal: config.reveal,
-        batch_size: config.batch_size,
-    };
+    let params = SessionParams::fresh(config.mode, config.reveal, config.batch_size, &mut OsRng);
     let fail = |source| OnlineError::Protocol {
         sid: params.sid,
         source,
