@@ -1,5 +1,6 @@
-//! Per-session salt agreement: an ephemeral X25519 exchange whose shared
-//! secret is expanded with HKDF-SHA256, bound to the session id.
+//! Ephemeral X25519 key agreement expanded with HKDF-SHA256: the PSI
+//! per-session salt (bound to the session id) and keys for the other
+//! protocols' end-to-end channels (bound to whatever their `info` names).
 
 use hkdf::Hkdf;
 use rand_core::{CryptoRng, RngCore};
@@ -46,6 +47,21 @@ impl EphemeralKey {
         peer_public: &[u8; 32],
         sid: &SessionId,
     ) -> Result<SecretBytes<32>, CryptoError> {
+        let mut info = Vec::with_capacity(SALT_INFO.len() + SessionId::LEN);
+        info.extend_from_slice(SALT_INFO);
+        info.extend_from_slice(sid.as_bytes());
+        self.derive_key(peer_public, &info)
+    }
+
+    /// Derives a 32-byte key shared with the holder of `peer_public`:
+    /// `HKDF-SHA256(ikm = X25519(self, peer), info)`. The caller's `info`
+    /// carries the domain tag and everything the key is bound to. Refuses a
+    /// peer key that yields an all-zero shared secret.
+    pub fn derive_key(
+        &self,
+        peer_public: &[u8; 32],
+        info: &[u8],
+    ) -> Result<SecretBytes<32>, CryptoError> {
         let shared = self.0.diffie_hellman(&PublicKey::from(*peer_public));
         if !shared.was_contributory() {
             return Err(CryptoError::BadEncoding {
@@ -53,15 +69,12 @@ impl EphemeralKey {
             });
         }
         let hkdf = Hkdf::<Sha256>::new(None, shared.as_bytes());
-        let mut info = Vec::with_capacity(SALT_INFO.len() + SessionId::LEN);
-        info.extend_from_slice(SALT_INFO);
-        info.extend_from_slice(sid.as_bytes());
-        let mut salt = [0u8; 32];
-        hkdf.expand(&info, &mut salt)
+        let mut key = [0u8; 32];
+        hkdf.expand(info, &mut key)
             .map_err(|_| CryptoError::BadEncoding {
                 what: "HKDF output length",
             })?;
-        Ok(SecretBytes::new(salt))
+        Ok(SecretBytes::new(key))
     }
 }
 

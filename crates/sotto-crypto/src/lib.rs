@@ -5,6 +5,7 @@
 //! interfaces (see [`group`] and [`bls`]) so that faster backends can be put
 //! behind the same functions later.
 
+pub mod aead;
 pub mod bls;
 pub mod error;
 pub mod group;
@@ -12,6 +13,7 @@ pub mod hash;
 pub mod identity;
 pub mod ids;
 pub mod kdf;
+pub mod ring;
 pub mod secret;
 
 pub use error::CryptoError;

@@ -1,0 +1,477 @@
+//! The aggregation engines in process: the result equals the plaintext sum,
+//! what the coordinator sees does not depend on any single client's values,
+//! and every altered, repeated, misdirected or misshapen message is refused.
+
+#![allow(clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use sotto_agg::error::ProtocolError;
+use sotto_agg::message::{Envelope, Step};
+use sotto_node::NodeName;
+use support::{name, no_hook, run, Harness, Rows};
+
+/// The plaintext computation: per query id, the sums and the count.
+fn plaintext(tables: &[Rows], query: &[String]) -> Vec<(i64, i64, u64)> {
+    query
+        .iter()
+        .map(|id| {
+            let mut total = (0i64, 0i64, 0u64);
+            for rows in tables {
+                if let Some((_, d, l)) = rows.iter().find(|(i, _, _)| i == id) {
+                    total.0 += d;
+                    total.1 += l;
+                    total.2 += 1;
+                }
+            }
+            total
+        })
+        .collect()
+}
+
+fn decoded(totals: &[u64]) -> Vec<(i64, i64, u64)> {
+    totals
+        .chunks_exact(3)
+        .map(|c| (c[0] as i64, c[1] as i64, c[2]))
+        .collect()
+}
+
+fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("cust-{i}")).collect()
+}
+
+fn tables_strategy() -> impl Strategy<Value = (Vec<Rows>, usize)> {
+    (2usize..=8, 1usize..=12).prop_flat_map(|(n, m)| {
+        let table =
+            proptest::collection::vec((any::<bool>(), -100_000_000i64..=100_000_000, 0i64..=50), m)
+                .prop_map(|cells| {
+                    cells
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(_, (present, _, _))| *present)
+                        .map(|(i, (_, d, l))| (format!("cust-{i}"), d, l))
+                        .collect::<Rows>()
+                });
+        (proptest::collection::vec(table, n), Just(m))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    #[test]
+    fn result_equals_the_plaintext_sum((tables, m) in tables_strategy(), seed in any::<u64>()) {
+        let dir = tempfile::tempdir().expect("tmp");
+        // The query also asks about an id nobody has.
+        let mut query = ids(m);
+        query.push("nobody".into());
+        let h = Harness::new(dir.path(), &tables, &query);
+        let seeds: Vec<u64> = (0..tables.len() as u64).map(|i| seed ^ i).collect();
+        let out = run(&h, [7; 16], &seeds, seed, &mut no_hook()).expect("run");
+        prop_assert_eq!(decoded(&out.result.totals), plaintext(&tables, &query));
+        for r in &out.client_results {
+            prop_assert_eq!(&r.totals, out.result.totals.as_ref());
+            prop_assert_eq!(r.transcript, out.result.transcript);
+        }
+    }
+}
+
+fn sample_tables() -> Vec<Rows> {
+    vec![
+        vec![("a".into(), 1000, 1), ("b".into(), -250, 2)],
+        vec![("a".into(), 500, 3), ("c".into(), 99, 1)],
+        vec![
+            ("b".into(), 7000, 4),
+            ("c".into(), 1, 1),
+            ("d".into(), 5, 5),
+        ],
+    ]
+}
+
+fn sample_query() -> Vec<String> {
+    ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// What the coordinator saw, keyed by (step, sender, recipient).
+fn view_map(out: &support::Run) -> HashMap<(Step, String, String), Envelope> {
+    out.coordinator_view
+        .iter()
+        .map(|(_, e)| {
+            let s = &e.statement;
+            ((s.step, s.sender.clone(), s.recipient.clone()), e.clone())
+        })
+        .collect()
+}
+
+fn differing(a: &support::Run, b: &support::Run) -> Vec<(Step, String)> {
+    let (a, b) = (view_map(a), view_map(b));
+    assert_eq!(a.len(), b.len());
+    let mut diff: Vec<(Step, String)> = a
+        .iter()
+        .filter(|(k, e)| {
+            let other = &b[*k];
+            other.statement != e.statement || other.payload != e.payload
+        })
+        .map(|(k, _)| (k.0, k.1.clone()))
+        .collect();
+    diff.sort();
+    diff
+}
+
+#[test]
+fn coordinator_view_changes_only_in_the_changed_clients_vector() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let seeds = [11, 12, 13];
+    let base = run(
+        &Harness::new(dir.path(), &sample_tables(), &sample_query()),
+        [1; 16],
+        &seeds,
+        99,
+        &mut no_hook(),
+    )
+    .expect("base");
+    // A follower changes its values: only its f_j changes.
+    let mut tables = sample_tables();
+    tables[2][0].1 = 123_456;
+    let changed = run(
+        &Harness::new(dir.path(), &tables, &sample_query()),
+        [1; 16],
+        &seeds,
+        99,
+        &mut no_hook(),
+    )
+    .expect("changed");
+    assert_eq!(
+        differing(&base, &changed),
+        vec![(Step::Masked, "bank-3".to_owned())]
+    );
+    // The lead changes its values: only e_1 changes.
+    let mut tables = sample_tables();
+    tables[0][1].1 = -9_999;
+    let changed = run(
+        &Harness::new(dir.path(), &tables, &sample_query()),
+        [1; 16],
+        &seeds,
+        99,
+        &mut no_hook(),
+    )
+    .expect("changed");
+    assert_eq!(
+        differing(&base, &changed),
+        vec![(Step::LeadShare, "bank-1".to_owned())]
+    );
+}
+
+/// Chi-square statistic of the top 4 bits of `values` against uniform.
+fn chi_square_top_nibble(values: &[u64]) -> f64 {
+    let mut bins = [0f64; 16];
+    for v in values {
+        bins[(v >> 60) as usize] += 1.0;
+    }
+    let expected = values.len() as f64 / 16.0;
+    bins.iter().map(|b| (b - expected).powi(2) / expected).sum()
+}
+
+#[test]
+fn coordinator_view_is_uniform_for_inputs_with_the_same_total() {
+    // Two input sets with the same per-customer total: 3 clients, 1 customer.
+    let inputs: [[i64; 3]; 2] = [[100, 200, 300], [600, 0, 0]];
+    let dir = tempfile::tempdir().expect("tmp");
+    let runs = 1200;
+    for (k, values) in inputs.iter().enumerate() {
+        let tables: Vec<Rows> = values
+            .iter()
+            .map(|v| vec![("x".to_owned(), *v, 1)])
+            .collect();
+        let h = Harness::new(dir.path(), &tables, &["x".to_owned()]);
+        let mut seen: HashMap<(Step, String), Vec<u64>> = HashMap::new();
+        for r in 0..runs {
+            let base = (k as u64) << 40 | r << 8;
+            let out = run(
+                &h,
+                [2; 16],
+                &[base + 1, base + 2, base + 3],
+                base + 4,
+                &mut no_hook(),
+            )
+            .expect("run");
+            for (_, e) in &out.coordinator_view {
+                if matches!(e.statement.step, Step::LeadShare | Step::Masked) {
+                    let first = u64::from_le_bytes(e.payload[..8].try_into().expect("8 bytes"));
+                    seen.entry((e.statement.step, e.statement.sender.clone()))
+                        .or_default()
+                        .push(first);
+                }
+            }
+            assert_eq!(out.result.totals[0], 600);
+        }
+        assert_eq!(seen.len(), 3);
+        for (who, values) in &seen {
+            let chi = chi_square_top_nibble(values);
+            // 15 degrees of freedom: P(chi2 > 60) is about 1e-7.
+            assert!(
+                chi < 60.0,
+                "input set {k}: {who:?} is not uniform (chi2 = {chi})"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_partial_sum_before_every_share_is_in() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let mut dropped = false;
+    let mut drop_one_masked = |to_coordinator: bool, _: &NodeName, e: Envelope| {
+        if to_coordinator && e.statement.step == Step::Masked && !dropped {
+            dropped = true;
+            return None;
+        }
+        Some(e)
+    };
+    let Err(err) = run(&h, [3; 16], &[1, 2, 3], 4, &mut drop_one_masked) else {
+        panic!("a result was released with a masked vector missing");
+    };
+    assert!(matches!(err, ProtocolError::Unexpected { what: "end", .. }));
+}
+
+/// Runs with `hook` and returns the refusal.
+fn refused(hook: support::Hook<'_>) -> ProtocolError {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    match run(&h, [4; 16], &[1, 2, 3], 4, hook) {
+        Ok(_) => panic!("the run completed despite the hook"),
+        Err(e) => e,
+    }
+}
+
+fn alter_payload(e: Envelope) -> Envelope {
+    let mut payload = e.payload.as_ref().clone();
+    if let Some(b) = payload.last_mut() {
+        *b ^= 1;
+    }
+    Envelope {
+        statement: e.statement,
+        payload: Arc::new(payload),
+    }
+}
+
+#[test]
+fn altered_payloads_are_refused_in_both_directions() {
+    for step in [
+        Step::Dealing,
+        Step::Query,
+        Step::SealedShare,
+        Step::Masked,
+        Step::LeadShare,
+        Step::Result,
+    ] {
+        let err = refused(&mut |_, _, e: Envelope| {
+            Some(if e.statement.step == step {
+                alter_payload(e)
+            } else {
+                e
+            })
+        });
+        assert!(
+            matches!(err, ProtocolError::DigestMismatch { .. }),
+            "{step}: {err}"
+        );
+    }
+}
+
+#[test]
+fn altered_statements_fail_their_signature() {
+    for step in [
+        Step::Offer,
+        Step::Accept,
+        Step::Dealing,
+        Step::SealedShare,
+        Step::Masked,
+        Step::Result,
+    ] {
+        let err = refused(&mut |_, _, mut e: Envelope| {
+            if e.statement.step == step {
+                e.statement.digest[3] ^= 1;
+            }
+            Some(e)
+        });
+        assert!(
+            matches!(
+                err,
+                ProtocolError::BadSignature { .. } | ProtocolError::OfferMismatch { .. }
+            ),
+            "{step}: {err}"
+        );
+    }
+}
+
+#[test]
+fn repeated_steps_are_refused() {
+    for step in [Step::Masked, Step::LeadShare, Step::Accept] {
+        let dir = tempfile::tempdir().expect("tmp");
+        let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+        let mut coordinator = h.coordinator(h.attempt([5; 16]));
+        let mut captured = None;
+        let _ = run(
+            &h,
+            [5; 16],
+            &[1, 2, 3],
+            4,
+            &mut |to_c, who: &NodeName, e: Envelope| {
+                if to_c && e.statement.step == step && captured.is_none() {
+                    captured = Some((who.clone(), e.clone()));
+                }
+                Some(e)
+            },
+        )
+        .expect("run");
+        // Feed a fresh coordinator the whole honest run, then the copy.
+        let out = run(&h, [5; 16], &[1, 2, 3], 4, &mut no_hook()).expect("run");
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+        let _ = coordinator.offers();
+        let mut last = Ok(Vec::new());
+        for (who, e) in out
+            .coordinator_view
+            .iter()
+            .filter(|(_, e)| e.statement.step <= step)
+        {
+            last = coordinator.handle(who, e.clone(), &mut rng);
+        }
+        let (who, e) = captured.expect("captured");
+        let again = coordinator.handle(&who, e, &mut rng);
+        assert!(last.is_ok(), "{step}: {last:?}");
+        assert!(
+            matches!(again, Err(ProtocolError::Repeated { .. })),
+            "{step}: {again:?}"
+        );
+    }
+}
+
+use rand_chacha::rand_core::SeedableRng;
+
+#[test]
+fn a_statement_from_another_job_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    // Capture bank-2's masked vector from job A, replay it into job B.
+    let a = run(&h, [6; 16], &[1, 2, 3], 4, &mut no_hook()).expect("job A");
+    let (_, replay) = a
+        .coordinator_view
+        .iter()
+        .find(|(_, e)| e.statement.step == Step::Masked)
+        .cloned()
+        .expect("masked");
+    let err = refused(&mut |to_c, _, e: Envelope| {
+        Some(if to_c && e.statement.step == Step::Masked {
+            replay.clone()
+        } else {
+            e
+        })
+    });
+    assert!(matches!(err, ProtocolError::WrongJob { .. }), "{err}");
+}
+
+#[test]
+fn a_vector_sent_by_the_wrong_client_or_to_the_wrong_one_is_refused() {
+    // bank-2's masked vector delivered as if from bank-3 (the statement
+    // still names bank-2 as sender).
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let out = run(&h, [8; 16], &[1, 2, 3], 4, &mut no_hook()).expect("run");
+    let mut coordinator = h.coordinator(h.attempt([8; 16]));
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+    let _ = coordinator.offers();
+    for (who, e) in out
+        .coordinator_view
+        .iter()
+        .filter(|(_, e)| e.statement.step < Step::LeadShare)
+    {
+        coordinator
+            .handle(who, e.clone(), &mut rng)
+            .expect("honest");
+    }
+    let (_, masked) = out
+        .coordinator_view
+        .iter()
+        .find(|(w, e)| w.as_str() == "bank-2" && e.statement.step == Step::Masked)
+        .cloned()
+        .expect("masked");
+    let err = coordinator
+        .handle(&name("bank-3"), masked.clone(), &mut rng)
+        .expect_err("wrong sender");
+    assert!(matches!(err, ProtocolError::WrongSender { .. }), "{err}");
+    let err = coordinator
+        .handle(&name("mallory"), masked, &mut rng)
+        .expect_err("stranger");
+    assert!(matches!(err, ProtocolError::WrongSender { .. }), "{err}");
+    // A follower cannot send a lead share.
+    let (_, lead_share) = out
+        .coordinator_view
+        .iter()
+        .find(|(_, e)| e.statement.step == Step::LeadShare)
+        .cloned()
+        .expect("lead share");
+    let err = coordinator
+        .handle(&name("bank-2"), lead_share, &mut rng)
+        .expect_err("follower lead share");
+    assert!(matches!(err, ProtocolError::WrongSender { .. }), "{err}");
+}
+
+#[test]
+fn a_misshapen_vector_is_refused_even_when_validly_signed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let key = h.clients[1].key();
+    let err = refused(&mut |to_c, who: &NodeName, e: Envelope| {
+        if to_c && e.statement.step == Step::Masked && who.as_str() == "bank-2" {
+            // bank-2 itself (buggy or malicious) sends one row too few.
+            let payload = e.payload[..e.payload.len() - 24].to_vec();
+            let s = &e.statement;
+            let statement = sotto_agg::message::Draft {
+                job: s.job,
+                attempt: s.attempt,
+                step: s.step,
+                recipient: &s.recipient,
+                rows: s.rows - 1,
+                cols: s.cols,
+                digest: sotto_crypto::hash::sha256(&payload),
+                extra: Vec::new(),
+            }
+            .sign(who, &key);
+            return Some(Envelope {
+                statement,
+                payload: Arc::new(payload),
+            });
+        }
+        Some(e)
+    });
+    assert!(matches!(err, ProtocolError::WrongShape { .. }), "{err}");
+}
+
+#[test]
+fn a_client_refuses_an_offer_for_another_job() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let mut other_spec = (*h.spec).clone();
+    other_spec.columns[0].max += 1;
+    let mut coordinator = sotto_agg::engine::Coordinator::new(
+        Arc::new(other_spec),
+        h.attempt([9; 16]),
+        h.coordinator.name.clone(),
+        h.coordinator.key(),
+        HashMap::new(),
+        Arc::clone(&h.query),
+    );
+    let offer = coordinator.offers().remove(0);
+    let err = h.client(0, 1).handle(offer.envelope).expect_err("mismatch");
+    assert!(matches!(err, ProtocolError::OfferMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("job digest"), "{err}");
+}
