@@ -2,7 +2,10 @@
 //! no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/sotto/psi/v1/psi.proto"];
+    let protos = [
+        "proto/sotto/psi/v1/psi.proto",
+        "proto/sotto/agg/v1/agg.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -10,5 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod fixed;
 pub mod job;
+pub mod joblog;
 pub mod message;
+pub mod online;
 pub mod table;

@@ -7,6 +7,7 @@ pub mod error;
 pub mod files;
 pub mod home;
 pub mod name;
+pub mod process;
 pub mod profile;
 
 pub use error::NodeError;

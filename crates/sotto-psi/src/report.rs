@@ -104,7 +104,7 @@ impl Report {
                 requester: receipts.0.map(Receipt::to_hex),
                 provider: receipts.1.map(Receipt::to_hex),
             },
-            peak_rss_bytes: peak_rss_bytes(),
+            peak_rss_bytes: sotto_node::process::peak_rss_bytes(None),
         }
     }
 
@@ -156,14 +156,6 @@ pub struct Report {
     pub receipts: ReceiptsReport,
     /// Peak resident memory of this process so far, where the OS tells it.
     pub peak_rss_bytes: Option<u64>,
-}
-
-/// Peak resident set size of this process (Linux `VmHWM`), if known.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 /// The input part of a report.

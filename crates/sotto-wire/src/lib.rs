@@ -5,3 +5,9 @@ pub mod psi {
     #![allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
     tonic::include_proto!("sotto.psi.v1");
 }
+
+/// Secure aggregation (`sotto.agg.v1`).
+pub mod agg {
+    #![allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
+    tonic::include_proto!("sotto.agg.v1");
+}

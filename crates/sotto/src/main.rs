@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Privacy computing between institutions: verifiable PSI, and more to come.
+/// Privacy computing between institutions: verifiable PSI and secure aggregation.
 ///
 /// Every party runs this one binary. A node keeps its keys and state in a home
 /// directory (--home, or $SOTTO_HOME).
@@ -54,6 +54,9 @@ enum Command {
     /// Private set intersection with signed elements.
     #[command(subcommand)]
     Psi(Box<cmd::psi::PsiCommand>),
+    /// Secure aggregation: per-customer totals across institutions.
+    #[command(subcommand)]
+    Agg(Box<cmd::agg::AggCommand>),
     /// An untrusted relay that forwards sessions between institutions.
     #[command(subcommand)]
     Relay(cmd::relay::RelayCommand),
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::Peer(c) => cmd::node::peer(c),
         Command::Ca(c) => cmd::ca::run(c),
         Command::Psi(c) => cmd::psi::run(*c, progress),
+        Command::Agg(c) => cmd::agg::run(*c),
         Command::Relay(c) => cmd::relay::run(c),
         Command::Demo(c) => cmd::demo::run(c, cli.quiet),
         Command::Bench(c) => cmd::bench::run(c),

@@ -1,5 +1,7 @@
 //! One module per command group.
 
+pub mod agg;
+pub mod agg_drill;
 pub mod bench;
 pub mod ca;
 pub mod demo;

@@ -61,13 +61,19 @@ impl Runner {
 /// Creates a consortium CA and two certified homes, bank-a and bank-b, in
 /// `dir`, each pinning the other's profile.
 pub fn two_certified_banks(r: &mut Runner, dir: &Path) -> Result<()> {
+    certified_nodes(r, dir, &["bank-a", "bank-b"])
+}
+
+/// Creates a consortium CA and one certified home per name in `dir`; every
+/// node pins every other node's profile.
+pub fn certified_nodes(r: &mut Runner, dir: &Path, names: &[&str]) -> Result<()> {
     let p = |name: &str| dir.join(name);
     r.sotto("ca init", &[&"ca", &"init", &"--dir", &p("consortium-ca")])?;
-    for name in ["bank-a", "bank-b"] {
+    for name in names {
         let home = p(name);
         r.sotto(
             &format!("{name} init"),
-            &[&"init", &"--home", &home, &"--name", &name],
+            &[&"init", &"--home", &home, &"--name", name],
         )?;
         r.sotto(
             &format!("{name} cert"),
@@ -86,26 +92,20 @@ pub fn two_certified_banks(r: &mut Runner, dir: &Path) -> Result<()> {
             &[&"identity", &"export", &"--home", &home, &"--out", &profile],
         )?;
     }
-    r.sotto(
-        "bank-a pins b",
-        &[
-            &"peer",
-            &"add",
-            &"--home",
-            &p("bank-a"),
-            &p("bank-b.profile.json"),
-        ],
-    )?;
-    r.sotto(
-        "bank-b pins a",
-        &[
-            &"peer",
-            &"add",
-            &"--home",
-            &p("bank-b"),
-            &p("bank-a.profile.json"),
-        ],
-    )?;
+    for name in names {
+        for other in names.iter().filter(|o| *o != name) {
+            r.sotto(
+                &format!("{name} pins {other}"),
+                &[
+                    &"peer",
+                    &"add",
+                    &"--home",
+                    &p(name),
+                    &p(&format!("{other}.profile.json")),
+                ],
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -149,9 +149,7 @@ impl ProviderProcess {
 
     /// Peak resident memory of the provider so far (Linux), in bytes.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+        sotto_node::process::peak_rss_bytes(Some(self.0.id()))
     }
 }
 
