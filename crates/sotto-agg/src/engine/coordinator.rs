@@ -150,7 +150,8 @@ impl Coordinator {
             .collect()
     }
 
-    /// Who the attempt is waiting for, and for what.
+    /// Who the attempt is waiting for, and for what (while the lead's shares
+    /// are missing, only the lead: the others depend on it).
     pub fn waiting_on(&self) -> Vec<(NodeName, &'static str)> {
         match self.phase {
             Phase::Accepting => self
@@ -161,18 +162,17 @@ impl Coordinator {
                 .map(|c| (c.clone(), "accept"))
                 .collect(),
             Phase::Collecting => {
-                let mut waiting = Vec::new();
                 let lead_done =
                     self.lead_share_in && self.forwarded.len() + 1 == self.attempt.clients.len();
                 if !lead_done {
-                    waiting.push((self.attempt.lead.clone(), "lead shares"));
+                    // The followers cannot answer before the lead's shares.
+                    return vec![(self.attempt.lead.clone(), "lead shares")];
                 }
-                for c in self.attempt.followers() {
-                    if !self.masked_in.contains(c) {
-                        waiting.push((c.clone(), "masked vector"));
-                    }
-                }
-                waiting
+                self.attempt
+                    .followers()
+                    .filter(|c| !self.masked_in.contains(*c))
+                    .map(|c| (c.clone(), "masked vector"))
+                    .collect()
             }
             Phase::Done => Vec::new(),
         }

@@ -434,7 +434,7 @@ impl JobRun<'_> {
             let missing: Vec<_> = participants
                 .iter()
                 .filter(|p| !self.links.contains_key(*p))
-                .map(|p| (p.clone(), "join".to_owned()))
+                .map(|p| (p.clone(), "missed the deadline for its join".to_owned()))
                 .collect();
             if missing.is_empty() {
                 return Ok(());
@@ -514,7 +514,7 @@ impl JobRun<'_> {
                     self.links.remove(&name);
                     return Err(Failure::Missing(vec![(
                         name,
-                        format!("share (it {reason})"),
+                        format!("left during the job ({reason})"),
                     )]));
                 }
                 Ok(Event::Gone { .. }) => {}
@@ -531,7 +531,7 @@ impl JobRun<'_> {
                     let missing = engine
                         .waiting_on()
                         .into_iter()
-                        .map(|(n, what)| (n, what.to_owned()))
+                        .map(|(n, what)| (n, format!("missed the deadline for its {what}")))
                         .collect();
                     return Err(Failure::Missing(missing));
                 }
@@ -542,14 +542,20 @@ impl JobRun<'_> {
     fn deliver(&mut self, out: Vec<crate::engine::Outbound>) -> Result<(), Failure> {
         for o in out {
             let Some(link) = self.links.get(&o.to).cloned() else {
-                return Err(Failure::Missing(vec![(o.to, "connection".into())]));
+                return Err(Failure::Missing(vec![(
+                    o.to,
+                    "is no longer connected".into(),
+                )]));
             };
             for frame in envelope_frames(&o.envelope) {
                 if !self.send(&link, frame) {
                     self.links.remove(&o.to);
                     return Err(Failure::Missing(vec![(
                         o.to,
-                        format!("reading of the {}", o.envelope.statement.step),
+                        format!(
+                            "did not read its {} within the step deadline",
+                            o.envelope.statement.step
+                        ),
                     )]));
                 }
             }

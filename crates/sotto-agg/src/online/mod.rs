@@ -5,7 +5,7 @@
 
 pub mod client;
 pub mod coordinator;
-mod frames;
+pub mod frames;
 
 use sotto_net::NetError;
 use sotto_node::NodeError;
@@ -39,7 +39,7 @@ pub enum OnlineError {
     /// Clients missed a step's deadline or left; the attempt was aborted.
     #[error("job aborted: {}; no result was released", describe_missing(.missing))]
     Missing {
-        /// Each missing client and the step it missed.
+        /// Each missing client and what it failed to do.
         missing: Vec<(String, String)>,
     },
     /// A peer sent a message the protocol refuses.
@@ -95,7 +95,7 @@ pub enum OnlineError {
 fn describe_missing(missing: &[(String, String)]) -> String {
     missing
         .iter()
-        .map(|(client, step)| format!("client {client} missed the deadline for its {step}"))
+        .map(|(client, what)| format!("client {client} {what}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
