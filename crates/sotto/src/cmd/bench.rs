@@ -1,5 +1,6 @@
 //! `sotto bench psi`: both roles in one process on generated data, timed per
-//! phase.
+//! phase (or as two processes with --online). `sotto bench agg`: a
+//! coordinator and n lender processes on loopback.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use sotto_psi::engine::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
 use sotto_psi::local::{run_local, LocalOptions, LocalOutcome, LocalParty};
 use sotto_psi::wire::{Reveal, SigningMode};
 
+use super::agg_drill;
 use super::setup::{two_certified_banks, ProviderProcess, Runner};
 
 /// `sotto bench ...`
@@ -21,6 +23,29 @@ use super::setup::{two_certified_banks, ProviderProcess, Runner};
 pub enum BenchCommand {
     /// PSI with both roles in this process: N x M generated keys.
     Psi(PsiBenchArgs),
+    /// Secure aggregation end to end: a coordinator and n lender processes
+    /// over mutual TLS on loopback, 2 columns, generated loan books.
+    Agg(AggBenchArgs),
+}
+
+/// Arguments of `sotto bench agg`.
+#[derive(Args)]
+pub struct AggBenchArgs {
+    /// Query ids (each lender has about 40% of them).
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: usize,
+    /// Lenders.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(2..=32))]
+    clients: u16,
+    /// Repetitions; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    runs: u32,
+    /// Work directory (default: a temporary directory).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Also write the figures as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 /// Arguments of `sotto bench psi`.
@@ -59,7 +84,10 @@ pub struct PsiBenchArgs {
 
 /// Runs `sotto bench ...`.
 pub fn run(command: BenchCommand) -> Result<()> {
-    let BenchCommand::Psi(args) = command;
+    let args = match command {
+        BenchCommand::Psi(args) => args,
+        BenchCommand::Agg(args) => return agg(&args),
+    };
     ensure!(
         (0.0..=1.0).contains(&args.overlap),
         "--overlap must be between 0 and 1"
@@ -247,6 +275,63 @@ fn online(args: &PsiBenchArgs, m: u64, shared: u64) -> Result<()> {
             "requester_peak_rss_bytes": requester_rss, "provider_peak_rss_bytes": provider_rss,
         });
         std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")?;
+    }
+    Ok(())
+}
+
+/// Secure aggregation as separate processes; median wall time and peak
+/// memory per process.
+fn agg(args: &AggBenchArgs) -> Result<()> {
+    let temp = tempfile::Builder::new()
+        .prefix("sotto-bench-agg-")
+        .tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_owned());
+    std::fs::create_dir_all(&dir)?;
+    let clients = usize::from(args.clients);
+    println!(
+        "bench agg: {clients} lenders, {} query ids, 2 columns, {} runs",
+        args.rows, args.runs
+    );
+    let truth = agg_drill::generate(&dir, clients, args.rows, 7)?;
+    let mut r = Runner::new(true)?;
+    agg_drill::set_up_nodes(&mut r, &dir, clients)?;
+    let mut runs = Vec::new();
+    for i in 0..args.runs {
+        let run = agg_drill::run_job(&r, &dir, clients, &format!("bench-{i}"))?;
+        agg_drill::check_result(&dir.join(format!("result-bench-{i}.csv")), &truth)?;
+        let client_rss: Vec<Option<u64>> = run
+            .clients
+            .iter()
+            .map(|c| c["peak_rss_bytes"].as_u64())
+            .collect();
+        let max_client = client_rss.iter().flatten().max().copied();
+        println!(
+            "  run {}: {:.2} s end to end (protocol {:.2} s at the coordinator); peak memory: coordinator {}, largest client {}",
+            i + 1,
+            run.seconds,
+            run.coordinator["protocol_seconds"].as_f64().unwrap_or(f64::NAN),
+            mib(run.coordinator["peak_rss_bytes"].as_u64()),
+            mib(max_client)
+        );
+        runs.push((run.seconds, run, max_client));
+    }
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (seconds, median, max_client) = &runs[runs.len() / 2];
+    println!(
+        "median: {seconds:.2} s end to end; coordinator {}; largest client {}",
+        mib(median.coordinator["peak_rss_bytes"].as_u64()),
+        mib(*max_client)
+    );
+    if let Some(path) = &args.json {
+        let all: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let json = serde_json::json!({
+            "clients": clients, "rows": args.rows, "columns": 2, "runs_seconds": all,
+            "median_seconds": seconds,
+            "coordinator_peak_rss_bytes": median.coordinator["peak_rss_bytes"],
+            "max_client_peak_rss_bytes": max_client,
+            "coordinator_report": median.coordinator,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
     }
     Ok(())
 }
