@@ -3,7 +3,8 @@
 //! - [`engine`]: the sans-IO protocol (handshake, signed batches, matching,
 //!   receipts). No files, no sockets.
 //! - [`wire`] and [`codec`]: the versioned binary messages.
-//! - [`table`]: reading identifier columns from CSV and writing the outputs.
+//! - [`table`]: reading identifier columns from CSV and writing the outputs;
+//!   [`keystore`]: the compact store of distinct keys.
 //! - [`local`]: both roles in one process (benchmarks, tests).
 //! - [`offline`]: the file-based driver: each step reads the previous file and
 //!   writes the next, with session state kept in the node home.
@@ -14,6 +15,7 @@ pub mod codec;
 pub mod engine;
 pub mod error;
 pub mod files;
+pub mod keystore;
 pub mod local;
 pub mod offline;
 pub mod online;

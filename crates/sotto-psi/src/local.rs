@@ -9,6 +9,7 @@ use sotto_node::{NodeName, Profile};
 
 use crate::engine::{AcceptPolicy, PeerKeys, Session, SessionParams, SignatureCounts, Signer};
 use crate::error::EngineError;
+use crate::keystore::KeyStore;
 use crate::report::{timed, PhaseTiming};
 use crate::steps::{
     check_stream, provider_finish, reencrypt_stream, requester_finish, send_own, truncated_elements,
@@ -82,8 +83,8 @@ pub struct LocalOutcome {
 pub fn run_local<R: RngCore + CryptoRng>(
     a: &LocalParty,
     b: &LocalParty,
-    a_keys: &[Vec<u8>],
-    b_keys: &[Vec<u8>],
+    a_keys: &KeyStore,
+    b_keys: &KeyStore,
     options: LocalOptions,
     rng: &mut R,
 ) -> Result<LocalOutcome, EngineError> {

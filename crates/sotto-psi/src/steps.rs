@@ -5,9 +5,10 @@
 use sotto_crypto::group::Element;
 
 use crate::engine::{
-    shuffle_order, Matcher, PeerKeys, Session, Signer, StreamReceiver, TRUNCATED_LEN,
+    shuffle_order, Matcher, OutgoingChain, PeerKeys, Session, Signer, StreamReceiver, TRUNCATED_LEN,
 };
 use crate::error::EngineError;
+use crate::keystore::KeyStore;
 use crate::wire::{Batch, Reveal, Role, StreamKind};
 
 /// Called with the number of elements just processed.
@@ -34,16 +35,33 @@ impl ProgressSink for Silent {
 pub fn send_own(
     session: &mut Session,
     kind: StreamKind,
-    keys: &[Vec<u8>],
+    keys: &KeyStore,
     signer: &Signer<'_>,
     progress: Progress<'_>,
 ) -> Result<Vec<Batch>, EngineError> {
+    let mut batches = Vec::new();
+    send_own_each(session, kind, keys, signer, progress, |batch| {
+        batches.push(batch);
+        Ok::<(), EngineError>(())
+    })?;
+    Ok(batches)
+}
+
+/// [`send_own`], handing each batch to `emit` as soon as it is signed, so a
+/// driver can send it and keep nothing.
+pub fn send_own_each<E: From<EngineError>>(
+    session: &mut Session,
+    kind: StreamKind,
+    keys: &KeyStore,
+    signer: &Signer<'_>,
+    progress: Progress<'_>,
+    mut emit: impl FnMut(Batch) -> Result<(), E>,
+) -> Result<(), E> {
     let order = shuffle_order(session.shuffle_seed(), keys.len());
     let batch_size = session.params().batch_size as usize;
     let mut chain = session.sender_chain();
-    let mut batches = Vec::with_capacity(order.len().div_ceil(batch_size));
     for (index, chunk) in order.chunks(batch_size).enumerate() {
-        let ids: Vec<&[u8]> = chunk.iter().map(|&k| keys[k as usize].as_slice()).collect();
+        let ids: Vec<&[u8]> = chunk.iter().map(|&k| keys.get(k as usize)).collect();
         let batch = session.encrypt_batch(
             kind,
             index as u32,
@@ -53,10 +71,10 @@ pub fn send_own(
         )?;
         chain.push(&batch.header);
         progress(chunk.len() as u64);
-        batches.push(batch);
+        emit(batch)?;
     }
     session.record_stream(kind, chain.finish());
-    Ok(batches)
+    Ok(())
 }
 
 /// Checks every batch of an incoming stream of `total` elements; fails on the
@@ -98,9 +116,25 @@ pub fn reencrypt_stream(
     signer: &Signer<'_>,
     progress: Progress<'_>,
 ) -> Result<Vec<Batch>, EngineError> {
+    let mut out = Vec::with_capacity(incoming.len());
+    reencrypt_each(session, kind, incoming, signer, progress, |batch| {
+        out.push(batch);
+        Ok::<(), EngineError>(())
+    })?;
+    Ok(out)
+}
+
+/// [`reencrypt_stream`], handing each signed batch to `emit` at once.
+pub fn reencrypt_each<E: From<EngineError>>(
+    session: &mut Session,
+    kind: StreamKind,
+    incoming: &[Batch],
+    signer: &Signer<'_>,
+    progress: Progress<'_>,
+    mut emit: impl FnMut(Batch) -> Result<(), E>,
+) -> Result<(), E> {
     let batch_size = session.params().batch_size as usize;
     let mut chain = session.sender_chain();
-    let mut out = Vec::with_capacity(incoming.len());
     if kind == StreamKind::Reencrypted && session.params().reveal == Reveal::Size {
         let mut all: Vec<Element> = Vec::new();
         for batch in incoming {
@@ -117,7 +151,7 @@ pub fn reencrypt_stream(
                 signer,
             );
             chain.push(&batch.header);
-            out.push(batch);
+            emit(batch)?;
         }
     } else {
         for batch in incoming {
@@ -130,11 +164,11 @@ pub fn reencrypt_stream(
             )?;
             chain.push(&sealed.header);
             progress(batch.elements.len() as u64);
-            out.push(sealed);
+            emit(sealed)?;
         }
     }
     session.record_stream(kind, chain.finish());
-    Ok(out)
+    Ok(())
 }
 
 /// What the requester learns.
@@ -157,35 +191,125 @@ pub fn requester_finish(
     signer: &Signer<'_>,
     progress: Progress<'_>,
 ) -> Result<RequesterResult, EngineError> {
-    let mut matcher = Matcher::new();
+    let mut matching = RequesterMatching::new(session);
     for batch in w {
-        matcher.add_probe(&batch.elements);
+        matching.on_w(batch);
     }
-    let reveal = session.params().reveal;
     let mut reveal_back = Vec::new();
-    if reveal == Reveal::Both {
-        reveal_back = reencrypt_stream(session, StreamKind::RevealBack, v, signer, progress)?;
-        for batch in &reveal_back {
-            matcher.add_reference(&batch.elements);
+    for batch in v {
+        if let Some(z) = matching.on_v(session, batch, signer)? {
+            reveal_back.push(z);
         }
-    } else {
-        for batch in v {
-            matcher.add_reference(&session.multiply(batch)?);
-            progress(batch.elements.len() as u64);
+        progress(batch.elements.len() as u64);
+    }
+    let mut result = matching.finish(session);
+    result.reveal_back = reveal_back;
+    Ok(result)
+}
+
+/// Re-encrypts a stream one batch at a time, for drivers that keep nothing
+/// of it.
+pub struct Reencryptor {
+    kind: StreamKind,
+    chain: OutgoingChain,
+}
+
+impl Reencryptor {
+    /// Starts re-encrypting into stream `kind`.
+    pub fn new(session: &Session, kind: StreamKind) -> Self {
+        Self {
+            kind,
+            chain: session.sender_chain(),
         }
     }
-    let positions = matcher.matched_positions();
-    let size = positions.len() as u64;
-    let matched = if reveal == Reveal::Size {
-        Vec::new()
-    } else {
-        positions_to_keys(session, &positions)
-    };
-    Ok(RequesterResult {
-        matched,
-        size,
-        reveal_back,
-    })
+
+    /// Re-encrypts and signs the next checked batch.
+    pub fn next(
+        &mut self,
+        session: &mut Session,
+        batch: &Batch,
+        signer: &Signer<'_>,
+    ) -> Result<Batch, EngineError> {
+        let sealed = session.reencrypt_batch(
+            self.kind,
+            batch.header.batch_index,
+            batch.header.first_position,
+            batch,
+            signer,
+        )?;
+        self.chain.push(&sealed.header);
+        Ok(sealed)
+    }
+
+    /// Records the finished stream in the transcript.
+    pub fn finish(self, session: &mut Session) {
+        session.record_stream(self.kind, self.chain.finish());
+    }
+}
+
+/// The requester's matching, fed one checked batch at a time: it keeps only
+/// the truncated elements of w and of z = a·v.
+pub struct RequesterMatching {
+    matcher: Matcher,
+    reveal_back: Option<Reencryptor>,
+}
+
+impl RequesterMatching {
+    /// Starts matching for `session` (under reveal `both`, z is also signed
+    /// for the provider).
+    pub fn new(session: &Session) -> Self {
+        let reveal_back = (session.params().reveal == Reveal::Both)
+            .then(|| Reencryptor::new(session, StreamKind::RevealBack));
+        Self {
+            matcher: Matcher::new(),
+            reveal_back,
+        }
+    }
+
+    /// Takes the next checked batch of w.
+    pub fn on_w(&mut self, batch: &Batch) {
+        self.matcher.add_probe(&batch.elements);
+    }
+
+    /// Takes the next checked batch of v; under reveal `both` returns the
+    /// signed batch of z for the provider.
+    pub fn on_v(
+        &mut self,
+        session: &mut Session,
+        batch: &Batch,
+        signer: &Signer<'_>,
+    ) -> Result<Option<Batch>, EngineError> {
+        match &mut self.reveal_back {
+            Some(reencryptor) => {
+                let z = reencryptor.next(session, batch, signer)?;
+                self.matcher.add_reference(&z.elements);
+                Ok(Some(z))
+            }
+            None => {
+                self.matcher.add_reference(&session.multiply(batch)?);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The intersection (the z batches, if any, were returned by `on_v`).
+    pub fn finish(self, session: &mut Session) -> RequesterResult {
+        if let Some(reencryptor) = self.reveal_back {
+            reencryptor.finish(session);
+        }
+        let positions = self.matcher.matched_positions();
+        let size = positions.len() as u64;
+        let matched = if session.params().reveal == Reveal::Size {
+            Vec::new()
+        } else {
+            positions_to_keys(session, &positions)
+        };
+        RequesterResult {
+            matched,
+            size,
+            reveal_back: Vec::new(),
+        }
+    }
 }
 
 /// Provider (reveal `both`): the truncated w elements to keep until z comes.

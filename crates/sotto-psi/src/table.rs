@@ -4,13 +4,13 @@
 //! de-duplicated; every row keeps a link to its distinct key so the output can
 //! list every matched row in input order.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use sotto_node::files::{AtomicFile, Visibility};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::error::TableError;
+use crate::keystore::{Deduplicator, KeyStore};
 
 /// Which columns form the key and how they are normalized.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub struct KeyTable {
     /// SHA-256 of the file's bytes.
     pub digest: [u8; 32],
     /// Distinct keys in order of first occurrence.
-    pub keys: Vec<Vec<u8>>,
+    pub keys: KeyStore,
     /// For every data row, what it contributes.
     pub row_keys: Vec<RowKey>,
     /// Counts.
@@ -130,15 +130,48 @@ fn csv_error(path: &Path, err: csv::Error) -> TableError {
     }
 }
 
-fn reader(bytes: &[u8]) -> csv::Reader<&[u8]> {
+fn reader<R: std::io::Read>(input: R) -> csv::Reader<R> {
     csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .from_reader(bytes)
+        .buffer_capacity(1 << 16)
+        .from_reader(input)
+}
+
+/// Reads a file through SHA-256, so a file is read once, streaming, and its
+/// digest is known at the end.
+struct HashingReader {
+    file: std::io::BufReader<std::fs::File>,
+    hasher: sha2::Sha256,
+}
+
+impl HashingReader {
+    fn open(path: &Path) -> Result<Self, TableError> {
+        let file = std::fs::File::open(path).map_err(io_error(path, "open"))?;
+        Ok(Self {
+            file: std::io::BufReader::with_capacity(1 << 16, file),
+            hasher: sha2::Digest::new(),
+        })
+    }
+
+    fn digest(self) -> [u8; 32] {
+        sha2::Digest::finalize(self.hasher).into()
+    }
+}
+
+impl std::io::Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Header names of the file, checked for UTF-8.
-fn headers(path: &Path, rdr: &mut csv::Reader<&[u8]>) -> Result<Vec<String>, TableError> {
+fn headers<R: std::io::Read>(
+    path: &Path,
+    rdr: &mut csv::Reader<R>,
+) -> Result<Vec<String>, TableError> {
     let raw = rdr.byte_headers().map_err(|e| csv_error(path, e))?.clone();
     if raw.is_empty() {
         return Err(TableError::NoHeader {
@@ -197,16 +230,14 @@ fn normalize(value: &str, spec: &KeySpec) -> String {
 
 /// Reads the file and extracts its keys.
 pub fn read_keys(path: &Path, spec: &KeySpec) -> Result<KeyTable, TableError> {
-    let bytes = std::fs::read(path).map_err(io_error(path, "read"))?;
-    let digest = sotto_crypto::hash::sha256(&bytes);
-    let mut rdr = reader(&bytes);
+    let mut rdr = reader(HashingReader::open(path)?);
     let header = headers(path, &mut rdr)?;
     let indices = column_indices(path, &header, &spec.columns)?;
-    let mut seen: HashMap<Vec<u8>, u32> = HashMap::new();
+    let mut seen = Deduplicator::new();
     let mut table = KeyTable {
         path: path.to_owned(),
-        digest,
-        keys: Vec::new(),
+        digest: [0; 32],
+        keys: KeyStore::new(),
         row_keys: Vec::new(),
         stats: InputStats::default(),
     };
@@ -257,17 +288,20 @@ pub fn read_keys(path: &Path, spec: &KeySpec) -> Result<KeyTable, TableError> {
             table.row_keys.push(RowKey::OtherShard);
             continue;
         }
-        let next = table.keys.len() as u32;
-        let index = *seen.entry(key).or_insert_with_key(|k| {
-            table.keys.push(k.clone());
-            next
-        });
-        if index != next {
+        let (index, new) = seen.insert(&key).ok_or_else(|| TableError::Csv {
+            path: path.to_owned(),
+            line,
+            reason: "more than 2^32 distinct keys; split the input with --shard".into(),
+        })?;
+        if !new {
             table.stats.duplicate_rows += 1;
         }
         table.row_keys.push(RowKey::Key(index));
     }
+    table.keys = seen.finish();
+    table.row_keys.shrink_to_fit();
     table.stats.distinct_keys = table.keys.len() as u64;
+    table.digest = rdr.into_inner().digest();
     Ok(table)
 }
 
@@ -360,11 +394,7 @@ fn copy_rows<W: std::io::Write>(
     wtr: &mut csv::Writer<W>,
 ) -> Result<u64, TableError> {
     let path = &table.path;
-    let bytes = std::fs::read(path).map_err(io_error(path, "read"))?;
-    if sotto_crypto::hash::sha256(&bytes) != table.digest {
-        return Err(TableError::Changed { path: path.clone() });
-    }
-    let mut rdr = reader(&bytes);
+    let mut rdr = reader(HashingReader::open(path)?);
     let mut header = rdr.byte_headers().map_err(|e| csv_error(path, e))?.clone();
     if let OutputKind::Flag(name) = kind {
         if header.iter().any(|h| h == name.as_bytes()) {
@@ -402,6 +432,14 @@ fn copy_rows<W: std::io::Write>(
             .map_err(|e| csv_error(path, e))?;
         written += 1;
     }
+    // The file must end here and hash as it did when the keys were read;
+    // otherwise the output (not yet committed) is discarded.
+    let extra_row = rdr
+        .read_byte_record(&mut record)
+        .map_err(|e| csv_error(path, e))?;
+    if extra_row || rdr.into_inner().digest() != table.digest {
+        return Err(TableError::Changed { path: path.clone() });
+    }
     Ok(written)
 }
 
@@ -437,8 +475,8 @@ mod tests {
             let t = read_keys(&p, &s).expect("read");
             assert!(t.keys.len() > 100, "shards are balanced enough");
             assert_eq!(t.stats.other_shard_rows + t.stats.distinct_keys, 500);
-            for k in t.keys {
-                assert!(seen.insert(k), "a key in two shards");
+            for k in t.keys.iter() {
+                assert!(seen.insert(k.to_vec()), "a key in two shards");
             }
         }
         assert_eq!(seen.len(), 500);
@@ -501,7 +539,7 @@ mod tests {
         let p = write(dir.path(), "a.csv", b"x,y\nab,c\na,bc\n");
         let t = read_keys(&p, &spec(&["x", "y"])).expect("read");
         assert_eq!(t.keys.len(), 2);
-        assert_eq!(key_columns(&t.keys[0]), vec!["ab", "c"]);
+        assert_eq!(key_columns(t.keys.get(0)), vec!["ab", "c"]);
     }
 
     #[test]

@@ -19,8 +19,8 @@ fn parties() -> (LocalParty, LocalParty) {
     )
 }
 
-fn keys(set: &BTreeSet<u16>) -> Vec<Vec<u8>> {
-    set.iter().map(|v| format!("id-{v}").into_bytes()).collect()
+fn keys(set: &BTreeSet<u16>) -> sotto_psi::keystore::KeyStore {
+    sotto_psi::keystore::KeyStore::from_keys(set.iter().map(|v| format!("id-{v}")))
 }
 
 fn check(a: BTreeSet<u16>, b: BTreeSet<u16>, mode: SigningMode, reveal: Reveal, seed: u64) {

@@ -45,7 +45,7 @@ fn setup(mode: SigningMode, seed: u64) -> Setup {
     let policy = AcceptPolicy {
         modes: SigningMode::ALL.to_vec(),
     };
-    let keys: Vec<Vec<u8>> = (0..N).map(|i| format!("k{i}").into_bytes()).collect();
+    let keys = sotto_psi::keystore::KeyStore::from_keys((0..N).map(|i| format!("k{i}")));
     let (mut alice, hello) =
         Session::request(params, &a.signer(), &b.peer_keys(), N as u64, &mut rng).expect("hello");
     let (provider, accept) =

@@ -141,3 +141,28 @@ pub enum OnlineError {
     #[error(transparent)]
     Net(#[from] sotto_net::NetError),
 }
+
+/// An error inside a streaming step: from the engine, or from the link the
+/// step was sending on.
+pub(crate) enum StepError {
+    /// The engine refused.
+    Engine(EngineError),
+    /// The link failed.
+    Online(OnlineError),
+}
+
+impl From<EngineError> for StepError {
+    fn from(e: EngineError) -> Self {
+        StepError::Engine(e)
+    }
+}
+
+impl StepError {
+    /// The error as the driver reports it.
+    pub(crate) fn into_online(self, sid: SessionId) -> OnlineError {
+        match self {
+            StepError::Engine(source) => OnlineError::Protocol { sid, source },
+            StepError::Online(e) => e,
+        }
+    }
+}

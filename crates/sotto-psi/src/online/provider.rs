@@ -20,14 +20,14 @@ use super::link::Link;
 use super::streams::{
     is_late_copy, offer_bytes, receive_stream, Inbound, Outbound, SESSION_COMPLETE,
 };
-use super::{Limits, OnlineError};
+use super::{Limits, OnlineError, StepError};
 use crate::codec::Writer;
-use crate::engine::{AcceptPolicy, PeerKeys, Session, Signer};
+use crate::engine::{AcceptPolicy, Matcher, PeerKeys, Session, Signer};
 use crate::error::EngineError;
 use crate::report::{Report, ReportContext};
 use crate::steps;
 use crate::table::{write_matches, KeySpec, KeyTable, OutputKind};
-use crate::wire::{Hello, Receipt, Reveal, StreamKind};
+use crate::wire::{Batch, Hello, Receipt, Reveal, StreamKind};
 
 /// What a provider serves.
 pub struct ProviderConfig {
@@ -211,38 +211,56 @@ fn run_session(
     link.send(Body::Hello(w.finish()))?;
 
     let n = session.requester_size();
+    let batch_size = session.params().batch_size;
+    let sid = hello.sid;
     let mut round1 = Inbound::new(session.receiver(StreamKind::RequesterEncrypted, n));
-    receive_stream(
-        &mut round1,
-        &peer,
-        link,
-        limits,
-        session.params().batch_size,
-    )?;
-    let u = round1.finish(&mut session).map_err(&fail)?;
-    let w_batches =
-        steps::reencrypt_stream(&mut session, StreamKind::Reencrypted, &u, &signer, &|_| {})
-            .map_err(&fail)?;
-    let kept_w = steps::truncated_elements(&w_batches);
-    let v = steps::send_own(
+    // Once checked, u's signatures are no longer needed: keep its elements.
+    let mut u: Vec<Batch> = Vec::new();
+    receive_stream(&mut round1, &peer, link, limits, batch_size, |mut batch| {
+        batch.signatures = Vec::new();
+        u.push(batch);
+        Ok(())
+    })?;
+    round1.finish(&mut session).map_err(&fail)?;
+    let both = session.params().reveal == Reveal::Both;
+    let mut kept_w = Matcher::new();
+    let mut outbound = Outbound::default();
+    outbound.begin(link, StreamKind::Reencrypted)?;
+    steps::reencrypt_each(
+        &mut session,
+        StreamKind::Reencrypted,
+        &u,
+        &signer,
+        &|_| {},
+        |batch| {
+            if both {
+                kept_w.add_probe(&batch.elements);
+            }
+            outbound.send(link, &batch).map_err(StepError::Online)
+        },
+    )
+    .map_err(|e| e.into_online(sid))?;
+    outbound.end(link)?;
+    drop(u);
+    outbound.begin(link, StreamKind::ProviderEncrypted)?;
+    steps::send_own_each(
         &mut session,
         StreamKind::ProviderEncrypted,
         &config.table.keys,
         &signer,
         &|_| {},
+        |batch| outbound.send(link, &batch).map_err(StepError::Online),
     )
-    .map_err(&fail)?;
+    .map_err(|e| e.into_online(sid))?;
+    outbound.end(link)?;
     let receipt = session.receipt(&signer, None).map_err(&fail)?;
-    let mut outbound = Outbound::default();
-    outbound.send_stream(link, StreamKind::Reencrypted, w_batches)?;
-    outbound.send_stream(link, StreamKind::ProviderEncrypted, v)?;
     let mut rw = Writer::new();
     receipt.encode(&mut rw);
     link.send(Body::Receipt(rw.finish()))?;
 
-    let both = session.params().reveal == Reveal::Both;
     let mut round3 = both.then(|| Inbound::new(session.receiver(StreamKind::RevealBack, m)));
     let mut requester_receipt: Option<Receipt> = None;
+    let mut z: Vec<Batch> = Vec::new();
     while requester_receipt.is_none() || round3.as_ref().is_some_and(|z| !z.is_complete()) {
         let awaiting = round3.as_ref().is_some_and(Inbound::awaiting_resend);
         let wait = if awaiting {
@@ -257,8 +275,13 @@ fn run_session(
             }
             Body::Batch(bytes) if is_late_copy(&bytes, &[StreamKind::RequesterEncrypted]) => {}
             Body::Batch(bytes) => match round3.as_mut() {
-                Some(z) => {
-                    offer_bytes(z, &bytes, &peer, link, limits, session.params().batch_size)?
+                Some(z_in) => {
+                    if let Some(mut batch) =
+                        offer_bytes(z_in, &bytes, &peer, link, limits, batch_size)?
+                    {
+                        batch.signatures = Vec::new();
+                        z.push(batch);
+                    }
                 }
                 None => return Err(link.unexpected(&Body::Batch(bytes), "the requester's receipt")),
             },
@@ -269,8 +292,8 @@ fn run_session(
     let (size, rows) = match round3 {
         Some(z_in) => {
             let refused = z_in.refused + z_in.duplicates;
-            let z = z_in.finish(&mut session).map_err(&fail)?;
-            let matched = steps::provider_finish(&session, &kept_w, &z).map_err(&fail)?;
+            z_in.finish(&mut session).map_err(&fail)?;
+            let matched = steps::provider_finish(&session, kept_w.probe(), &z).map_err(&fail)?;
             let size = matched.len() as u64;
             let rows = write_provider_result(config, &session, profile, &matched, refused)?;
             (Some(size), Some(rows))

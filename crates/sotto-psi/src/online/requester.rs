@@ -14,12 +14,12 @@ use tonic::transport::Channel;
 
 use super::link::Link;
 use super::streams::{is_late_copy, offer_bytes, Inbound, Outbound, SESSION_COMPLETE};
-use super::{Limits, OnlineError};
+use super::{Limits, OnlineError, StepError};
 use crate::codec::Writer;
 use crate::engine::{PeerKeys, Session, SessionParams, Signer};
 use crate::offline::FinishSummary;
 use crate::report::{timed, Report, ReportContext};
-use crate::steps::{self, ProgressSink};
+use crate::steps::{self, ProgressSink, RequesterMatching};
 use crate::table::{read_keys, write_matches, KeySpec, OutputKind};
 use crate::wire::{Hello, Receipt, Reveal, SigningMode, StreamKind};
 
@@ -170,28 +170,38 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
     session.on_accept(&accept, &peer).map_err(fail)?;
     let m = session.provider_size();
     let mut timings = Vec::new();
+    let sid = session.params().sid;
+    let mut outbound = Outbound::default();
     let bar = config.progress.phase("round 1: encrypt and sign", n);
-    let u = timed(&mut timings, "round 1: encrypt and sign u", n, || {
-        steps::send_own(
+    outbound.begin(link, StreamKind::RequesterEncrypted)?;
+    timed(&mut timings, "round 1: encrypt, sign and send u", n, || {
+        steps::send_own_each(
             &mut session,
             StreamKind::RequesterEncrypted,
             &table.keys,
             &signer,
             &*bar,
+            |batch| outbound.send(link, &batch).map_err(StepError::Online),
         )
-        .map_err(fail)
+        .map_err(|e| e.into_online(sid))
     })?;
-    let mut outbound = Outbound::default();
-    outbound.send_stream(link, StreamKind::RequesterEncrypted, u)?;
+    outbound.end(link)?;
 
     let mut w_in = Inbound::new(session.receiver(StreamKind::Reencrypted, n));
     let mut v_in = Inbound::new(session.receiver(StreamKind::ProviderEncrypted, m));
+    let mut matching = RequesterMatching::new(&session);
+    let reveal_both = config.reveal == Reveal::Both;
+    if reveal_both {
+        outbound.begin(link, StreamKind::RevealBack)?;
+    }
     let mut provider_receipt: Option<Receipt> = None;
     let batch_size = session.params().batch_size;
-    let bar = config.progress.phase("round 2: receive and verify", n + m);
+    let bar = config
+        .progress
+        .phase("round 2: receive, verify and match", n + m);
     timed(
         &mut timings,
-        "round 2: receive and verify w and v",
+        "round 2: receive and verify w and v, compute z",
         n + m,
         || {
             while !(w_in.is_complete() && v_in.is_complete() && provider_receipt.is_some()) {
@@ -209,15 +219,26 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
                     {
                         w_in.duplicates += 1;
                     }
+                    Body::Batch(bytes) if !w_in.is_complete() => {
+                        let accepted =
+                            offer_bytes(&mut w_in, &bytes, &peer, link, limits, batch_size)?;
+                        if let Some(batch) = accepted {
+                            matching.on_w(&batch);
+                            bar(batch.elements.len() as u64);
+                        }
+                    }
                     Body::Batch(bytes) => {
-                        let target = if w_in.is_complete() {
-                            &mut v_in
-                        } else {
-                            &mut w_in
-                        };
-                        let before = target.received();
-                        offer_bytes(target, &bytes, &peer, link, limits, batch_size)?;
-                        bar(target.received() - before);
+                        let accepted =
+                            offer_bytes(&mut v_in, &bytes, &peer, link, limits, batch_size)?;
+                        if let Some(batch) = accepted {
+                            let z = matching
+                                .on_v(&mut session, &batch, &signer)
+                                .map_err(|source| OnlineError::Protocol { sid, source })?;
+                            if let Some(z) = z {
+                                outbound.keep(link, &z)?;
+                            }
+                            bar(batch.elements.len() as u64);
+                        }
                     }
                     Body::Receipt(bytes) => {
                         provider_receipt = Some(link.decode("receipt", &bytes, Receipt::decode)?)
@@ -231,11 +252,10 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
     )?;
     let failed_batches = w_in.refused + v_in.refused;
     let duplicate_batches = w_in.duplicates + v_in.duplicates;
-    let w_batches = w_in.finish(&mut session).map_err(fail)?;
-    let v_batches = v_in.finish(&mut session).map_err(fail)?;
-    let result = timed(&mut timings, "finish: compute z and match", m, || {
-        steps::requester_finish(&mut session, &w_batches, &v_batches, &signer, &|_| {})
-            .map_err(fail)
+    w_in.finish(&mut session).map_err(fail)?;
+    v_in.finish(&mut session).map_err(fail)?;
+    let result = timed(&mut timings, "finish: match", m, || {
+        Ok::<_, OnlineError>(matching.finish(&mut session))
     })?;
     let Some(their_receipt) = provider_receipt else {
         unreachable!("round 2 ends only with the provider's receipt")
@@ -247,8 +267,8 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
     let mut rw = Writer::new();
     own_receipt.encode(&mut rw);
     link.send(Body::Receipt(rw.finish()))?;
-    if config.reveal == Reveal::Both {
-        outbound.send_stream(link, StreamKind::RevealBack, result.reveal_back)?;
+    if reveal_both {
+        outbound.end(link)?;
     }
     loop {
         match link.recv(limits.idle_timeout, "the provider to confirm the session")? {

@@ -1,6 +1,8 @@
-//! Go-back-N over the engine's streams: [`Inbound`] checks arriving batches
-//! and answers failures with a NACK; [`Outbound`] keeps what was sent so a
-//! stream can be resent from a refused batch.
+//! Go-back-N over the engine's streams: [`Inbound`] checks arriving batches,
+//! hands each accepted one to the caller (which keeps only what it needs),
+//! and answers failures with a NACK; [`Outbound`] spills what was sent to an
+//! anonymous temporary file, so a stream can be resent from a refused batch
+//! without holding it in memory.
 
 use sotto_wire::psi::frame::Body;
 use sotto_wire::psi::{Nack, StreamEnd};
@@ -17,16 +19,15 @@ use crate::wire::{Batch, StreamKind};
 pub(crate) const SESSION_COMPLETE: u32 = 0;
 
 /// Encodes a batch for a frame.
-pub(crate) fn batch_body(batch: &Batch) -> Body {
+pub(crate) fn encode_batch(batch: &Batch) -> Vec<u8> {
     let mut w = Writer::with_capacity(64 + batch.elements.len() * 80);
     batch.encode(&mut w);
-    Body::Batch(w.finish())
+    w.finish()
 }
 
 /// Receives one stream, refusing bad batches with NACKs.
 pub(crate) struct Inbound {
     receiver: StreamReceiver,
-    batches: Vec<Batch>,
     awaiting_resend: bool,
     failures_of_batch: u32,
     /// Batches refused so far.
@@ -38,8 +39,8 @@ pub(crate) struct Inbound {
 
 /// What became of an offered batch.
 pub(crate) enum Offer {
-    /// Checked and kept.
-    Accepted,
+    /// Checked; the caller takes it from here.
+    Accepted(Batch),
     /// A batch still in flight after a NACK; dropped unread.
     Ignored,
     /// Refused; the NACK to send.
@@ -50,7 +51,6 @@ impl Inbound {
     pub(crate) fn new(receiver: StreamReceiver) -> Self {
         Self {
             receiver,
-            batches: Vec::new(),
             awaiting_resend: false,
             failures_of_batch: 0,
             refused: 0,
@@ -64,11 +64,6 @@ impl Inbound {
 
     pub(crate) fn is_complete(&self) -> bool {
         self.receiver.is_complete()
-    }
-
-    /// Elements accepted so far.
-    pub(crate) fn received(&self) -> u64 {
-        self.receiver.received()
     }
 
     /// Whether a NACK is outstanding (the next wait uses the verify timeout).
@@ -104,8 +99,7 @@ impl Inbound {
             Ok(()) => {
                 self.awaiting_resend = false;
                 self.failures_of_batch = 0;
-                self.batches.push(batch);
-                Ok(Offer::Accepted)
+                Ok(Offer::Accepted(batch))
             }
             Err(err) => self.refuse(next, err, link, limits),
         }
@@ -146,10 +140,9 @@ impl Inbound {
         }))
     }
 
-    /// Ends the stream into the session's transcript and returns its batches.
-    pub(crate) fn finish(self, session: &mut Session) -> Result<Vec<Batch>, EngineError> {
-        steps::close_stream(session, self.receiver)?;
-        Ok(self.batches)
+    /// Ends the stream into the session's transcript.
+    pub(crate) fn finish(self, session: &mut Session) -> Result<(), EngineError> {
+        steps::close_stream(session, self.receiver)
     }
 
     /// The next batch index this stream expects.
@@ -175,25 +168,118 @@ pub(crate) fn decode_batch(
     Ok(batch)
 }
 
-/// The streams this side sent, kept until the session ends.
+/// One stream this side sent: its encoded batches in a spill file.
+struct SentStream {
+    kind: StreamKind,
+    spill: std::fs::File,
+    /// Where each batch starts in the spill file, then where the last ends.
+    offsets: Vec<u64>,
+    sent: bool,
+}
+
+impl SentStream {
+    fn batch(&mut self, index: usize) -> std::io::Result<Vec<u8>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let (start, end) = (self.offsets[index], self.offsets[index + 1]);
+        let mut bytes = vec![0u8; (end - start) as usize];
+        self.spill.seek(SeekFrom::Start(start))?;
+        self.spill.read_exact(&mut bytes)?;
+        self.spill.seek(SeekFrom::End(0))?;
+        Ok(bytes)
+    }
+
+    fn batches(&self) -> usize {
+        self.offsets.len() - 1
+    }
+}
+
+/// The streams this side sent (spilled to disk), until the session ends.
 #[derive(Default)]
 pub(crate) struct Outbound {
-    streams: Vec<(StreamKind, Vec<Batch>)>,
+    streams: Vec<SentStream>,
     /// NACKs received.
     pub(crate) nacks: u64,
 }
 
+fn spill_error(link: &Link, e: &std::io::Error) -> OnlineError {
+    OnlineError::Transport {
+        peer: link.peer.clone(),
+        reason: format!("cannot keep sent batches for retransmission in a temporary file: {e}"),
+    }
+}
+
 impl Outbound {
-    /// Sends a whole stream and remembers it.
-    pub(crate) fn send_stream(
+    /// Starts stream `kind`; its batches follow with [`Outbound::send`] or
+    /// [`Outbound::keep`].
+    pub(crate) fn begin(&mut self, link: &Link, kind: StreamKind) -> Result<(), OnlineError> {
+        let spill = tempfile::tempfile().map_err(|e| spill_error(link, &e))?;
+        self.streams.push(SentStream {
+            kind,
+            spill,
+            offsets: vec![0],
+            sent: false,
+        });
+        Ok(())
+    }
+
+    /// Keeps a batch of the current stream without sending it yet.
+    pub(crate) fn keep(&mut self, link: &Link, batch: &Batch) -> Result<Vec<u8>, OnlineError> {
+        use std::io::Write;
+        let bytes = encode_batch(batch);
+        let stream = self
+            .streams
+            .last_mut()
+            .ok_or_else(|| OnlineError::Unexpected {
+                peer: link.peer.clone(),
+                found: "a batch before its stream began",
+                waiting_for: "the stream to begin".into(),
+            })?;
+        stream
+            .spill
+            .write_all(&bytes)
+            .map_err(|e| spill_error(link, &e))?;
+        let end = stream.offsets.last().copied().unwrap_or(0) + bytes.len() as u64;
+        stream.offsets.push(end);
+        Ok(bytes)
+    }
+
+    /// Keeps and sends a batch of the current stream.
+    pub(crate) fn send(&mut self, link: &Link, batch: &Batch) -> Result<(), OnlineError> {
+        let bytes = self.keep(link, batch)?;
+        if let Some(stream) = self.streams.last_mut() {
+            stream.sent = true;
+        }
+        link.send(Body::Batch(bytes))
+    }
+
+    /// Ends the current stream: sends whatever was only kept, then its end.
+    pub(crate) fn end(&mut self, link: &Link) -> Result<(), OnlineError> {
+        let index = self.streams.len().saturating_sub(1);
+        self.send_from(link, index, 0, true)
+    }
+
+    /// Sends stream `index` from batch `from` (when `only_unsent`, only if
+    /// its batches were kept but not sent), then its end frame.
+    fn send_from(
         &mut self,
         link: &Link,
-        kind: StreamKind,
-        batches: Vec<Batch>,
+        index: usize,
+        from: usize,
+        only_unsent: bool,
     ) -> Result<(), OnlineError> {
-        send_batches(link, kind, &batches)?;
-        self.streams.push((kind, batches));
-        Ok(())
+        let Some(stream) = self.streams.get_mut(index) else {
+            return Ok(());
+        };
+        if !(only_unsent && stream.sent) {
+            for i in from..stream.batches() {
+                let bytes = stream.batch(i).map_err(|e| spill_error(link, &e))?;
+                link.send(Body::Batch(bytes))?;
+            }
+            stream.sent = true;
+        }
+        link.send(Body::End(StreamEnd {
+            stream: u32::from(stream.kind.code()),
+        }))
     }
 
     /// Answers a NACK: resends its stream from the refused batch, then every
@@ -206,7 +292,7 @@ impl Outbound {
     ) -> Result<(), OnlineError> {
         self.nacks += 1;
         tracing::warn!(peer = %link.peer, stream = nack.stream, batch = nack.batch, "peer refused a batch: {}", nack.reason);
-        let sent: usize = self.streams.iter().map(|(_, b)| b.len()).sum();
+        let sent: usize = self.streams.iter().map(SentStream::batches).sum();
         if self.nacks > u64::from(limits.max_retries) * (sent as u64 + 1) {
             return Err(OnlineError::PeerAborted {
                 peer: link.peer.clone(),
@@ -219,7 +305,7 @@ impl Outbound {
         let Some(start) = self
             .streams
             .iter()
-            .position(|(k, _)| u32::from(k.code()) == nack.stream)
+            .position(|s| s.sent && u32::from(s.kind.code()) == nack.stream)
         else {
             return Err(OnlineError::Unexpected {
                 peer: link.peer.clone(),
@@ -227,30 +313,26 @@ impl Outbound {
                 waiting_for: "the session to continue".into(),
             });
         };
-        for (i, (kind, batches)) in self.streams.iter().enumerate().skip(start) {
+        for i in start..self.streams.len() {
+            if !self.streams[i].sent {
+                break;
+            }
             let from = if i == start { nack.batch as usize } else { 0 };
-            send_batches(link, *kind, batches.get(from..).unwrap_or_default())?;
+            self.send_from(link, i, from, false)?;
         }
         Ok(())
     }
 }
 
-fn send_batches(link: &Link, kind: StreamKind, batches: &[Batch]) -> Result<(), OnlineError> {
-    for batch in batches {
-        link.send(batch_body(batch))?;
-    }
-    link.send(Body::End(StreamEnd {
-        stream: u32::from(kind.code()),
-    }))
-}
-
-/// Receives every batch of one stream, answering failures with NACKs.
+/// Receives every batch of one stream, answering failures with NACKs;
+/// `accepted` takes each checked batch.
 pub(crate) fn receive_stream(
     inbound: &mut Inbound,
     peer: &PeerKeys,
     link: &Link,
     limits: &Limits,
     batch_size: u32,
+    mut accepted: impl FnMut(Batch) -> Result<(), OnlineError>,
 ) -> Result<(), OnlineError> {
     while !inbound.is_complete() {
         let wait = if inbound.awaiting_resend() {
@@ -260,7 +342,11 @@ pub(crate) fn receive_stream(
         };
         let waiting_for = format!("batch {} of {}", inbound.next_batch(), inbound.kind());
         match link.recv(wait, &waiting_for)? {
-            Body::Batch(bytes) => offer_bytes(inbound, &bytes, peer, link, limits, batch_size)?,
+            Body::Batch(bytes) => {
+                if let Some(batch) = offer_bytes(inbound, &bytes, peer, link, limits, batch_size)? {
+                    accepted(batch)?;
+                }
+            }
             Body::End(_) => {}
             other => return Err(link.unexpected(&other, &waiting_for)),
         }
@@ -268,7 +354,8 @@ pub(crate) fn receive_stream(
     Ok(())
 }
 
-/// Decodes and offers one batch; sends the NACK if it is refused.
+/// Decodes and offers one batch; sends the NACK if it is refused. Returns
+/// the batch if it was accepted.
 pub(crate) fn offer_bytes(
     inbound: &mut Inbound,
     bytes: &[u8],
@@ -276,7 +363,7 @@ pub(crate) fn offer_bytes(
     link: &Link,
     limits: &Limits,
     batch_size: u32,
-) -> Result<(), OnlineError> {
+) -> Result<Option<Batch>, OnlineError> {
     let offer = match decode_batch(bytes, batch_size.min(MAX_BATCH_SIZE)) {
         Ok(batch) => inbound.offer(batch, peer, link, limits)?,
         Err(e) => {
@@ -293,8 +380,12 @@ pub(crate) fn offer_bytes(
             inbound.refuse(next, err, link, limits)?
         }
     };
-    if let Offer::Refused(nack) = offer {
-        link.send(Body::Nack(nack))?;
+    match offer {
+        Offer::Accepted(batch) => Ok(Some(batch)),
+        Offer::Ignored => Ok(None),
+        Offer::Refused(nack) => {
+            link.send(Body::Nack(nack))?;
+            Ok(None)
+        }
     }
-    Ok(())
 }

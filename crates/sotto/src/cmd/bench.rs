@@ -12,6 +12,7 @@ use clap::{Args, Subcommand};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use sotto_psi::engine::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
+use sotto_psi::keystore::KeyStore;
 use sotto_psi::local::{run_local, LocalOptions, LocalOutcome, LocalParty};
 use sotto_psi::wire::{Reveal, SigningMode};
 
@@ -97,12 +98,10 @@ pub fn run(command: BenchCommand) -> Result<()> {
     if args.online {
         return online(&args, m, shared);
     }
-    let a_keys: Vec<Vec<u8>> = (0..args.n)
-        .map(|i| format!("user-{i:010}").into_bytes())
-        .collect();
-    let b_keys: Vec<Vec<u8>> = (args.n - shared..args.n - shared + m)
-        .map(|i| format!("user-{i:010}").into_bytes())
-        .collect();
+    let a_keys = KeyStore::from_keys((0..args.n).map(|i| format!("user-{i:010}")));
+    let b_keys = KeyStore::from_keys(
+        (args.n - shared..args.n - shared + m).map(|i| format!("user-{i:010}")),
+    );
     let mut rng = ChaCha20Rng::from_entropy();
     let a = LocalParty::generate(&"bench-a".parse()?, 2, &mut rng);
     let b = LocalParty::generate(&"bench-b".parse()?, 2, &mut rng);
