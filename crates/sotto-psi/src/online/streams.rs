@@ -40,7 +40,7 @@ pub(crate) struct Inbound {
 /// What became of an offered batch.
 pub(crate) enum Offer {
     /// Checked; the caller takes it from here.
-    Accepted(Batch),
+    Accepted(Box<Batch>),
     /// A batch still in flight after a NACK; dropped unread.
     Ignored,
     /// Refused; the NACK to send.
@@ -99,7 +99,7 @@ impl Inbound {
             Ok(()) => {
                 self.awaiting_resend = false;
                 self.failures_of_batch = 0;
-                Ok(Offer::Accepted(batch))
+                Ok(Offer::Accepted(Box::new(batch)))
             }
             Err(err) => self.refuse(next, err, link, limits),
         }
@@ -381,7 +381,7 @@ pub(crate) fn offer_bytes(
         }
     };
     match offer {
-        Offer::Accepted(batch) => Ok(Some(batch)),
+        Offer::Accepted(batch) => Ok(Some(*batch)),
         Offer::Ignored => Ok(None),
         Offer::Refused(nack) => {
             link.send(Body::Nack(nack))?;
