@@ -57,6 +57,9 @@ enum Command {
     /// Secure aggregation: per-customer totals across institutions.
     #[command(subcommand)]
     Agg(Box<cmd::agg::AggCommand>),
+    /// Trusted execution: measure, make software evidence, verify evidence.
+    #[command(subcommand)]
+    Tee(cmd::tee::TeeCommand),
     /// An untrusted relay that forwards sessions between institutions.
     #[command(subcommand)]
     Relay(cmd::relay::RelayCommand),
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         Command::Psi(c) => cmd::psi::run(*c, progress),
         Command::Agg(c) => cmd::agg::run(*c),
         Command::Relay(c) => cmd::relay::run(c),
+        Command::Tee(c) => cmd::tee::run(c),
         Command::Demo(c) => cmd::demo::run(c, cli.quiet),
         Command::Bench(c) => cmd::bench::run(c),
     };

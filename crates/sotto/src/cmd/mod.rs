@@ -9,3 +9,4 @@ pub mod node;
 pub mod psi;
 pub mod relay;
 pub mod setup;
+pub mod tee;
