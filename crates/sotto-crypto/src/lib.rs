@@ -10,6 +10,7 @@ pub mod bls;
 pub mod error;
 pub mod group;
 pub mod hash;
+pub mod hpke;
 pub mod identity;
 pub mod ids;
 pub mod kdf;

@@ -9,6 +9,7 @@ pub mod enclave;
 pub mod error;
 pub mod evidence;
 pub mod policy;
+pub mod registry;
 pub mod snp;
 pub mod software;
 
