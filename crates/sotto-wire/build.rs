@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/sotto/psi/v1/psi.proto",
         "proto/sotto/agg/v1/agg.proto",
+        "proto/sotto/tee/v1/registry.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -8,6 +8,7 @@ pub mod dcap;
 pub mod enclave;
 pub mod error;
 pub mod evidence;
+pub mod online;
 pub mod policy;
 pub mod registry;
 pub mod snp;

@@ -11,3 +11,9 @@ pub mod agg {
     #![allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
     tonic::include_proto!("sotto.agg.v1");
 }
+
+/// TEE registration center (`sotto.tee.v1`).
+pub mod tee {
+    #![allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
+    tonic::include_proto!("sotto.tee.v1");
+}

@@ -60,6 +60,12 @@ enum Command {
     /// Trusted execution: measure, make software evidence, verify evidence.
     #[command(subcommand)]
     Tee(cmd::tee::TeeCommand),
+    /// The TEE registration center: admits identical code, syncs group keys.
+    #[command(subcommand)]
+    Registry(cmd::registry::RegistryCommand),
+    /// This node with the registration center: register, members, group key.
+    #[command(subcommand)]
+    Node(cmd::registry::NodeCommand),
     /// An untrusted relay that forwards sessions between institutions.
     #[command(subcommand)]
     Relay(cmd::relay::RelayCommand),
@@ -98,6 +104,8 @@ fn main() -> ExitCode {
         Command::Agg(c) => cmd::agg::run(*c),
         Command::Relay(c) => cmd::relay::run(c),
         Command::Tee(c) => cmd::tee::run(c),
+        Command::Registry(c) => cmd::registry::run_registry(c),
+        Command::Node(c) => cmd::registry::run_node(c),
         Command::Demo(c) => cmd::demo::run(c, cli.quiet),
         Command::Bench(c) => cmd::bench::run(c),
     };

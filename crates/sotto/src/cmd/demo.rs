@@ -26,6 +26,20 @@ pub enum DemoCommand {
     /// Lenders learn each customer's total debt and number of lenders through
     /// a coordinator that sees no single lender's figures.
     Agg(AggDemoArgs),
+    /// A TEE registration center and three nodes: identical code admitted,
+    /// a different binary refused, group keys synced, a member revoked.
+    Tee(TeeDemoArgs),
+}
+
+/// Arguments of `sotto demo tee`.
+#[derive(Args)]
+pub struct TeeDemoArgs {
+    /// Work directory (created; must not exist or be empty). Default: a temporary directory.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Keep the temporary work directory.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// Arguments of `sotto demo agg`.
@@ -70,6 +84,7 @@ pub fn run(command: DemoCommand, quiet: bool) -> Result<()> {
     let (dir_arg, keep) = match &command {
         DemoCommand::Psi(a) => (a.dir.clone(), a.keep),
         DemoCommand::Agg(a) => (a.dir.clone(), a.keep),
+        DemoCommand::Tee(a) => (a.dir.clone(), a.keep),
     };
     let temp;
     let dir = match &dir_arg {
@@ -94,6 +109,7 @@ pub fn run(command: DemoCommand, quiet: bool) -> Result<()> {
     let result = match &command {
         DemoCommand::Psi(args) => run_psi(&dir, args, quiet),
         DemoCommand::Agg(args) => run_agg(&dir, args, quiet),
+        DemoCommand::Tee(_) => super::demo_tee::run(&dir, quiet),
     };
     if dir_arg.is_some() || keep {
         println!("work directory kept: {}", dir.display());
