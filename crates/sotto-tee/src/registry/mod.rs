@@ -5,6 +5,7 @@
 //! to each active member with HPKE. The driver (`online`) persists
 //! [`RegistryState`] after every change and moves messages.
 
+pub mod mutual;
 mod state;
 
 pub use state::{GroupKeyRecord, MemberRecord, MemberStatus, RegistryState};
