@@ -111,13 +111,25 @@ impl Initiator {
         key: &IdentityKey,
     ) -> Result<(Confirm, String), AuthError> {
         let peer_key = listed_key(membership, &reply.from)?;
-        let signed = transcript("responder", &self.me, &reply.from, &self.nonce, &reply.nonce);
+        let signed = transcript(
+            "responder",
+            &self.me,
+            &reply.from,
+            &self.nonce,
+            &reply.nonce,
+        );
         peer_key
             .verify(DOMAIN, &signed, &reply.signature, "mutual authentication")
             .map_err(|_| AuthError::BadProof {
                 peer: reply.from.clone(),
             })?;
-        let mine = transcript("initiator", &self.me, &reply.from, &self.nonce, &reply.nonce);
+        let mine = transcript(
+            "initiator",
+            &self.me,
+            &reply.from,
+            &self.nonce,
+            &reply.nonce,
+        );
         Ok((
             Confirm {
                 signature: key.sign(DOMAIN, &mine),
@@ -164,9 +176,19 @@ impl Responder {
     }
 
     /// Checks the initiator's proof; returns the authenticated peer's name.
-    pub fn on_confirm(self, confirm: &Confirm, membership: &Membership) -> Result<String, AuthError> {
+    pub fn on_confirm(
+        self,
+        confirm: &Confirm,
+        membership: &Membership,
+    ) -> Result<String, AuthError> {
         let peer_key = listed_key(membership, &self.peer)?;
-        let signed = transcript("initiator", &self.peer, &self.me, &self.peer_nonce, &self.nonce);
+        let signed = transcript(
+            "initiator",
+            &self.peer,
+            &self.me,
+            &self.peer_nonce,
+            &self.nonce,
+        );
         peer_key
             .verify(DOMAIN, &signed, &confirm.signature, "mutual authentication")
             .map_err(|_| AuthError::BadProof {
@@ -195,7 +217,10 @@ mod tests {
 
     #[test]
     fn members_authenticate_each_other() {
-        let (a, b) = (IdentityKey::generate(&mut OsRng), IdentityKey::generate(&mut OsRng));
+        let (a, b) = (
+            IdentityKey::generate(&mut OsRng),
+            IdentityKey::generate(&mut OsRng),
+        );
         let m = membership(&[("a", &a), ("b", &b)]);
         let (init, hello) = Initiator::start("a", &mut OsRng);
         let (resp, reply) = Responder::on_hello(&hello, "b", &b, &m, &mut OsRng).expect("hello");
@@ -214,18 +239,31 @@ mod tests {
         let m = membership(&[("a", &a), ("b", &b)]);
         // Mallory answers as b with her own key.
         let (init, hello) = Initiator::start("a", &mut OsRng);
-        let (_, forged) = Responder::on_hello(&hello, "b", &mallory, &m, &mut OsRng).expect("hello");
-        assert!(matches!(init.on_reply(&forged, &m, &a), Err(AuthError::BadProof { .. })));
+        let (_, forged) =
+            Responder::on_hello(&hello, "b", &mallory, &m, &mut OsRng).expect("hello");
+        assert!(matches!(
+            init.on_reply(&forged, &m, &a),
+            Err(AuthError::BadProof { .. })
+        ));
         // A reply recorded for another hello does not verify for a new one.
         let (_, old_hello) = Initiator::start("a", &mut OsRng);
-        let (_, old_reply) = Responder::on_hello(&old_hello, "b", &b, &m, &mut OsRng).expect("hello");
+        let (_, old_reply) =
+            Responder::on_hello(&old_hello, "b", &b, &m, &mut OsRng).expect("hello");
         let (init, _) = Initiator::start("a", &mut OsRng);
-        assert!(matches!(init.on_reply(&old_reply, &m, &a), Err(AuthError::BadProof { .. })));
+        assert!(matches!(
+            init.on_reply(&old_reply, &m, &a),
+            Err(AuthError::BadProof { .. })
+        ));
         // Mallory initiates as a: b answers, but her confirmation fails.
         let (init, hello) = Initiator::start("a", &mut OsRng);
         let (resp, reply) = Responder::on_hello(&hello, "b", &b, &m, &mut OsRng).expect("hello");
-        let (confirm, _) = init.on_reply(&reply, &m, &mallory).expect("b's proof is fine");
-        assert!(matches!(resp.on_confirm(&confirm, &m), Err(AuthError::BadProof { .. })));
+        let (confirm, _) = init
+            .on_reply(&reply, &m, &mallory)
+            .expect("b's proof is fine");
+        assert!(matches!(
+            resp.on_confirm(&confirm, &m),
+            Err(AuthError::BadProof { .. })
+        ));
         // After b is revoked (no longer listed), it cannot take part.
         let revoked = membership(&[("a", &a)]);
         let (_, hello) = Initiator::start("b", &mut OsRng);

@@ -27,6 +27,17 @@ pub enum BenchCommand {
     /// Secure aggregation end to end: a coordinator and n lender processes
     /// over mutual TLS on loopback, 2 columns, generated loan books.
     Agg(AggBenchArgs),
+    /// TEE registration round trips: a center process and one node client
+    /// (challenge, software evidence, register) over mutual TLS on loopback.
+    Registry(RegistryBenchArgs),
+}
+
+/// Arguments of `sotto bench registry`.
+#[derive(Args)]
+pub struct RegistryBenchArgs {
+    /// Registrations to time (over one connection).
+    #[arg(long, default_value_t = 200)]
+    runs: u32,
 }
 
 /// Arguments of `sotto bench agg`.
@@ -88,6 +99,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
     let args = match command {
         BenchCommand::Psi(args) => args,
         BenchCommand::Agg(args) => return agg(&args),
+        BenchCommand::Registry(args) => return registry(&args),
     };
     ensure!(
         (0.0..=1.0).contains(&args.overlap),
@@ -332,5 +344,77 @@ fn agg(args: &AggBenchArgs) -> Result<()> {
         });
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
     }
+    Ok(())
+}
+
+/// Registration round trips against a center process.
+fn registry(args: &RegistryBenchArgs) -> Result<()> {
+    use std::io::BufRead;
+    let temp = tempfile::Builder::new()
+        .prefix("sotto-bench-tee-")
+        .tempdir()?;
+    let dir = temp.path();
+    let mut r = Runner::new(true)?;
+    super::setup::certified_nodes(&mut r, dir, &["center", "node-1"])?;
+    let out = r.sotto(
+        "platform key",
+        &[&"tee", &"platform-key", &"--out", &dir.join("platform.key")],
+    )?;
+    let platform = out.trim().rsplit(' ').next().unwrap_or_default().to_owned();
+    let measurement = r.sotto("measure", &[&"tee", &"measure"])?.trim().to_owned();
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!("platforms = [\"sgx\"]\nmeasurements = [\"{measurement}\"]\nallow_software = true\nsoftware_platform_keys = [\"{platform}\"]\n"),
+    )?;
+    let mut child = std::process::Command::new(&r.exe)
+        .args([
+            "--quiet",
+            "registry",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--dev",
+        ])
+        .arg("--home")
+        .arg(dir.join("center"))
+        .arg("--policy")
+        .arg(dir.join("policy.toml"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("center stdout"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let address = line.trim().trim_start_matches("listening on ").to_owned();
+    let result = super::psi::runtime()?.block_on(async {
+        let home = sotto_node::NodeHome::open(&dir.join("node-1"))?;
+        let enclave = sotto_tee::software::SoftwareEnclave::current(
+            sotto_tee::software::PlatformKey::read(&dir.join("platform.key"))?,
+        )?;
+        let mut client =
+            sotto_tee::online::node::CenterClient::connect(&home, "center".parse()?, &address)
+                .await?;
+        client.register(&home, &enclave).await?;
+        let mut times = Vec::new();
+        for _ in 0..args.runs {
+            let start = Instant::now();
+            client.register(&home, &enclave).await?;
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        anyhow::Ok(times)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut times = result?;
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!(
+        "bench registry: {} registrations (challenge, software evidence, register; center persists each): median {median:.2} ms, p90 {:.2} ms, {:.0}/s",
+        times.len(),
+        times[times.len() * 9 / 10],
+        1000.0 / median
+    );
     Ok(())
 }
