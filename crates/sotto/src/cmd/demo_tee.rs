@@ -177,11 +177,18 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         "2".into(),
     ];
     watch_args.extend(center("node-1"));
-    let watcher = Command::new(&r.exe)
+    let mut watcher = Command::new(&r.exe)
         .args(&watch_args)
         .stdout(Stdio::piped())
         .spawn()?;
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut watched = BufReader::new(watcher.stdout.take().context("watcher stdout")?);
+    // The first update is the membership now: the watcher is subscribed.
+    let mut first = String::new();
+    watched.read_line(&mut first)?;
+    ensure!(
+        first.starts_with("membership v"),
+        "the watcher printed {first:?}"
+    );
     let mut revoke: Vec<std::ffi::OsString> = vec![
         "registry".into(),
         "revoke".into(),
@@ -194,11 +201,13 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
         .collect();
     r.sotto("revoke node-2", &refs)?;
-    let watched = watcher.wait_with_output()?;
-    let watched = String::from_utf8_lossy(&watched.stdout);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut watched, &mut rest)?;
+    watcher.wait()?;
+    let after = rest.rsplit("membership v").next().unwrap_or_default();
     ensure!(
-        watched.matches("membership v").count() == 2,
-        "the watcher saw: {watched}"
+        rest.contains("membership v") && !after.contains("node-2"),
+        "the watcher saw after the revocation: {rest}"
     );
     println!("  node-1's watch was notified: node-2 revoked");
     let k3 = fingerprint(&node(&mut r, "node-1 key", "node-1", &["group-key"])?)?;
