@@ -21,6 +21,8 @@ fn registration_flow_through_processes() {
         "node-1's watch was notified",
         "group key rotated to v2",
         "node-2's request refused: revoked",
+        "node-2 and node-1 mutually authenticated",
+        "node-2 can no longer authenticate to node-1",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }

@@ -4,6 +4,7 @@
 
 pub mod center;
 pub mod node;
+pub mod peer;
 
 use sotto_net::NetError;
 use sotto_node::NodeError;

@@ -169,6 +169,43 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         k1.0, k1.1
     );
 
+    let mut serve_args: Vec<std::ffi::OsString> = vec![
+        "--quiet".into(),
+        "node".into(),
+        "auth-serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    serve_args.extend(center("node-1"));
+    let mut auth_child = Command::new(&r.exe)
+        .args(&serve_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting node-1's authentication service")?;
+    let auth_out = auth_child.stdout.take().context("auth-serve stdout")?;
+    let _auth_server = Center(auth_child);
+    let mut auth_line = String::new();
+    BufReader::new(auth_out).read_line(&mut auth_line)?;
+    let auth_address = auth_line
+        .trim()
+        .strip_prefix("listening on ")
+        .with_context(|| format!("node-1's auth service did not start: {auth_line:?}"))?
+        .to_owned();
+    let auth_args = [
+        "auth",
+        "--peer",
+        "node-1",
+        "--peer-connect",
+        auth_address.as_str(),
+    ];
+    let authed = node(&mut r, "node-2 auth", "node-2", &auth_args)?;
+    ensure!(
+        authed.contains("mutually authenticated with node-1"),
+        "{authed}"
+    );
+    println!("  node-2 and node-1 mutually authenticated against the signed membership");
+
     let mut watch_args: Vec<std::ffi::OsString> = vec![
         "--quiet".into(),
         "node".into(),
@@ -226,6 +263,16 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
             println!("  node-2's request refused: revoked");
         }
     }
-    println!("  checked: identical code admitted, different code refused, keys synced, revocation enforced");
+    match node(&mut r, "node-2 auth", "node-2", &auth_args) {
+        Ok(_) => bail!("a revoked member authenticated to a member"),
+        Err(e) => {
+            ensure!(
+                e.to_string().contains("not an active member"),
+                "node-2 auth refused for another reason: {e}"
+            );
+            println!("  node-2 can no longer authenticate to node-1: not an active member");
+        }
+    }
+    println!("  checked: identical code admitted, different code refused, keys synced, members authenticated, revocation enforced");
     Ok(())
 }

@@ -88,6 +88,36 @@ pub enum NodeCommand {
     GroupKey(GroupKeyArgs),
     /// Leave the group (the group key rotates).
     Leave(CenterArgs),
+    /// Answer other members' mutual authentication (checked against the
+    /// center's current membership). Prints `listening on ADDRESS`; serves
+    /// until Ctrl-C.
+    AuthServe(AuthServeArgs),
+    /// Mutually authenticate with another member: both sides prove the
+    /// identity key the center's signed membership lists for them.
+    Auth(AuthArgs),
+}
+
+/// Arguments of `node auth-serve`.
+#[derive(Args)]
+pub struct AuthServeArgs {
+    #[command(flatten)]
+    center: CenterArgs,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7446")]
+    listen: String,
+}
+
+/// Arguments of `node auth`.
+#[derive(Args)]
+pub struct AuthArgs {
+    #[command(flatten)]
+    center: CenterArgs,
+    /// The member to authenticate.
+    #[arg(long)]
+    peer: NodeName,
+    /// Its `node auth-serve` address, HOST:PORT.
+    #[arg(long)]
+    peer_connect: String,
 }
 
 /// Arguments of `node register`.
@@ -209,6 +239,24 @@ pub fn run_node(command: NodeCommand) -> Result<()> {
                     )?;
                     println!("sealed to this binary's measurement in {}", path.display());
                 }
+            }
+            NodeCommand::AuthServe(a) => {
+                let (home, client) = connect(&a.center).await?;
+                let listener = bind_and_announce(&a.listen).await?;
+                sotto_tee::online::peer::serve(listener, home, client, ctrl_c()).await?;
+            }
+            NodeCommand::Auth(a) => {
+                let (home, mut client) = connect(&a.center).await?;
+                let peer = sotto_tee::online::peer::authenticate(
+                    &home,
+                    &mut client,
+                    &a.peer,
+                    &a.peer_connect,
+                )
+                .await?;
+                println!(
+                    "mutually authenticated with {peer} (both listed in the center's membership)"
+                );
             }
             NodeCommand::Leave(a) => {
                 let (_, mut client) = connect(&a).await?;
