@@ -1,0 +1,177 @@
+//! Password sealing of the root KMS's key bundle for disaster recovery:
+//! `AES-256-GCM(key = Argon2id(password, salt, m, t, p))`. The format
+//! records its parameters; parameters below the floor (m < 64 MiB or t < 3)
+//! are refused when sealing and when opening, so a bundle cannot be
+//! downgraded. A wrong password fails the tag and changes nothing.
+//!
+//! Layout: `SOTTOPWD` | version 1 | m (KiB, u32 BE) | t (u32) | p (u32) |
+//! salt (16) | nonce and ciphertext with tag (the `aead` sealed form).
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand_core::{CryptoRng, RngCore};
+use sotto_crypto::aead;
+use sotto_crypto::secret::SecretBytes;
+use zeroize::Zeroizing;
+
+const MAGIC: &[u8; 8] = b"SOTTOPWD";
+const VERSION: u8 = 1;
+const HEADER_LEN: usize = 8 + 1 + 12 + 16;
+/// Smallest accepted memory cost, in KiB (64 MiB).
+pub const MIN_MEMORY_KIB: u32 = 64 * 1024;
+/// Smallest accepted number of passes.
+pub const MIN_PASSES: u32 = 3;
+
+/// Argon2id cost parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cost {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub passes: u32,
+    /// Lanes.
+    pub lanes: u32,
+}
+
+impl Default for Cost {
+    fn default() -> Self {
+        Self {
+            memory_kib: MIN_MEMORY_KIB,
+            passes: MIN_PASSES,
+            lanes: 1,
+        }
+    }
+}
+
+/// Why a bundle could not be sealed or opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    /// The password does not open the bundle (or the bundle was altered).
+    #[error("wrong password, or the sealed bundle was altered; nothing was changed")]
+    WrongPassword,
+    /// The bundle is not in this format.
+    #[error("not a sealed key bundle: {0}")]
+    Malformed(String),
+    /// Parameters below the floor.
+    #[error("Argon2id parameters m={memory_kib} KiB, t={passes} are below the floor (m >= 65536 KiB, t >= 3)")]
+    WeakParameters {
+        /// Memory in KiB.
+        memory_kib: u32,
+        /// Passes.
+        passes: u32,
+    },
+}
+
+fn derive(password: &[u8], salt: &[u8], cost: Cost) -> Result<SecretBytes<32>, PasswordError> {
+    if cost.memory_kib < MIN_MEMORY_KIB || cost.passes < MIN_PASSES {
+        return Err(PasswordError::WeakParameters {
+            memory_kib: cost.memory_kib,
+            passes: cost.passes,
+        });
+    }
+    let params = Params::new(cost.memory_kib, cost.passes, cost.lanes, Some(32))
+        .map_err(|e| PasswordError::Malformed(format!("Argon2 parameters: {e}")))?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(password, salt, key.as_mut())
+        .map_err(|e| PasswordError::Malformed(format!("Argon2: {e}")))?;
+    Ok(SecretBytes::new(*key))
+}
+
+/// Seals `plaintext` under `password`.
+pub fn seal<R: RngCore + CryptoRng>(
+    password: &[u8],
+    plaintext: &[u8],
+    cost: Cost,
+    rng: &mut R,
+) -> Result<Vec<u8>, PasswordError> {
+    let mut salt = [0u8; 16];
+    rng.fill_bytes(&mut salt);
+    let key = derive(password, &salt, cost)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + 28);
+    out.extend_from_slice(MAGIC);
+    out.push(VERSION);
+    for v in [cost.memory_kib, cost.passes, cost.lanes] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out.extend_from_slice(&salt);
+    let body = aead::seal(&key, &out, plaintext, rng)
+        .map_err(|e| PasswordError::Malformed(e.to_string()))?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Opens a sealed bundle.
+pub fn open(password: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, PasswordError> {
+    if sealed.len() < HEADER_LEN || &sealed[..8] != MAGIC {
+        return Err(PasswordError::Malformed(
+            "missing the SOTTOPWD header".into(),
+        ));
+    }
+    if sealed[8] != VERSION {
+        return Err(PasswordError::Malformed(format!(
+            "format version {} (this build reads {VERSION})",
+            sealed[8]
+        )));
+    }
+    let word = |at: usize| {
+        u32::from_be_bytes([sealed[at], sealed[at + 1], sealed[at + 2], sealed[at + 3]])
+    };
+    let cost = Cost {
+        memory_kib: word(9),
+        passes: word(13),
+        lanes: word(17),
+    };
+    let (header, body) = sealed.split_at(HEADER_LEN);
+    let key = derive(password, &header[21..37], cost)?;
+    aead::open(&key, header, body)
+        .map(Zeroizing::new)
+        .map_err(|_| PasswordError::WrongPassword)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::OsRng;
+
+    #[test]
+    fn seals_opens_and_refuses_wrong_password_tamper_and_downgrade() {
+        let sealed =
+            seal(b"correct horse", b"key bundle", Cost::default(), &mut OsRng).expect("seal");
+        assert_eq!(
+            open(b"correct horse", &sealed).expect("open").as_slice(),
+            b"key bundle"
+        );
+        assert_eq!(open(b"wrong", &sealed), Err(PasswordError::WrongPassword));
+        let mut bad = sealed.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(
+            open(b"correct horse", &bad),
+            Err(PasswordError::WrongPassword)
+        );
+        // Lowering the recorded cost is refused before any derivation.
+        let mut weak = sealed.clone();
+        weak[13..17].copy_from_slice(&1u32.to_be_bytes());
+        assert!(matches!(
+            open(b"correct horse", &weak),
+            Err(PasswordError::WeakParameters { .. })
+        ));
+        assert!(matches!(
+            seal(
+                b"p",
+                b"x",
+                Cost {
+                    memory_kib: 1024,
+                    passes: 3,
+                    lanes: 1
+                },
+                &mut OsRng
+            ),
+            Err(PasswordError::WeakParameters { .. })
+        ));
+        assert!(matches!(
+            open(b"p", b"short"),
+            Err(PasswordError::Malformed(_))
+        ));
+    }
+}
