@@ -19,7 +19,6 @@ use sotto_agg::online::coordinator::{serve, CoordinatorConfig};
 use sotto_agg::online::frames::{envelope_frames, Assembled, Assembler};
 use sotto_agg::online::OnlineError;
 use sotto_agg::table::{ClientTable, ColumnMap, Query};
-use sotto_crypto::identity::IdentityKey;
 use sotto_net::ca::ConsortiumCa;
 use sotto_net::tls::TlsMaterial;
 use sotto_node::NodeHome;
@@ -99,7 +98,7 @@ async fn stalled_client(
         .unwrap()
         .into_inner();
     let coordinator = home.peer(&"bureau".parse().unwrap()).unwrap().identity;
-    let key = IdentityKey::from_seed(home.identity().to_seed().as_slice()).unwrap();
+    let key = home.identity().duplicate();
     let mut engine = Client::new(
         spec,
         home.name().clone(),

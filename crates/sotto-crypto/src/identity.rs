@@ -36,6 +36,12 @@ impl IdentityKey {
         zeroize::Zeroizing::new(self.0.to_bytes())
     }
 
+    /// A second handle on the same key, for a component that must own one
+    /// (a protocol engine, a server). Both zeroize on drop.
+    pub fn duplicate(&self) -> Self {
+        Self(SigningKey::from_bytes(&self.0.to_bytes()))
+    }
+
     /// The key as a PKCS#8 PEM document, for use as the node's TLS key.
     pub fn to_pkcs8_pem(&self) -> Result<zeroize::Zeroizing<String>, CryptoError> {
         use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};

@@ -166,6 +166,29 @@ pub fn peer_certificate<T>(
     ))
 }
 
+/// A transport error with its chain of causes (which name the TLS problem),
+/// each distinct cause once, and a hint when a certificate was refused.
+pub fn describe_transport(err: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = vec![err.to_string()];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    let text = parts.join(": ");
+    if text.contains("certificate") || text.contains("Certificate") {
+        format!(
+            "{text} (TLS refused a certificate: both nodes need certificates from the same consortium CA, \
+             issued to their names and still valid)"
+        )
+    } else {
+        text
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

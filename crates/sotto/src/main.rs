@@ -8,7 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Privacy computing between institutions: verifiable PSI and secure aggregation.
+/// Privacy computing between institutions: verifiable PSI, secure aggregation
+/// and trusted-execution attestation with a registration center.
 ///
 /// Every party runs this one binary. A node keeps its keys and state in a home
 /// directory (--home, or $SOTTO_HOME).

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::OsRng;
 use serde::Serialize;
-use sotto_crypto::identity::IdentityKey;
 use sotto_net::tls::TlsMaterial;
 use sotto_node::{NodeHome, NodeName};
 use sotto_wire::agg::aggregation_client::AggregationClient;
@@ -121,7 +120,7 @@ pub async fn join(config: ClientConfig) -> Result<ClientReport, OnlineError> {
         .connect_timeout(Duration::from_secs(30))
         .connect()
         .await
-        .map_err(|e| transport(describe(&e)))?;
+        .map_err(|e| transport(sotto_net::tls::describe_transport(&e)))?;
     let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Frame>(32);
     let mut inbound = AggregationClient::new(channel)
         .max_decoding_message_size(8 << 20)
@@ -137,8 +136,7 @@ pub async fn join(config: ClientConfig) -> Result<ClientReport, OnlineError> {
             }
         }
     });
-    let key = IdentityKey::from_seed(config.home.identity().to_seed().as_slice())
-        .map_err(|e| transport(e.to_string()))?;
+    let key = config.home.identity().duplicate();
     let engine = Client::new(
         Arc::clone(&config.spec),
         me.clone(),
@@ -159,17 +157,6 @@ pub async fn join(config: ClientConfig) -> Result<ClientReport, OnlineError> {
     finish(&config, &me, &result, started)
 }
 
-fn describe(e: &tonic::transport::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 fn run_client(
     mut engine: Client<OsRng>,
     inbound: &std::sync::mpsc::Receiver<Result<Frame, tonic::Status>>,
@@ -178,7 +165,6 @@ fn run_client(
     label: &str,
 ) -> Result<ClientResult, OnlineError> {
     let mut assembler = Assembler::new(MAX_PAYLOAD);
-    let mut announced = false;
     loop {
         let frame = match inbound.recv_timeout(timeout) {
             Ok(Ok(frame)) => frame,
@@ -208,7 +194,6 @@ fn run_client(
             Ok(Assembled::Abort(abort)) if abort.rerun => {
                 tracing::warn!("{}; waiting for the re-run", abort.reason);
                 engine.reset();
-                announced = false;
                 assembler = Assembler::new(MAX_PAYLOAD);
                 continue;
             }
@@ -225,6 +210,7 @@ fn run_client(
                 })
             }
         };
+        let is_offer = envelope.statement.step == crate::message::Step::Offer;
         let replies = match engine.handle(envelope) {
             Ok(replies) => replies,
             Err(e) => {
@@ -232,11 +218,8 @@ fn run_client(
                 return Err(e.into());
             }
         };
-        if !announced {
-            if let Some(attempt) = engine.attempt() {
-                tracing::info!(job = %attempt.job, attempt = attempt.number, lead = %attempt.lead, "joined");
-            }
-            announced = true;
+        if let Some(attempt) = engine.attempt().filter(|_| is_offer) {
+            tracing::info!(job = %attempt.job, attempt = attempt.number, lead = %attempt.lead, "joined");
         }
         for reply in &replies {
             for frame in envelope_frames(reply) {

@@ -220,8 +220,7 @@ pub async fn serve(
     });
     drop(events_tx);
     let runtime = tokio::runtime::Handle::current();
-    let key = IdentityKey::from_seed(config.home.identity().to_seed().as_slice())
-        .map_err(|e| transport(e.to_string()))?;
+    let key = config.home.identity().duplicate();
     let identities: HashMap<NodeName, IdentityPublic> = clients.into_iter().collect();
     let outcome = tokio::task::spawn_blocking(move || {
         let mut job = JobRun {
@@ -255,6 +254,16 @@ fn transport(reason: String) -> OnlineError {
 fn max_payload(config: &CoordinatorConfig) -> usize {
     let vector = config.query.ids.len() * config.spec.width() * 8;
     vector + 64
+}
+
+/// The error for clients that missed a deadline or left.
+fn missing_error(missing: &[(NodeName, String)]) -> OnlineError {
+    OnlineError::Missing {
+        missing: missing
+            .iter()
+            .map(|(n, what)| (n.to_string(), what.clone()))
+            .collect(),
+    }
 }
 
 /// Why an attempt ended without a result.
@@ -328,12 +337,7 @@ impl JobRun<'_> {
                     return Ok(report);
                 }
                 Err(Failure::Missing(missing)) => {
-                    let error = OnlineError::Missing {
-                        missing: missing
-                            .iter()
-                            .map(|(n, s)| (n.to_string(), s.clone()))
-                            .collect(),
-                    };
+                    let error = missing_error(&missing);
                     record.outcome = Outcome::Aborted;
                     record.error = Some(error.to_string());
                     self.log.put(&record)?;
@@ -344,7 +348,7 @@ impl JobRun<'_> {
                     record.outcome = Outcome::Aborted;
                     record.error = Some(error.to_string());
                     self.log.put(&record)?;
-                    self.abort_all(&error.to_string(), false);
+                    self.abort_all(&error.to_string());
                     return Err(error);
                 }
             }
@@ -360,15 +364,10 @@ impl JobRun<'_> {
         participants: &mut Vec<NodeName>,
         left_out: &mut Vec<String>,
     ) -> Result<(), OnlineError> {
-        let error = OnlineError::Missing {
-            missing: missing
-                .iter()
-                .map(|(n, s)| (n.to_string(), s.clone()))
-                .collect(),
-        };
-        let remaining = participants.len() - missing.len();
+        let error = missing_error(&missing);
+        let remaining = participants.len().saturating_sub(missing.len());
         if !self.config.rerun_without_missing || remaining < 2 {
-            self.abort_all(&error.to_string(), false);
+            self.abort_all(&error.to_string());
             return Err(error);
         }
         for (name, _) in &missing {
@@ -400,9 +399,9 @@ impl JobRun<'_> {
             .is_ok()
     }
 
-    fn abort_all(&mut self, reason: &str, rerun: bool) {
+    fn abort_all(&mut self, reason: &str) {
         for link in std::mem::take(&mut self.links).into_values() {
-            self.send(&link, abort_frame(reason, rerun));
+            self.send(&link, abort_frame(reason, false));
         }
     }
 
@@ -467,8 +466,7 @@ impl JobRun<'_> {
 
     fn run_attempt(&mut self, attempt: &Attempt) -> Result<JobResult, Failure> {
         let spec = Arc::clone(&self.config.spec);
-        let key = IdentityKey::from_seed(self.key.to_seed().as_slice())
-            .map_err(|e| Failure::Fatal(transport(e.to_string())))?;
+        let key = self.key.duplicate();
         let identities = attempt
             .clients
             .iter()

@@ -73,7 +73,7 @@ pub async fn run(config: RequesterConfig) -> Result<FinishSummary, OnlineError> 
     let channel = endpoint
         .connect()
         .await
-        .map_err(|e| transport(describe_transport(&e)))?;
+        .map_err(|e| transport(sotto_net::tls::describe_transport(&e)))?;
     let (out_tx, out_rx) = tokio::sync::mpsc::channel(32);
     let mut request = tonic::Request::new(ReceiverStream::new(out_rx).filter_map(Result::ok));
     let target = config
@@ -114,33 +114,10 @@ pub async fn run(config: RequesterConfig) -> Result<FinishSummary, OnlineError> 
     .map_err(|e| transport(format!("session task failed: {e}")))?
 }
 
-/// A transport error with its chain of causes (which name the TLS problem),
-/// each distinct cause once, and a hint when a certificate was refused.
-fn describe_transport(err: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    let text = parts.join(": ");
-    if text.contains("certificate") || text.contains("Certificate") {
-        format!(
-            "{text} (TLS refused a certificate: both nodes need certificates from the same consortium CA, \
-             issued to their names and still valid)"
-        )
-    } else {
-        text
-    }
-}
-
 /// A refusal at the RPC level, with the transport's causes when there are any.
 fn describe_status(status: &tonic::Status) -> String {
     match std::error::Error::source(status) {
-        Some(source) => describe_transport(source),
+        Some(source) => sotto_net::tls::describe_transport(source),
         None => status.message().to_owned(),
     }
 }

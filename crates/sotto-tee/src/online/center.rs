@@ -64,15 +64,6 @@ fn now() -> u64 {
     time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
 }
 
-fn key_copy(home: &NodeHome) -> Result<IdentityKey, OnlineError> {
-    IdentityKey::from_seed(home.identity().to_seed().as_slice()).map_err(|e| {
-        OnlineError::Database {
-            path: home.dir().to_owned(),
-            reason: e.to_string(),
-        }
-    })
-}
-
 impl Inner {
     fn persist(&self) -> Result<(), Status> {
         let fail = |e: String| Status::internal(format!("{}: {e}", self.db_path.display()));
@@ -300,13 +291,13 @@ pub async fn serve(
         path: db_path.clone(),
         reason: e.to_string(),
     })?;
-    let key = key_copy(&config.home)?;
+    let key = config.home.identity().duplicate();
     let state = load_state(&db, &key, &db_path)?;
     let registry = Registry::new(
         state,
         config.policy.clone(),
         config.dev,
-        key_copy(&config.home)?,
+        config.home.identity().duplicate(),
     );
     let inner = Inner {
         registry,

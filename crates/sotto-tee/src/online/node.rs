@@ -77,7 +77,7 @@ impl CenterClient {
             .map_err(|e| transport(e.to_string()))?
             .connect()
             .await
-            .map_err(|e| transport(describe(&e)))?;
+            .map_err(|e| transport(sotto_net::tls::describe_transport(&e)))?;
         Ok(Self {
             client: RegistryClient::new(channel),
             center,
@@ -224,15 +224,4 @@ impl CenterClient {
             .into_inner();
         self.open(&update)
     }
-}
-
-fn describe(e: &tonic::transport::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

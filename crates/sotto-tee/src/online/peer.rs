@@ -21,6 +21,10 @@ use super::node::CenterClient;
 use super::OnlineError;
 use crate::registry::mutual::{Confirm, Hello, Initiator, Reply, Responder};
 
+/// Authentications started (hello answered) but not yet confirmed that a
+/// member keeps; more are refused until some finish.
+const MAX_PENDING: usize = 1024;
+
 fn array<const N: usize>(bytes: &[u8], field: &str) -> Result<[u8; N], Status> {
     bytes
         .try_into()
@@ -70,7 +74,14 @@ impl MemberAuth for AuthService {
             &mut rand::rngs::OsRng,
         )
         .map_err(|e| Status::permission_denied(e.to_string()))?;
-        self.pending.lock().await.insert(hello.nonce, responder);
+        let mut pending = self.pending.lock().await;
+        if pending.len() >= MAX_PENDING {
+            return Err(Status::resource_exhausted(
+                "too many authentications in progress; try again shortly",
+            ));
+        }
+        pending.insert(hello.nonce, responder);
+        drop(pending);
         Ok(Response::new(AuthReply {
             from: reply.from,
             nonce: reply.nonce.to_vec(),
@@ -100,15 +111,6 @@ impl MemberAuth for AuthService {
     }
 }
 
-fn key_copy(home: &NodeHome) -> Result<IdentityKey, OnlineError> {
-    IdentityKey::from_seed(home.identity().to_seed().as_slice()).map_err(|e| {
-        OnlineError::Transport {
-            peer: "this node".into(),
-            reason: e.to_string(),
-        }
-    })
-}
-
 /// Answers other members' authentication on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -119,7 +121,7 @@ pub async fn serve(
     let tls = TlsMaterial::load(&home)?;
     let service = AuthService {
         me: home.name().clone(),
-        key: key_copy(&home)?,
+        key: home.identity().duplicate(),
         center: Mutex::new(center),
         pending: Mutex::new(HashMap::new()),
     };
@@ -164,7 +166,7 @@ pub async fn authenticate(
         .await
         .map_err(|e| OnlineError::Transport {
             peer: label.clone(),
-            reason: e.to_string(),
+            reason: sotto_net::tls::describe_transport(&e),
         })?;
     let mut client = MemberAuthClient::new(channel);
     let membership = center.members().await?;
@@ -201,7 +203,7 @@ pub async fn authenticate(
         });
     }
     let (confirm, name) = initiator
-        .on_reply(&reply, &membership, &key_copy(home)?)
+        .on_reply(&reply, &membership, &home.identity().duplicate())
         .map_err(|e| OnlineError::BadAnswer {
             center: label.clone(),
             reason: e.to_string(),

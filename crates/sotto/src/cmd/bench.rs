@@ -17,7 +17,7 @@ use sotto_psi::local::{run_local, LocalOptions, LocalOutcome, LocalParty};
 use sotto_psi::wire::{Reveal, SigningMode};
 
 use super::agg_drill;
-use super::setup::{two_certified_banks, ProviderProcess, Runner};
+use super::setup::{start_provider, two_certified_banks, Runner, ServerProcess};
 
 /// `sotto bench ...`
 #[derive(Subcommand)]
@@ -209,7 +209,7 @@ fn online(args: &PsiBenchArgs, m: u64, shared: u64) -> Result<()> {
     two_certified_banks(&mut r, dir.path())?;
     write_keys(&p("a.csv"), 0..args.n)?;
     write_keys(&p("b.csv"), args.n - shared..args.n - shared + m)?;
-    let (provider, address) = ProviderProcess::start(
+    let (provider, address) = start_provider(
         &r.exe,
         &["--id", "id", "--allow-mode", "element,digest,none"],
         &p("bank-b"),
@@ -349,7 +349,6 @@ fn agg(args: &AggBenchArgs) -> Result<()> {
 
 /// Registration round trips against a center process.
 fn registry(args: &RegistryBenchArgs) -> Result<()> {
-    use std::io::BufRead;
     let temp = tempfile::Builder::new()
         .prefix("sotto-bench-tee-")
         .tempdir()?;
@@ -366,28 +365,28 @@ fn registry(args: &RegistryBenchArgs) -> Result<()> {
         dir.join("policy.toml"),
         format!("platforms = [\"sgx\"]\nmeasurements = [\"{measurement}\"]\nallow_software = true\nsoftware_platform_keys = [\"{platform}\"]\n"),
     )?;
-    let mut child = std::process::Command::new(&r.exe)
-        .args([
-            "--quiet",
-            "registry",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--dev",
-        ])
-        .arg("--home")
-        .arg(dir.join("center"))
-        .arg("--policy")
-        .arg(dir.join("policy.toml"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("center stdout"))?;
-    let mut line = String::new();
-    std::io::BufReader::new(stdout).read_line(&mut line)?;
-    let address = line.trim().trim_start_matches("listening on ").to_owned();
+    let serve_args: Vec<std::ffi::OsString> = [
+        "registry",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--dev",
+        "--home",
+    ]
+    .iter()
+    .map(Into::into)
+    .chain([
+        dir.join("center").into(),
+        "--policy".into(),
+        dir.join("policy.toml").into(),
+    ])
+    .collect();
+    let (center, address) = ServerProcess::start(
+        &r.exe,
+        &serve_args,
+        &dir.join("center.log"),
+        "registration center",
+    )?;
     let result = super::psi::runtime()?.block_on(async {
         let home = sotto_node::NodeHome::open(&dir.join("node-1"))?;
         let enclave = sotto_tee::software::SoftwareEnclave::current(
@@ -405,8 +404,7 @@ fn registry(args: &RegistryBenchArgs) -> Result<()> {
         }
         anyhow::Ok(times)
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(center);
     let mut times = result?;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];

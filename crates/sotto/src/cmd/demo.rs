@@ -16,7 +16,7 @@ use rand_chacha::ChaCha20Rng;
 use sotto_psi::wire::SigningMode;
 
 use super::agg_drill;
-use super::setup::{two_certified_banks, ProviderProcess, Runner};
+use super::setup::{start_provider, two_certified_banks, Runner};
 
 /// `sotto demo ...`
 #[derive(Subcommand)]
@@ -398,7 +398,7 @@ fn online_exchange(r: &mut Runner, dir: &Path, mode: &str) -> Result<ProviderRow
     let p = |name: &str| dir.join(name);
     let out_dir = p("bank-b.results");
     std::fs::create_dir_all(&out_dir)?;
-    let (provider, address) = ProviderProcess::start(
+    let (provider, address) = start_provider(
         &r.exe,
         &[
             "--id",

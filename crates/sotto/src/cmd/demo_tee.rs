@@ -6,20 +6,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::setup::{certified_nodes, Runner};
-
-struct Center(Child);
-
-impl Drop for Center {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use super::setup::{certified_nodes, Runner, ServerProcess};
 
 fn fingerprint(output: &str) -> Result<(String, String)> {
     let line = output
@@ -79,32 +70,24 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         &theirs[..16]
     );
 
-    let mut child = Command::new(&r.exe)
-        .args([
-            "--quiet",
-            "registry",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--dev",
-        ])
-        .arg("--home")
-        .arg(p("center"))
-        .arg("--policy")
-        .arg(p("policy.toml"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the center")?;
-    let stdout = child.stdout.take().context("center stdout")?;
-    let _center = Center(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("the center did not start: {line:?}"))?
-        .to_owned();
+    let serve_args: Vec<std::ffi::OsString> = [
+        "registry",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--dev",
+        "--home",
+    ]
+    .iter()
+    .map(Into::into)
+    .chain([
+        p("center").into(),
+        "--policy".into(),
+        p("policy.toml").into(),
+    ])
+    .collect();
+    let (_center, address) =
+        ServerProcess::start(&r.exe, &serve_args, &p("center.log"), "registration center")?;
     let center = |home: &str| -> Vec<std::ffi::OsString> {
         vec![
             "--home".into(),
@@ -169,29 +152,17 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         k1.0, k1.1
     );
 
-    let mut serve_args: Vec<std::ffi::OsString> = vec![
-        "--quiet".into(),
-        "node".into(),
-        "auth-serve".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-    ];
-    serve_args.extend(center("node-1"));
-    let mut auth_child = Command::new(&r.exe)
-        .args(&serve_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting node-1's authentication service")?;
-    let auth_out = auth_child.stdout.take().context("auth-serve stdout")?;
-    let _auth_server = Center(auth_child);
-    let mut auth_line = String::new();
-    BufReader::new(auth_out).read_line(&mut auth_line)?;
-    let auth_address = auth_line
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("node-1's auth service did not start: {auth_line:?}"))?
-        .to_owned();
+    let mut auth_serve: Vec<std::ffi::OsString> = ["node", "auth-serve", "--listen", "127.0.0.1:0"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    auth_serve.extend(center("node-1"));
+    let (_auth_server, auth_address) = ServerProcess::start(
+        &r.exe,
+        &auth_serve,
+        &p("node-1-auth.log"),
+        "node-1 authentication service",
+    )?;
     let auth_args = [
         "auth",
         "--peer",

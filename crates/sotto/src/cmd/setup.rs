@@ -1,6 +1,6 @@
-//! Shared set-up for the demo and the benchmarks: running `sotto` steps as
-//! child processes, two certified banks that pin each other, and a provider
-//! server process.
+//! Shared set-up for the demos and the benchmarks: running `sotto` steps as
+//! child processes, certified nodes that pin each other, and server
+//! processes (a PSI provider, a registration center, ...).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -109,53 +109,73 @@ pub fn certified_nodes(r: &mut Runner, dir: &Path, names: &[&str]) -> Result<()>
     Ok(())
 }
 
-/// A `sotto psi serve` child process, killed when dropped.
-pub struct ProviderProcess(Child);
+/// A long-running `sotto` server child (started with `--listen
+/// 127.0.0.1:0`), killed when dropped. Its standard error goes to a log
+/// file, so its warnings stay out of the caller's output but are kept.
+pub struct ServerProcess(Child);
 
-impl ProviderProcess {
-    /// Starts a provider on a free loopback port and returns it with its
-    /// address. `extra` holds key and mode options.
+impl ServerProcess {
+    /// Starts `exe --quiet ARGS`, waits for its `listening on ADDRESS` line
+    /// and returns it with that address; `what` names it in errors.
     pub fn start(
         exe: &Path,
-        extra: &[&str],
-        home: &Path,
-        input: &Path,
-        output_dir: Option<&Path>,
+        args: &[std::ffi::OsString],
+        log: &Path,
+        what: &str,
     ) -> Result<(Self, String)> {
-        let mut command = Command::new(exe);
-        command
-            .args(["--quiet", "psi", "serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .arg("--home")
-            .arg(home)
-            .arg("--input")
-            .arg(input)
-            .stdout(Stdio::piped());
-        if let Some(dir) = output_dir {
-            command.arg("--output-dir").arg(dir);
-        }
-        let mut child = command.spawn().context("starting the provider")?;
-        let stdout = child.stdout.take().context("provider stdout")?;
-        let provider = ProviderProcess(child);
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut child = Command::new(exe)
+            .arg("--quiet")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("starting the {what}"))?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let server = ServerProcess(child);
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-        let address = line
-            .trim()
-            .strip_prefix("listening on ")
-            .with_context(|| format!("the provider did not start: {line:?}"))?
-            .to_owned();
-        Ok((provider, address))
+        match line.trim().strip_prefix("listening on ") {
+            Some(address) => Ok((server, address.to_owned())),
+            None => bail!(
+                "the {what} did not start: {}",
+                std::fs::read_to_string(log).unwrap_or_default().trim()
+            ),
+        }
     }
 
-    /// Peak resident memory of the provider so far (Linux), in bytes.
+    /// Peak resident memory of the server so far (Linux), in bytes.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         sotto_node::process::peak_rss_bytes(Some(self.0.id()))
     }
 }
 
-impl Drop for ProviderProcess {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Starts a `sotto psi serve` provider on a free loopback port (log in
+/// `provider.log` beside its home). `extra` holds key and mode options.
+pub fn start_provider(
+    exe: &Path,
+    extra: &[&str],
+    home: &Path,
+    input: &Path,
+    output_dir: Option<&Path>,
+) -> Result<(ServerProcess, String)> {
+    let mut args: Vec<std::ffi::OsString> = ["psi", "serve", "--listen", "127.0.0.1:0"]
+        .iter()
+        .chain(extra)
+        .map(Into::into)
+        .collect();
+    args.extend(["--home".into(), home.into(), "--input".into(), input.into()]);
+    if let Some(dir) = output_dir {
+        args.extend(["--output-dir".into(), dir.into()]);
+    }
+    let log = home.with_extension("provider.log");
+    ServerProcess::start(exe, &args, &log, "provider")
 }
