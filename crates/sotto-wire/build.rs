@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/sotto/psi/v1/psi.proto",
         "proto/sotto/agg/v1/agg.proto",
         "proto/sotto/tee/v1/registry.proto",
+        "proto/sotto/kms/v1/kms.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

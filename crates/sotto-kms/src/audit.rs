@@ -13,13 +13,23 @@ use sotto_crypto::hash::FieldHasher;
 pub enum AuditEvent {
     /// A key pair was created.
     KeyCreated {
-        /// Owner participant.
-        owner: String,
-        /// Purpose.
-        purpose: String,
-        /// Key id.
+        /// Key id (`owner/purpose`).
         key_id: String,
         /// Version.
+        version: u32,
+    },
+    /// A new version of a key pair was created.
+    Rotated {
+        /// Key id.
+        key_id: String,
+        /// The new version.
+        version: u32,
+    },
+    /// A key version was retired.
+    Retired {
+        /// Key id.
+        key_id: String,
+        /// The retired version.
         version: u32,
     },
     /// A public key was handed out.
@@ -41,15 +51,37 @@ pub enum AuditEvent {
         owner: String,
         /// The secret.
         secret_id: String,
+        /// The keys peeled, outermost last (`owner/purpose@version`).
+        keys: Vec<String>,
     },
     /// A recovery was refused.
     RecoveryRefused {
         /// The caller.
         requester: String,
-        /// The owner the envelope names.
+        /// The owner the envelope names (empty if it did not parse).
+        owner: String,
+        /// The secret (empty if the envelope did not parse).
+        secret_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// An escrowed secret was re-sealed to newer key versions.
+    Rewrapped {
+        /// The caller.
+        requester: String,
+        /// The secret's owner.
         owner: String,
         /// The secret.
         secret_id: String,
+        /// Keys before (`owner/purpose@version`).
+        from: Vec<String>,
+        /// Keys after.
+        to: Vec<String>,
+    },
+    /// A rewrap was refused.
+    RewrapRefused {
+        /// The caller.
+        requester: String,
         /// Why.
         reason: String,
     },
@@ -57,27 +89,15 @@ pub enum AuditEvent {
     Sealed {
         /// Where.
         location: String,
+        /// The bundle's generation.
+        generation: u64,
     },
-    /// The KMS was restored from a sealed bundle.
+    /// The KMS was rebuilt from a sealed bundle.
     Restored {
         /// From where.
         location: String,
-    },
-    /// A new key version.
-    Rotated {
-        /// Key id.
-        key_id: String,
-        /// The new version.
-        version: u32,
-    },
-    /// Escrowed objects moved to a newer key version.
-    Rewrapped {
-        /// Key id.
-        key_id: String,
-        /// Old version.
-        from_version: u32,
-        /// New version.
-        to_version: u32,
+        /// The bundle's generation.
+        generation: u64,
     },
 }
 
@@ -231,6 +251,7 @@ mod tests {
         extended.push(chain.append(
             AuditEvent::Sealed {
                 location: "s3://b".into(),
+                generation: 1,
             },
             2000,
         ));

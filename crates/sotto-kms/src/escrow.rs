@@ -36,6 +36,56 @@ pub enum SecretKind {
     Other,
 }
 
+impl SecretKind {
+    /// Every kind, in the spec's order.
+    pub const ALL: [SecretKind; 9] = [
+        SecretKind::BusinessRootKey,
+        SecretKind::BusinessSubKey,
+        SecretKind::IntermediateResult,
+        SecretKind::FinalResult,
+        SecretKind::Session,
+        SecretKind::Password,
+        SecretKind::AuthorizationFile,
+        SecretKind::InteractionId,
+        SecretKind::Other,
+    ];
+
+    /// The kind's name as written in files and on the command line.
+    pub fn label(self) -> &'static str {
+        match self {
+            SecretKind::BusinessRootKey => "business-root-key",
+            SecretKind::BusinessSubKey => "business-sub-key",
+            SecretKind::IntermediateResult => "intermediate-result",
+            SecretKind::FinalResult => "final-result",
+            SecretKind::Session => "session",
+            SecretKind::Password => "password",
+            SecretKind::AuthorizationFile => "authorization-file",
+            SecretKind::InteractionId => "interaction-id",
+            SecretKind::Other => "other",
+        }
+    }
+}
+
+impl std::str::FromStr for SecretKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.label() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|k| k.label()).collect();
+                format!("unknown secret kind {s:?}; one of {}", names.join(", "))
+            })
+    }
+}
+
+impl std::fmt::Display for SecretKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
 /// Which KMS key pair an envelope layer is sealed to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRef {
@@ -43,6 +93,12 @@ pub struct KeyRef {
     pub key_id: String,
     /// Its version.
     pub version: u32,
+}
+
+impl std::fmt::Display for KeyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@v{}", self.key_id, self.version)
+    }
 }
 
 /// The associated data of every layer: kind, owner, secret id and the key
@@ -60,7 +116,7 @@ pub struct EscrowHeader {
 impl EscrowHeader {
     fn aad(&self, key: &KeyRef, layer: usize) -> Vec<u8> {
         let mut out = Vec::new();
-        let kind = serde_json::to_string(&self.kind).unwrap_or_default();
+        let kind = self.kind.label();
         let layer = (layer as u64).to_be_bytes();
         let version = key.version.to_be_bytes();
         for field in [

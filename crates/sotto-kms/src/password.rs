@@ -61,6 +61,32 @@ pub enum PasswordError {
     },
 }
 
+/// The operator's password, held only in memory (zeroized on drop,
+/// redacted in Debug).
+pub struct OperatorPassword(Zeroizing<Vec<u8>>);
+
+impl OperatorPassword {
+    /// A password from its bytes; it must not be empty.
+    pub fn new(bytes: Vec<u8>) -> Result<Self, PasswordError> {
+        let bytes = Zeroizing::new(bytes);
+        if bytes.is_empty() {
+            return Err(PasswordError::Malformed("the password is empty".into()));
+        }
+        Ok(Self(bytes))
+    }
+
+    /// The password bytes.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for OperatorPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorPassword(redacted)")
+    }
+}
+
 fn derive(password: &[u8], salt: &[u8], cost: Cost) -> Result<SecretBytes<32>, PasswordError> {
     if cost.memory_kib < MIN_MEMORY_KIB || cost.passes < MIN_PASSES {
         return Err(PasswordError::WeakParameters {

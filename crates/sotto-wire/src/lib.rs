@@ -17,3 +17,9 @@ pub mod tee {
     #![allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
     tonic::include_proto!("sotto.tee.v1");
 }
+
+/// Root key management service (`sotto.kms.v1`).
+pub mod kms {
+    #![allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
+    tonic::include_proto!("sotto.kms.v1");
+}

@@ -8,8 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Privacy computing between institutions: verifiable PSI, secure aggregation
-/// and trusted-execution attestation with a registration center.
+/// Privacy computing between institutions: verifiable PSI, secure aggregation,
+/// trusted-execution attestation with a registration center, and
+/// hierarchical key management (secrets escrowed to a root KMS, recovered
+/// after a loss).
 ///
 /// Every party runs this one binary. A node keeps its keys and state in a home
 /// directory (--home, or $SOTTO_HOME).
@@ -67,6 +69,13 @@ enum Command {
     /// This node with the registration center: register, members, group key.
     #[command(subcommand)]
     Node(cmd::registry::NodeCommand),
+    /// The root key management service: key pairs, recovery, sealed
+    /// disaster-recovery bundle, audit log.
+    #[command(subcommand)]
+    Kms(Box<cmd::kms::KmsCommand>),
+    /// The participant agent: escrow secrets to the KMS, recover them.
+    #[command(subcommand)]
+    Secrets(Box<cmd::secrets::SecretsCommand>),
     /// An untrusted relay that forwards sessions between institutions.
     #[command(subcommand)]
     Relay(cmd::relay::RelayCommand),
@@ -103,6 +112,8 @@ fn main() -> ExitCode {
         Command::Ca(c) => cmd::ca::run(c),
         Command::Psi(c) => cmd::psi::run(*c, progress),
         Command::Agg(c) => cmd::agg::run(*c),
+        Command::Kms(c) => cmd::kms::run(*c),
+        Command::Secrets(c) => cmd::secrets::run(*c),
         Command::Relay(c) => cmd::relay::run(c),
         Command::Tee(c) => cmd::tee::run(c),
         Command::Registry(c) => cmd::registry::run_registry(c),
@@ -116,5 +127,15 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
     }
 }
