@@ -28,12 +28,17 @@ pub enum DemoCommand {
     Agg(AggDemoArgs),
     /// A TEE registration center and three nodes: identical code admitted,
     /// a different binary refused, group keys synced, a member revoked.
-    Tee(TeeDemoArgs),
+    Tee(WorkDirArgs),
+    /// A root KMS and a participant: secrets of every kind escrowed, the
+    /// participant's home wiped and every secret recovered, then the KMS
+    /// host lost, restored from its password-sealed bundle, and every
+    /// secret recovered again.
+    Kms(WorkDirArgs),
 }
 
-/// Arguments of `sotto demo tee`.
+/// Arguments of `sotto demo tee` and `sotto demo kms`.
 #[derive(Args)]
-pub struct TeeDemoArgs {
+pub struct WorkDirArgs {
     /// Work directory (created; must not exist or be empty). Default: a temporary directory.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
@@ -84,7 +89,7 @@ pub fn run(command: DemoCommand, quiet: bool) -> Result<()> {
     let (dir_arg, keep) = match &command {
         DemoCommand::Psi(a) => (a.dir.clone(), a.keep),
         DemoCommand::Agg(a) => (a.dir.clone(), a.keep),
-        DemoCommand::Tee(a) => (a.dir.clone(), a.keep),
+        DemoCommand::Tee(a) | DemoCommand::Kms(a) => (a.dir.clone(), a.keep),
     };
     let temp;
     let dir = match &dir_arg {
@@ -110,6 +115,7 @@ pub fn run(command: DemoCommand, quiet: bool) -> Result<()> {
         DemoCommand::Psi(args) => run_psi(&dir, args, quiet),
         DemoCommand::Agg(args) => run_agg(&dir, args, quiet),
         DemoCommand::Tee(_) => super::demo_tee::run(&dir, quiet),
+        DemoCommand::Kms(_) => super::demo_kms::run(&dir, quiet),
     };
     if dir_arg.is_some() || keep {
         println!("work directory kept: {}", dir.display());

@@ -5,6 +5,7 @@ pub mod agg_drill;
 pub mod bench;
 pub mod ca;
 pub mod demo;
+pub mod demo_kms;
 pub mod demo_tee;
 pub mod kms;
 pub mod node;

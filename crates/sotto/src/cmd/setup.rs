@@ -30,31 +30,55 @@ impl Runner {
 
     /// Runs one step; fails with its output if it fails.
     pub fn sotto(&mut self, label: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Result<String> {
-        let start = Instant::now();
-        let mut command = Command::new(&self.exe);
-        command.arg("--quiet");
-        for a in args {
-            command.arg(a);
-        }
-        let out = command
-            .output()
-            .with_context(|| format!("starting {}", self.exe.display()))?;
-        self.steps
-            .push((label.to_owned(), start.elapsed().as_secs_f64()));
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            bail!(
-                "step `{label}` failed:\n{}{}",
-                stdout,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let stdout = String::from_utf8_lossy(&self.sotto_bytes(label, args, None)?).into_owned();
         if !self.quiet {
             for line in stdout.lines() {
                 println!("  [{label}] {line}");
             }
         }
         Ok(stdout)
+    }
+
+    /// Runs one step with `stdin` as its standard input (none if `None`)
+    /// and returns its standard output unchanged and unshown.
+    pub fn sotto_bytes(
+        &mut self,
+        label: &str,
+        args: &[&dyn AsRef<std::ffi::OsStr>],
+        stdin: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        let start = Instant::now();
+        let mut command = Command::new(&self.exe);
+        command.arg("--quiet");
+        for a in args {
+            command.arg(a);
+        }
+        command
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", self.exe.display()))?;
+        if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            std::io::Write::write_all(&mut pipe, bytes)
+                .with_context(|| format!("step `{label}`: writing its input"))?;
+        }
+        let out = child.wait_with_output()?;
+        self.steps
+            .push((label.to_owned(), start.elapsed().as_secs_f64()));
+        if !out.status.success() {
+            bail!(
+                "step `{label}` failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(out.stdout)
     }
 }
 
