@@ -278,11 +278,14 @@ impl Agent {
         Ok(chain)
     }
 
+    /// Writes an envelope; unless `replace`, only if no object of that name
+    /// exists (a conditional put, so two writers cannot both win).
     async fn write(
         &self,
         location: &ObjectLocation,
         name: &str,
         envelope: Envelope,
+        replace: bool,
     ) -> Result<(), KmsError> {
         let stored = StoredEscrow {
             format: OBJECT_FORMAT.into(),
@@ -291,7 +294,19 @@ impl Agent {
         };
         let json =
             serde_json::to_vec_pretty(&stored).map_err(|e| KmsError::Corrupt(e.to_string()))?;
-        location.put(name, json).await
+        if replace {
+            return location.put(name, json).await;
+        }
+        if location.put_new(name, json).await? {
+            Ok(())
+        } else {
+            Err(KmsError::Malformed {
+                what: format!("secret {}", stored.envelope.header.secret_id),
+                reason: format!(
+                    "already escrowed at {location} {name}; pass --replace to overwrite it"
+                ),
+            })
+        }
     }
 
     /// Escrows `secret` under `id`: sealed to the chain's public keys
@@ -342,11 +357,13 @@ impl Agent {
                 };
                 let copy = escrow::seal(header, secret, &self.chain(&mirror).await?, &mut OsRng)?;
                 let names = copy.layers.iter().map(KeyRef::to_string).collect();
-                self.write(self.mirror_store()?, &name, copy).await?;
+                self.write(self.mirror_store()?, &name, copy, options.replace)
+                    .await?;
                 Some(names)
             }
         };
-        self.write(&self.store, &name, envelope).await?;
+        self.write(&self.store, &name, envelope, options.replace)
+            .await?;
         Ok(Escrowed {
             object: name,
             keys: key_names,
@@ -436,7 +453,7 @@ impl Agent {
             let rewrapped = self.client().rewrap(&stored.envelope).await?;
             if rewrapped.layers != stored.envelope.layers {
                 moved.extend(rewrapped.layers.iter().map(KeyRef::to_string));
-                self.write(location, &name, rewrapped).await?;
+                self.write(location, &name, rewrapped, true).await?;
             }
         }
         Ok(moved)

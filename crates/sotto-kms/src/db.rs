@@ -245,3 +245,69 @@ impl KmsDb {
         Ok(entries)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::verify;
+
+    fn meta() -> Meta {
+        Meta {
+            signing_seed: Zeroizing::new([7u8; 32]),
+            password_check: vec![1, 2, 3],
+            backup: "/tmp/third".into(),
+            generation: 1,
+        }
+    }
+
+    fn event(n: u32) -> AuditEvent {
+        AuditEvent::Retired {
+            key_id: "bank-a/escrow".into(),
+            version: n,
+        }
+    }
+
+    #[test]
+    fn state_round_trips_and_a_tampered_audit_table_is_caught() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = KmsDb::create(dir.path(), &meta(), &[], vec![event(0)], 10).expect("create");
+        assert!(matches!(
+            KmsDb::create(dir.path(), &meta(), &[], vec![], 10),
+            Err(KmsError::AlreadyInitialized { .. })
+        ));
+        let mut chain = db.audit_chain().expect("chain");
+        db.commit(
+            &mut chain,
+            &[],
+            Some(2),
+            vec![event(1), event(2), event(3)],
+            11,
+        )
+        .expect("commit");
+        assert_eq!(db.meta().expect("meta").generation, 2);
+        let entries = db.audit_entries().expect("entries");
+        assert_eq!(verify(&entries), Ok(4));
+        assert_eq!(db.audit_chain().expect("chain"), chain);
+
+        let mut edited = entries[2].clone();
+        edited.event = event(99);
+        let write = |seq: u64, bytes: Option<Vec<u8>>| {
+            let txn = db.db.begin_write().expect("txn");
+            {
+                let mut table = txn.open_table(AUDIT).expect("table");
+                match bytes {
+                    Some(b) => drop(table.insert(seq, b.as_slice()).expect("insert")),
+                    None => drop(table.remove(seq).expect("remove")),
+                }
+            }
+            txn.commit().expect("commit");
+        };
+        write(2, Some(serde_json::to_vec(&edited).expect("json")));
+        let found = verify(&db.audit_entries().expect("entries")).expect_err("edit");
+        assert_eq!(found.seq, 2);
+        write(2, Some(serde_json::to_vec(&entries[2]).expect("json")));
+        write(1, None);
+        let found = verify(&db.audit_entries().expect("entries")).expect_err("removal");
+        assert_eq!(found.seq, 1);
+    }
+}

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::KmsError;
 
@@ -97,6 +97,25 @@ impl ObjectLocation {
             .await
             .map(|_| ())
             .map_err(|e| self.fail(name, e))
+    }
+
+    /// Writes an object that must not exist yet (conditional put: a hard
+    /// link from the temporary name locally, If-None-Match on S3); returns
+    /// `false`, writing nothing, if one already exists.
+    pub async fn put_new(&self, name: &str, bytes: Vec<u8>) -> Result<bool, KmsError> {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(name), PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.fail(name, e)),
+        }
     }
 
     /// Reads an object, or `None` if there is none of that name.

@@ -458,6 +458,25 @@ fn rotation_rewrap_and_retired_versions() {
     site.agent(&kms, "bank-a", &site.p("second").display().to_string());
     site.put("bank-a", "moved", "session", b"session one", &[]);
     site.put("bank-a", "left", "session", b"session two", &[]);
+    let again = run(
+        &[],
+        &[
+            &"secrets",
+            &"put",
+            &"--home",
+            &site.p("bank-a"),
+            &"--id",
+            &"left",
+            &"--kind",
+            &"session",
+        ],
+        Some(b"session two, again"),
+    );
+    assert!(
+        failed(again).contains("already escrowed"),
+        "a second put must not overwrite"
+    );
+    site.put("bank-a", "left", "session", b"session two", &["--replace"]);
     let home = site.p("kms");
     let out = site.ok(&[
         &"kms",

@@ -30,6 +30,9 @@ pub enum BenchCommand {
     /// TEE registration round trips: a center process and one node client
     /// (challenge, software evidence, register) over mutual TLS on loopback.
     Registry(RegistryBenchArgs),
+    /// Hierarchical KMS: escrow puts/s to a local directory, recoveries/s
+    /// over mutual TLS against a KMS process at a concurrency, restore time.
+    Kms(super::bench_kms::KmsBenchArgs),
 }
 
 /// Arguments of `sotto bench registry`.
@@ -100,6 +103,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Psi(args) => args,
         BenchCommand::Agg(args) => return agg(&args),
         BenchCommand::Registry(args) => return registry(&args),
+        BenchCommand::Kms(args) => return super::bench_kms::run(&args),
     };
     ensure!(
         (0.0..=1.0).contains(&args.overlap),
