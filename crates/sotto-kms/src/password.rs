@@ -20,6 +20,13 @@ const HEADER_LEN: usize = 8 + 1 + 12 + 16;
 pub const MIN_MEMORY_KIB: u32 = 64 * 1024;
 /// Smallest accepted number of passes.
 pub const MIN_PASSES: u32 = 3;
+/// Ceilings on the costs a sealed bundle may ask for (it comes from
+/// untrusted storage; a forged header must not exhaust memory or time).
+pub const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+/// See [`MAX_MEMORY_KIB`].
+pub const MAX_PASSES: u32 = 64;
+/// See [`MAX_MEMORY_KIB`].
+pub const MAX_LANES: u32 = 16;
 
 /// Argon2id cost parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +154,12 @@ pub fn open(password: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Passwo
         passes: word(13),
         lanes: word(17),
     };
+    if cost.memory_kib > MAX_MEMORY_KIB || cost.passes > MAX_PASSES || cost.lanes > MAX_LANES {
+        return Err(PasswordError::Malformed(format!(
+            "Argon2id parameters m={} KiB, t={}, p={} exceed the ceiling (m <= {MAX_MEMORY_KIB} KiB, t <= {MAX_PASSES}, p <= {MAX_LANES}); the header was forged or damaged",
+            cost.memory_kib, cost.passes, cost.lanes
+        )));
+    }
     let (header, body) = sealed.split_at(HEADER_LEN);
     let key = derive(password, &header[21..37], cost)?;
     aead::open(&key, header, body)
@@ -176,6 +189,12 @@ mod tests {
             Err(PasswordError::WrongPassword)
         );
         // Lowering the recorded cost is refused before any derivation.
+        let mut huge = sealed.clone();
+        huge[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            open(b"correct horse", &huge),
+            Err(PasswordError::Malformed(m)) if m.contains("ceiling")
+        ));
         let mut weak = sealed.clone();
         weak[13..17].copy_from_slice(&1u32.to_be_bytes());
         assert!(matches!(
