@@ -13,7 +13,7 @@ use clap::Args;
 use sotto_kms::agent::{Agent, EscrowOptions, SecretId};
 use sotto_kms::escrow::{Envelope, SecretKind};
 
-use super::setup::{certified_nodes, Runner, ServerProcess};
+use super::setup::{kms_site, start_kms, Runner, KMS_PASSWORD_FILE, KMS_THIRD_ENV};
 
 /// Arguments of `sotto bench kms`.
 #[derive(Args)]
@@ -110,9 +110,9 @@ fn restore_run(r: &mut Runner, dir: &Path, run: u32) -> Result<f64> {
             &"--home",
             &home,
             &"--from",
-            &dir.join("third-env"),
+            &dir.join(KMS_THIRD_ENV),
             &"--password-file",
-            &dir.join("pw"),
+            &dir.join(KMS_PASSWORD_FILE),
         ],
     )?;
     Ok(start.elapsed().as_secs_f64())
@@ -129,37 +129,10 @@ pub fn run(args: &KmsBenchArgs) -> Result<()> {
         .tempdir()?;
     let dir = temp.path();
     let mut r = Runner::new(true)?;
-    certified_nodes(&mut r, dir, &["kms", "bank-a"])?;
-    std::fs::write(dir.join("pw"), "bench operator password")?;
+    kms_site(&mut r, dir, "bench operator password")?;
     let kms_home = dir.join("kms");
-    r.sotto(
-        "kms init",
-        &[
-            &"kms",
-            &"init",
-            &"--home",
-            &kms_home,
-            &"--backup",
-            &dir.join("third-env"),
-            &"--password-file",
-            &dir.join("pw"),
-        ],
-    )?;
-    let serve: Vec<std::ffi::OsString> = vec![
-        "kms".into(),
-        "serve".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--home".into(),
-        kms_home.clone().into(),
-        "--password-file".into(),
-        dir.join("pw").into(),
-        "--recover-rate".into(),
-        "10000000".into(),
-        "--recover-burst".into(),
-        "10000000".into(),
-    ];
-    let (server, address) = ServerProcess::start(&r.exe, &serve, &dir.join("kms.log"), "root KMS")?;
+    let unlimited = ["--recover-rate", "10000000", "--recover-burst", "10000000"];
+    let (server, address) = start_kms(&r.exe, dir, &unlimited)?;
     r.sotto(
         "keygen",
         &[

@@ -12,7 +12,7 @@ use anyhow::{ensure, Context, Result};
 use rand::RngCore;
 use sotto_kms::hierarchy::BusinessRootKey;
 
-use super::setup::{certified_nodes, Runner, ServerProcess};
+use super::setup::{kms_site, start_kms, Runner, KMS_PASSWORD_FILE, KMS_THIRD_ENV};
 
 const FLOW: &str = "credit-scoring-2026";
 const SUB_KEY_LABEL: &str = "task-7/step-2";
@@ -88,20 +88,6 @@ fn secrets() -> Vec<Held> {
             extra: &[],
         },
     ]
-}
-
-fn start_kms(r: &Runner, dir: &Path) -> Result<(ServerProcess, String)> {
-    let args: Vec<std::ffi::OsString> = vec![
-        "kms".into(),
-        "serve".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--home".into(),
-        dir.join("kms").into(),
-        "--password-file".into(),
-        dir.join("operator.password").into(),
-    ];
-    ServerProcess::start(&r.exe, &args, &dir.join("kms.log"), "root KMS")
 }
 
 fn fresh_participant(r: &mut Runner, dir: &Path, address: &str) -> Result<()> {
@@ -200,24 +186,10 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         dir.join("second-env").display()
     );
     let mut r = Runner::new(quiet)?;
-    certified_nodes(&mut r, dir, &["kms", "bank-a"])?;
-    std::fs::write(dir.join("operator.password"), PASSWORD)?;
+    kms_site(&mut r, dir, PASSWORD)?;
     let kms_home = dir.join("kms");
-    let third = dir.join("third-env");
-    r.sotto(
-        "kms init",
-        &[
-            &"kms",
-            &"init",
-            &"--home",
-            &kms_home,
-            &"--backup",
-            &third,
-            &"--password-file",
-            &dir.join("operator.password"),
-        ],
-    )?;
-    let (server, address) = start_kms(&r, dir)?;
+    let third = dir.join(KMS_THIRD_ENV);
+    let (server, address) = start_kms(&r.exe, dir, &[])?;
     for purpose in ["escrow", "mirror", "layer2"] {
         r.sotto(
             &format!("keygen {purpose}"),
@@ -313,10 +285,10 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
             &"--from",
             &third,
             &"--password-file",
-            &dir.join("operator.password"),
+            &dir.join(KMS_PASSWORD_FILE),
         ],
     )?;
-    let (_server, address) = start_kms(&r, dir)?;
+    let (_server, address) = start_kms(&r.exe, dir, &[])?;
     configure_agent(&mut r, dir, &address)?;
     recover_all(&mut r, dir, &held)?;
     let audit = r.sotto_bytes(

@@ -203,3 +203,48 @@ pub fn start_provider(
     let log = home.with_extension("provider.log");
     ServerProcess::start(exe, &args, &log, "provider")
 }
+
+/// The operator password file of a KMS site made by [`kms_site`].
+pub const KMS_PASSWORD_FILE: &str = "operator.password";
+/// The third environment of a KMS site made by [`kms_site`].
+pub const KMS_THIRD_ENV: &str = "third-env";
+
+/// Creates, in `dir`, a consortium CA, certified homes `kms` and `bank-a`,
+/// the operator password file (generated data for demos and benchmarks;
+/// an operator types it at a TTY prompt) and the root KMS in `kms`,
+/// sealing to `third-env`.
+pub fn kms_site(r: &mut Runner, dir: &Path, password: &str) -> Result<()> {
+    certified_nodes(r, dir, &["kms", "bank-a"])?;
+    std::fs::write(dir.join(KMS_PASSWORD_FILE), password)?;
+    r.sotto(
+        "kms init",
+        &[
+            &"kms",
+            &"init",
+            &"--home",
+            &dir.join("kms"),
+            &"--backup",
+            &dir.join(KMS_THIRD_ENV),
+            &"--password-file",
+            &dir.join(KMS_PASSWORD_FILE),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Starts `sotto kms serve` for the site's `kms` home with `extra`
+/// arguments (log in `kms.log`).
+pub fn start_kms(exe: &Path, dir: &Path, extra: &[&str]) -> Result<(ServerProcess, String)> {
+    let mut args: Vec<std::ffi::OsString> = ["kms", "serve", "--listen", "127.0.0.1:0"]
+        .iter()
+        .chain(extra)
+        .map(Into::into)
+        .collect();
+    args.extend([
+        "--home".into(),
+        dir.join("kms").into(),
+        "--password-file".into(),
+        dir.join(KMS_PASSWORD_FILE).into(),
+    ]);
+    ServerProcess::start(exe, &args, &dir.join("kms.log"), "root KMS")
+}
