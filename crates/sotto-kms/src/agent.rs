@@ -195,7 +195,8 @@ impl Agent {
         })
     }
 
-    /// Opens the agent configured in `home` and connects to its KMS.
+    /// Opens the agent configured in `home`; it connects to its KMS on the
+    /// first call that needs it (listing and fetching envelopes do not).
     pub async fn open(home: &NodeHome) -> Result<Self, KmsError> {
         let config = Self::config(home)?;
         let signer = hex::decode(&config.signing_key)
@@ -205,7 +206,7 @@ impl Agent {
                 what: format!("{}: signing_key", config_path(home).display()),
                 reason: "not an Ed25519 public key in hex".into(),
             })?;
-        let client = KmsClient::connect(home, &config.kms_name, &config.kms_address).await?;
+        let client = KmsClient::connect_lazy(home, &config.kms_name, &config.kms_address)?;
         Ok(Self {
             owner: home.name().to_string(),
             signer,

@@ -33,6 +33,32 @@ impl KmsClient {
     /// Connects from `home` to the KMS node `kms_name` at `address`; the
     /// server must present a consortium certificate issued to that name.
     pub async fn connect(home: &NodeHome, kms_name: &str, address: &str) -> Result<Self, KmsError> {
+        let (endpoint, label) = Self::endpoint(home, kms_name, address)?;
+        let channel = endpoint.connect().await.map_err(|e| KmsError::Transport {
+            peer: label.clone(),
+            reason: describe_transport(&e),
+        })?;
+        Ok(Self {
+            grpc: Grpc::new(channel),
+            label,
+        })
+    }
+
+    /// Like [`KmsClient::connect`], but connects on the first call (for
+    /// commands that may not need the KMS at all).
+    pub fn connect_lazy(home: &NodeHome, kms_name: &str, address: &str) -> Result<Self, KmsError> {
+        let (endpoint, label) = Self::endpoint(home, kms_name, address)?;
+        Ok(Self {
+            grpc: Grpc::new(endpoint.connect_lazy()),
+            label,
+        })
+    }
+
+    fn endpoint(
+        home: &NodeHome,
+        kms_name: &str,
+        address: &str,
+    ) -> Result<(tonic::transport::Endpoint, String), KmsError> {
         let label = format!("KMS {kms_name} at {address}");
         let transport = |reason: String| KmsError::Transport {
             peer: label.clone(),
@@ -40,17 +66,11 @@ impl KmsClient {
         };
         let tls = TlsMaterial::load(home)?;
         tls.check_validity(time::OffsetDateTime::now_utc())?;
-        let channel = Channel::from_shared(format!("https://{address}"))
+        let endpoint = Channel::from_shared(format!("https://{address}"))
             .map_err(|e| transport(e.to_string()))?
             .tls_config(tls.client_config(kms_name))
-            .map_err(|e| transport(e.to_string()))?
-            .connect()
-            .await
-            .map_err(|e| transport(describe_transport(&e)))?;
-        Ok(Self {
-            grpc: Grpc::new(channel),
-            label,
-        })
+            .map_err(|e| transport(e.to_string()))?;
+        Ok((endpoint, label))
     }
 
     /// Who this client talks to, for messages.
@@ -59,6 +79,15 @@ impl KmsClient {
     }
 
     fn refused(&self, status: &tonic::Status) -> KmsError {
+        if status.code() == tonic::Code::Unavailable {
+            return KmsError::Transport {
+                peer: self.label.clone(),
+                reason: match std::error::Error::source(status) {
+                    Some(cause) => describe_transport(cause),
+                    None => status.message().to_owned(),
+                },
+            };
+        }
         KmsError::Refused {
             kms: self.label.clone(),
             reason: status.message().to_owned(),

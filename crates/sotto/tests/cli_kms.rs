@@ -709,6 +709,16 @@ fn s3_compatible_stores_for_escrow_and_the_sealed_bundle() {
         .exists());
     // Lose the KMS host; rebuild it from the bundle in the S3 bucket.
     drop(kms);
+    // Listing needs only the store; recovery names the unreachable KMS.
+    assert_eq!(
+        site.ok(&[&"secrets", &"list", &"--home", &site.p("bank-a")]),
+        "s3-secret\n"
+    );
+    let err = failed(site.recover("bank-a", "s3-secret", &[]));
+    assert!(
+        err.contains("KMS kms at") && err.contains("transport"),
+        "{err}"
+    );
     std::fs::remove_dir_all(site.p("kms")).unwrap();
     site.node("kms");
     site.ok(&[
