@@ -230,6 +230,9 @@ pub fn open(
     envelope: &Envelope,
     keys: &[&HpkeSecretKey],
 ) -> Result<Zeroizing<Vec<u8>>, EscrowError> {
+    if envelope.layers.is_empty() {
+        return Err(EscrowError::NoKeys);
+    }
     if keys.len() != envelope.layers.len() {
         return Err(EscrowError::LayerCount {
             expected: envelope.layers.len(),
@@ -318,9 +321,14 @@ mod tests {
         let mut relabeled = env.clone();
         relabeled.header.kind = SecretKind::Password;
         assert!(open(&relabeled, &[&k1]).is_err());
-        let mut other_version = env;
+        let mut other_version = env.clone();
         other_version.layers[0].version = 2;
         assert!(open(&other_version, &[&k1]).is_err());
+        // An envelope naming no key would hand back its "ciphertext" as is.
+        let mut unsealed = env;
+        unsealed.layers.clear();
+        unsealed.ciphertext = b"attacker's choice".to_vec();
+        assert_eq!(open(&unsealed, &[]), Err(EscrowError::NoKeys));
     }
 
     #[test]
