@@ -24,6 +24,7 @@ use crate::escrow::{self, Envelope, EscrowHeader, KeyRef, SecretKind};
 use crate::keys::KeyId;
 use crate::objects::ObjectLocation;
 use crate::KmsError;
+use sotto_node::clock::unix_now;
 
 /// The agent's configuration file in the participant's home.
 pub const AGENT_FILE: &str = "kms-agent.toml";
@@ -121,15 +122,12 @@ pub struct Agent {
     client: KmsClient,
     store: ObjectLocation,
     mirror: Option<ObjectLocation>,
+    config_path: PathBuf,
     public_keys: Mutex<HashMap<String, (KeyRef, HpkePublicKey)>>,
 }
 
 fn config_path(home: &NodeHome) -> PathBuf {
     home.dir().join(AGENT_FILE)
-}
-
-fn now() -> u64 {
-    time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
 }
 
 /// The object name of a secret.
@@ -183,9 +181,10 @@ impl Agent {
     pub fn config(home: &NodeHome) -> Result<AgentConfig, KmsError> {
         let path = config_path(home);
         if !path.exists() {
-            return Err(KmsError::Malformed {
-                what: path.display().to_string(),
-                reason: "missing; configure the agent with `sotto secrets init`".into(),
+            return Err(KmsError::NotConfigured {
+                path,
+                missing: "missing",
+                hint: "",
             });
         }
         let bytes = read(&path)?;
@@ -208,6 +207,7 @@ impl Agent {
             })?;
         let client = KmsClient::connect_lazy(home, &config.kms_name, &config.kms_address)?;
         Ok(Self {
+            config_path: config_path(home),
             owner: home.name().to_string(),
             signer,
             client,
@@ -236,10 +236,10 @@ impl Agent {
     }
 
     fn mirror_store(&self) -> Result<&ObjectLocation, KmsError> {
-        self.mirror.as_ref().ok_or_else(|| KmsError::Malformed {
-            what: AGENT_FILE.into(),
-            reason: "no mirror_store configured; run `sotto secrets init` with --mirror-store"
-                .into(),
+        self.mirror.as_ref().ok_or_else(|| KmsError::NotConfigured {
+            path: self.config_path.clone(),
+            missing: "no mirror_store configured",
+            hint: " with --mirror-store",
         })
     }
 
@@ -290,7 +290,7 @@ impl Agent {
     ) -> Result<(), KmsError> {
         let stored = StoredEscrow {
             format: OBJECT_FORMAT.into(),
-            created: now(),
+            created: unix_now(),
             envelope,
         };
         let json =
@@ -301,11 +301,10 @@ impl Agent {
         if location.put_new(name, json).await? {
             Ok(())
         } else {
-            Err(KmsError::Malformed {
-                what: format!("secret {}", stored.envelope.header.secret_id),
-                reason: format!(
-                    "already escrowed at {location} {name}; pass --replace to overwrite it"
-                ),
+            Err(KmsError::AlreadyEscrowed {
+                secret: stored.envelope.header.secret_id,
+                location: location.to_string(),
+                object: name.to_owned(),
             })
         }
     }

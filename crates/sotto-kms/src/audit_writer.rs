@@ -12,6 +12,7 @@ use crate::audit::{AuditChain, AuditEvent};
 use crate::db::KmsDb;
 use crate::keys::KeyRecord;
 use crate::KmsError;
+use sotto_node::clock::unix_now;
 
 const MAX_GROUP: usize = 4096;
 
@@ -26,10 +27,6 @@ struct Job {
 #[derive(Clone)]
 pub struct AuditWriter {
     jobs: mpsc::Sender<Job>,
-}
-
-fn now() -> u64 {
-    time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
 }
 
 impl AuditWriter {
@@ -86,7 +83,7 @@ fn run(db: &KmsDb, mut chain: AuditChain, queue: &mpsc::Receiver<Job>) {
             generation = generation.max(job.generation);
         }
         let result = db
-            .commit(&mut chain, &records, generation, events, now())
+            .commit(&mut chain, &records, generation, events, unix_now())
             .map(|_| ())
             .map_err(|e| e.to_string());
         if let Err(e) = &result {

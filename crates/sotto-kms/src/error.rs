@@ -75,6 +75,26 @@ pub enum KmsError {
         /// What is wrong.
         reason: String,
     },
+    /// An escrow that should be new would overwrite another.
+    #[error("secret {secret} is already escrowed at {location} {object}; pass --replace to overwrite it")]
+    AlreadyEscrowed {
+        /// The secret id.
+        secret: String,
+        /// The store.
+        location: String,
+        /// The object.
+        object: String,
+    },
+    /// The agent is not configured for what was asked.
+    #[error("{path}: {missing}; run `sotto secrets init`{hint}")]
+    NotConfigured {
+        /// The agent's configuration file.
+        path: PathBuf,
+        /// What is missing.
+        missing: &'static str,
+        /// The option that provides it, if any.
+        hint: &'static str,
+    },
     /// The KMS's own state is inconsistent.
     #[error("KMS state is corrupt: {0}")]
     Corrupt(String),

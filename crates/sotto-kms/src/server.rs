@@ -32,6 +32,7 @@ use crate::lifecycle::check_password;
 use crate::objects::ObjectLocation;
 use crate::password::OperatorPassword;
 use crate::KmsError;
+use sotto_node::clock::unix_now;
 
 /// What the KMS serves.
 pub struct ServeConfig {
@@ -57,10 +58,6 @@ struct Kms {
     password: Arc<OperatorPassword>,
     backup: ObjectLocation,
     admin: Mutex<Admin>,
-}
-
-fn now() -> u64 {
-    time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
 }
 
 /// The gRPC status for an engine or storage error.
@@ -114,7 +111,7 @@ impl Kms {
                 )
         });
         records.push(change.record.clone());
-        let bundle = Bundle::new(generation, now(), &seed, records);
+        let bundle = Bundle::new(generation, unix_now(), &seed, records);
         let password = Arc::clone(&self.password);
         let sealed = tokio::task::spawn_blocking(move || bundle.seal(&password, &mut OsRng))
             .await
@@ -229,7 +226,7 @@ impl KmsService for Kms {
         let id = KeyId::new(owner, &r.purpose).map_err(|e| status(&e))?;
         let change = self
             .engine
-            .prepare_key(&id, false, now(), &mut OsRng)
+            .prepare_key(&id, false, unix_now(), &mut OsRng)
             .map_err(|e| status(&e))?;
         self.change(change).await
     }
@@ -242,7 +239,7 @@ impl KmsService for Kms {
         let id = key_id(&request.into_inner().key_id)?;
         let change = self
             .engine
-            .prepare_key(&id, true, now(), &mut OsRng)
+            .prepare_key(&id, true, unix_now(), &mut OsRng)
             .map_err(|e| status(&e))?;
         self.change(change).await
     }

@@ -3,6 +3,7 @@
 //! protocol session state. Everything a person needs to see, back up or move
 //! a node lives here.
 
+pub mod clock;
 pub mod error;
 pub mod files;
 pub mod home;

@@ -29,6 +29,7 @@ use crate::policy::Policy;
 use crate::registry::{Membership, Registration, Registry, RegistryError, RegistryState};
 use crate::snp::{parse_ca_chain, verify_report};
 use crate::software::verify_evidence;
+use sotto_node::clock::unix_now;
 
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("registry");
 /// The center's database file in its home.
@@ -58,10 +59,6 @@ struct Center {
     updates: watch::Sender<MembershipUpdate>,
     own_identity: sotto_crypto::identity::IdentityPublic,
     policy: Policy,
-}
-
-fn now() -> u64 {
-    time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
 }
 
 impl Inner {
@@ -128,9 +125,8 @@ impl Center {
     fn verify(&self, r: &RegisterRequest) -> Result<Verified, String> {
         match r.kind.as_str() {
             "software" => verify_evidence(&r.evidence, &self.policy.software_platform_keys),
-            "dcap" => {
-                parse_collateral(&r.collateral).and_then(|c| verify_quote(&r.evidence, &c, now()))
-            }
+            "dcap" => parse_collateral(&r.collateral)
+                .and_then(|c| verify_quote(&r.evidence, &c, unix_now())),
             "sev-snp" => parse_ca_chain(&r.ark_ask)
                 .and_then(|chain| verify_report(&r.evidence, &r.vcek, chain)),
             other => return Err(format!("unknown evidence kind {other:?}")),
@@ -157,7 +153,7 @@ impl RegistryService for Center {
         request: Request<ChallengeRequest>,
     ) -> Result<Response<ChallengeResponse>, Status> {
         let (identity, _) = self.caller(&request)?;
-        let now = now();
+        let now = unix_now();
         let nonce = self
             .inner
             .lock()
@@ -192,7 +188,10 @@ impl RegistryService for Center {
             evidence,
         };
         let mut inner = self.inner.lock().await;
-        match inner.registry.register(registration, now(), &mut OsRng) {
+        match inner
+            .registry
+            .register(registration, unix_now(), &mut OsRng)
+        {
             Ok(_) => {
                 tracing::info!(node = %name, "admitted");
                 let update = self.changed(&inner).await?;
@@ -251,7 +250,7 @@ impl RegistryService for Center {
         let mut inner = self.inner.lock().await;
         inner
             .registry
-            .leave(&identity, now(), &mut OsRng)
+            .leave(&identity, unix_now(), &mut OsRng)
             .map_err(|e| refused(&e))?;
         tracing::info!(node = %name, "left; group key rotated");
         Ok(Response::new(self.changed(&inner).await?))
@@ -271,7 +270,7 @@ impl RegistryService for Center {
         let mut inner = self.inner.lock().await;
         inner
             .registry
-            .revoke(&node, now(), &mut OsRng)
+            .revoke(&node, unix_now(), &mut OsRng)
             .map_err(|e| refused(&e))?;
         tracing::info!(node = %node, "revoked; group key rotated");
         Ok(Response::new(self.changed(&inner).await?))
@@ -315,7 +314,7 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 let mut guard = inner.lock().await;
-                let version = guard.registry.rotate(now(), &mut OsRng);
+                let version = guard.registry.rotate(unix_now(), &mut OsRng);
                 if guard.persist().is_ok() {
                     tracing::info!(version, "group key rotated on schedule");
                     updates.send_replace(guard.update());

@@ -13,7 +13,7 @@ use clap::Args;
 use sotto_kms::agent::{Agent, EscrowOptions, SecretId};
 use sotto_kms::escrow::{Envelope, SecretKind};
 
-use super::setup::{kms_site, start_kms, Runner, KMS_PASSWORD_FILE, KMS_THIRD_ENV};
+use super::setup::{init_agent, kms_site, start_kms, Runner, KMS_PASSWORD_FILE, KMS_THIRD_ENV};
 
 /// Arguments of `sotto bench kms`.
 #[derive(Args)]
@@ -146,19 +146,7 @@ pub fn run(args: &KmsBenchArgs) -> Result<()> {
             &"bank-a",
         ],
     )?;
-    r.sotto(
-        "agent init",
-        &[
-            &"secrets",
-            &"init",
-            &"--home",
-            &dir.join("bank-a"),
-            &"--connect",
-            &address,
-            &"--store",
-            &dir.join("second-env"),
-        ],
-    )?;
+    init_agent(&mut r, dir, &address, false)?;
     let (puts, recoveries) = super::psi::runtime()?.block_on(async {
         let home = sotto_node::NodeHome::open(&dir.join("bank-a"))?;
         let mut agents = Vec::new();

@@ -12,7 +12,7 @@ use anyhow::{ensure, Context, Result};
 use rand::RngCore;
 use sotto_kms::hierarchy::BusinessRootKey;
 
-use super::setup::{kms_site, start_kms, Runner, KMS_PASSWORD_FILE, KMS_THIRD_ENV};
+use super::setup::{init_agent, kms_site, start_kms, Runner, KMS_PASSWORD_FILE, KMS_THIRD_ENV};
 
 const FLOW: &str = "credit-scoring-2026";
 const SUB_KEY_LABEL: &str = "task-7/step-2";
@@ -107,26 +107,7 @@ fn fresh_participant(r: &mut Runner, dir: &Path, address: &str) -> Result<()> {
             &home,
         ],
     )?;
-    configure_agent(r, dir, address)
-}
-
-fn configure_agent(r: &mut Runner, dir: &Path, address: &str) -> Result<()> {
-    r.sotto(
-        "agent init",
-        &[
-            &"secrets",
-            &"init",
-            &"--home",
-            &dir.join("bank-a"),
-            &"--connect",
-            &address,
-            &"--store",
-            &dir.join("second-env"),
-            &"--mirror-store",
-            &dir.join("mirror-site"),
-        ],
-    )?;
-    Ok(())
+    init_agent(r, dir, address, true)
 }
 
 fn recover_all(r: &mut Runner, dir: &Path, held: &[Held]) -> Result<()> {
@@ -207,7 +188,7 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
             ],
         )?;
     }
-    configure_agent(&mut r, dir, &address)?;
+    init_agent(&mut r, dir, &address, true)?;
     let held = secrets();
     for secret in &held {
         let home = dir.join("bank-a");
@@ -289,7 +270,7 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         ],
     )?;
     let (_server, address) = start_kms(&r.exe, dir, &[])?;
-    configure_agent(&mut r, dir, &address)?;
+    init_agent(&mut r, dir, &address, true)?;
     recover_all(&mut r, dir, &held)?;
     let audit = r.sotto_bytes(
         "audit verify",

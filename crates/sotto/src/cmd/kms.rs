@@ -18,6 +18,7 @@ use sotto_kms::server::{serve, ServeConfig};
 
 use super::node::HomeArg;
 use super::psi::{bind_and_announce, ctrl_c, runtime};
+use sotto_node::clock::unix_now;
 
 /// Root KMS commands.
 #[derive(Subcommand)]
@@ -239,10 +240,6 @@ pub fn read_password(file: Option<&Path>, confirm: bool) -> Result<OperatorPassw
     Ok(OperatorPassword::new(first.as_bytes().to_vec())?)
 }
 
-fn now() -> u64 {
-    time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
-}
-
 async fn connect(a: &ConnectArgs) -> Result<KmsClient> {
     let home = a.home.open()?;
     Ok(KmsClient::connect(&home, &a.kms, &a.connect).await?)
@@ -305,7 +302,7 @@ pub fn run(command: KmsCommand) -> Result<()> {
                 let password = read_password(a.password.password_file.as_deref(), true)?;
                 let backup = ObjectLocation::parse(&a.backup)?;
                 let created =
-                    lifecycle::init(home.dir(), &password, &backup, now(), &mut OsRng).await?;
+                    lifecycle::init(home.dir(), &password, &backup, unix_now(), &mut OsRng).await?;
                 println!(
                     "root KMS created in {}; signing key {}; sealed bundle generation {} in {backup}",
                     home.dir().display(),
@@ -374,7 +371,7 @@ pub fn run(command: KmsCommand) -> Result<()> {
                 let password = read_password(a.password.password_file.as_deref(), false)?;
                 let from = ObjectLocation::parse(&a.from)?;
                 let created =
-                    lifecycle::restore(home.dir(), &password, &from, now(), &mut OsRng).await?;
+                    lifecycle::restore(home.dir(), &password, &from, unix_now(), &mut OsRng).await?;
                 println!(
                     "root KMS restored in {} from {from}: {} key pair versions, bundle generation {}, signing key {}",
                     home.dir().display(),

@@ -248,3 +248,32 @@ pub fn start_kms(exe: &Path, dir: &Path, extra: &[&str]) -> Result<(ServerProces
     ]);
     ServerProcess::start(exe, &args, &dir.join("kms.log"), "root KMS")
 }
+
+/// Configures the site's `bank-a` agent against the KMS at `address`,
+/// escrowing to `second-env` (and mirror copies to `mirror-site` if
+/// `mirror`).
+pub fn init_agent(r: &mut Runner, dir: &Path, address: &str, mirror: bool) -> Result<()> {
+    let (home, store, mirror_store) = (
+        dir.join("bank-a"),
+        dir.join("second-env"),
+        dir.join("mirror-site"),
+    );
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"secrets",
+        &"init",
+        &"--home",
+        &home,
+        &"--connect",
+        &address,
+        &"--store",
+        &store,
+    ];
+    if mirror {
+        args.extend([
+            &"--mirror-store" as &dyn AsRef<std::ffi::OsStr>,
+            &mirror_store,
+        ]);
+    }
+    r.sotto("agent init", &args)?;
+    Ok(())
+}
