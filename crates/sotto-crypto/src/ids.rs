@@ -84,6 +84,14 @@ random_id!(
     "job id"
 );
 
+random_id!(
+    /// A 128-bit id of a KMS reply channel: one ephemeral key agreement
+    /// between a participant's agent and the root KMS that recovered
+    /// secrets come back under.
+    ReplyChannelId,
+    "reply channel id"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +109,12 @@ mod tests {
         let id = JobId::from_bytes([9; 16]);
         assert_eq!(id.to_string().parse::<JobId>(), Ok(id));
         assert_eq!(format!("{id:?}"), format!("JobId({id})"));
+    }
+
+    #[test]
+    fn reply_channel_id_round_trips_through_text() {
+        let id = ReplyChannelId::from_bytes([3; 16]);
+        assert_eq!(id.to_string().parse::<ReplyChannelId>(), Ok(id));
     }
 
     #[test]

@@ -43,6 +43,15 @@ pub enum AuditEvent {
         /// Whether inside an ephemeral encrypted channel.
         channel: bool,
     },
+    /// A reply channel was opened for a participant.
+    ChannelOpened {
+        /// The participant.
+        participant: String,
+        /// The channel's id.
+        channel: String,
+        /// How long the KMS keeps it, in seconds.
+        ttl_secs: u64,
+    },
     /// A recovery was granted.
     RecoveryGranted {
         /// The caller.
@@ -53,6 +62,8 @@ pub enum AuditEvent {
         secret_id: String,
         /// The keys peeled, outermost last (`owner/purpose@version`).
         keys: Vec<String>,
+        /// The reply channel the answer was sealed under.
+        channel: String,
     },
     /// A recovery was refused.
     RecoveryRefused {

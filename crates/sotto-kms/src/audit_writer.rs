@@ -29,12 +29,25 @@ pub struct AuditWriter {
     jobs: mpsc::Sender<Job>,
 }
 
+/// The writer thread itself; it ends, closing its hold on the database,
+/// once every [`AuditWriter`] handle is dropped.
+pub struct WriterThread(std::thread::JoinHandle<()>);
+
+impl WriterThread {
+    /// Waits until the thread has ended.
+    pub fn join(self) {
+        if self.0.join().is_err() {
+            tracing::error!("the audit writer thread panicked");
+        }
+    }
+}
+
 impl AuditWriter {
     /// Starts the writer over `db`, continuing `chain`.
-    pub fn start(db: Arc<KmsDb>, chain: AuditChain) -> Self {
+    pub fn start(db: Arc<KmsDb>, chain: AuditChain) -> (Self, WriterThread) {
         let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::spawn(move || run(&db, chain, &queue));
-        Self { jobs }
+        let thread = std::thread::spawn(move || run(&db, chain, &queue));
+        (Self { jobs }, WriterThread(thread))
     }
 
     /// Appends `events` (with key `records` and the bundle `generation`, if

@@ -1,6 +1,11 @@
 //! A connection to the root KMS over mutual TLS, used by the participant
 //! agent and by the operator's commands. Every answer that carries key
-//! material is checked against the pinned KMS signing key.
+//! material is checked against the pinned KMS signing key. Recoveries share
+//! one reply channel per client (and its clones), opened on first use and
+//! again when it expires or the KMS no longer holds it.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use rand::rngs::OsRng;
 use sotto_crypto::hpke::HpkeSecretKey;
@@ -9,24 +14,33 @@ use sotto_net::tls::{describe_transport, TlsMaterial};
 use sotto_node::NodeHome;
 use sotto_wire::kms::kms_client::KmsClient as Grpc;
 use sotto_wire::kms::{
-    AuditRequest, KeygenRequest, ListKeysRequest, PublicKeyRequest, RecoverRequest, RetireRequest,
-    RewrapRequest, RotateRequest, SigningKeyRequest,
+    AuditRequest, KeygenRequest, ListKeysRequest, OpenChannelRequest, PublicKeyRequest,
+    RecoverRequest, RetireRequest, RewrapRequest, RotateRequest, SigningKeyRequest,
 };
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
 use crate::audit::AuditEntry;
-use crate::engine::parse_envelope;
+use crate::engine::{parse_channel, parse_envelope};
 use crate::escrow::Envelope;
 use crate::keys::KeyInfo;
 use crate::reply::{self, PublicKeyStatement};
+use crate::reply_channel::{ChannelGrant, ChannelRequest, ReplyChannel};
 use crate::KmsError;
+
+/// The reply channel in use and until when the agent may use it.
+struct OpenReplyChannel {
+    channel: Arc<ReplyChannel>,
+    until: Instant,
+}
 
 /// A connection to the KMS.
 #[derive(Clone)]
 pub struct KmsClient {
     grpc: Grpc<Channel>,
     label: String,
+    me: String,
+    reply: Arc<tokio::sync::Mutex<Option<OpenReplyChannel>>>,
 }
 
 impl KmsClient {
@@ -38,20 +52,23 @@ impl KmsClient {
             peer: label.clone(),
             reason: describe_transport(&e),
         })?;
-        Ok(Self {
-            grpc: Grpc::new(channel),
+        Ok(Self::new(Grpc::new(channel), label, home))
+    }
+
+    fn new(grpc: Grpc<Channel>, label: String, home: &NodeHome) -> Self {
+        Self {
+            grpc,
             label,
-        })
+            me: home.name().to_string(),
+            reply: Arc::default(),
+        }
     }
 
     /// Like [`KmsClient::connect`], but connects on the first call (for
     /// commands that may not need the KMS at all).
     pub fn connect_lazy(home: &NodeHome, kms_name: &str, address: &str) -> Result<Self, KmsError> {
         let (endpoint, label) = Self::endpoint(home, kms_name, address)?;
-        Ok(Self {
-            grpc: Grpc::new(endpoint.connect_lazy()),
-            label,
-        })
+        Ok(Self::new(Grpc::new(endpoint.connect_lazy()), label, home))
     }
 
     fn endpoint(
@@ -153,24 +170,101 @@ impl KmsClient {
         Ok(statement)
     }
 
+    /// Opens a reply channel: a fresh ephemeral key, the KMS's signed half
+    /// checked with `signer`.
+    async fn open_reply_channel(
+        &mut self,
+        signer: &IdentityPublic,
+    ) -> Result<OpenReplyChannel, KmsError> {
+        let request = ChannelRequest::new(&mut OsRng);
+        let answer = self
+            .grpc
+            .open_channel(OpenChannelRequest {
+                agent_key: request.public().to_vec(),
+            })
+            .await
+            .map_err(|s| self.refused(&s))?
+            .into_inner();
+        let grant = ChannelGrant {
+            channel: parse_channel(&answer.channel).map_err(|e| self.bad(e.to_string()))?,
+            kms_key: answer
+                .kms_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| self.bad("the channel's KMS key is not 32 bytes"))?,
+            ttl_secs: answer.ttl_secs,
+            signature: answer
+                .signature
+                .as_slice()
+                .try_into()
+                .map_err(|_| self.bad("the channel grant's signature has the wrong length"))?,
+        };
+        let (channel, lifetime) = request
+            .accept(signer, &self.me, &grant)
+            .map_err(|e| self.bad(e))?;
+        Ok(OpenReplyChannel {
+            channel: Arc::new(channel),
+            until: Instant::now() + lifetime,
+        })
+    }
+
+    /// The reply channel to use now; `stale` names one the KMS refused.
+    async fn reply_channel(
+        &mut self,
+        signer: &IdentityPublic,
+        stale: Option<&ReplyChannel>,
+    ) -> Result<Arc<ReplyChannel>, KmsError> {
+        let slot = Arc::clone(&self.reply);
+        let mut slot = slot.lock().await;
+        if let Some(open) = slot.as_ref() {
+            let refused = stale.is_some_and(|s| s.id() == open.channel.id());
+            if !refused && Instant::now() < open.until {
+                return Ok(Arc::clone(&open.channel));
+            }
+        }
+        let open = self.open_reply_channel(signer).await?;
+        let channel = Arc::clone(&open.channel);
+        *slot = Some(open);
+        Ok(channel)
+    }
+
     /// Recovers an escrowed secret: the KMS's answer is opened with a fresh
-    /// ephemeral key and its signature checked with `signer`.
+    /// key of the reply channel and its signature checked with `signer`.
+    /// A channel the KMS no longer holds is replaced once.
     pub async fn recover(
         &mut self,
         signer: &IdentityPublic,
         envelope: &Envelope,
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-        let (reply_key, reply_public) = HpkeSecretKey::generate(&mut OsRng);
-        let answer = self
-            .grpc
-            .recover(RecoverRequest {
-                envelope: serde_json::to_vec(envelope).unwrap_or_default(),
-                reply_key: reply_public.to_bytes(),
-            })
-            .await
-            .map_err(|s| self.refused(&s))?
-            .into_inner();
-        reply::open_recovered(signer, envelope, &reply_key, &answer.sealed).map_err(|e| self.bad(e))
+        let request = serde_json::to_vec(envelope).unwrap_or_default();
+        let mut stale = None;
+        loop {
+            let channel = self.reply_channel(signer, stale.as_deref()).await?;
+            let answer = self
+                .grpc
+                .recover(RecoverRequest {
+                    envelope: request.clone(),
+                    channel: channel.id().as_bytes().to_vec(),
+                })
+                .await;
+            match answer {
+                Err(s) if s.code() == tonic::Code::Aborted && stale.is_none() => {
+                    stale = Some(channel);
+                }
+                Err(s) => return Err(self.refused(&s)),
+                Ok(answer) => {
+                    let answer = answer.into_inner();
+                    return reply::open_recovered(
+                        signer,
+                        envelope,
+                        &channel,
+                        &answer.salt,
+                        &answer.sealed,
+                    )
+                    .map_err(|e| self.bad(e));
+                }
+            }
+        }
     }
 
     /// Has the KMS re-seal an envelope to the newest versions of its keys.

@@ -6,7 +6,7 @@
 //! applying them.
 
 use std::sync::{Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand_core::{CryptoRng, RngCore};
 use sotto_crypto::identity::{IdentityKey, IdentityPublic};
@@ -16,8 +16,10 @@ use crate::audit::AuditEvent;
 use crate::escrow::{self, Envelope, KeyRef};
 use crate::keys::{KeyId, KeyRecord, KeyRing};
 use crate::limiter::RateLimiter;
-use crate::reply::{self, PublicKeyStatement};
+use crate::reply::{self, PublicKeyStatement, SealedAnswer};
+use crate::reply_channel::{ChannelGrant, ReplyChannels};
 use crate::KmsError;
+use sotto_crypto::ids::ReplyChannelId;
 
 /// An engine answer and the audit event it produced, if any.
 pub struct Answer<T> {
@@ -49,6 +51,7 @@ pub struct KmsEngine {
     ring: RwLock<KeyRing>,
     signing: IdentityKey,
     limiter: Mutex<RateLimiter>,
+    channels: Mutex<ReplyChannels>,
 }
 
 fn poisoned() -> KmsError {
@@ -63,18 +66,41 @@ pub fn parse_envelope(bytes: &[u8]) -> Result<Envelope, KmsError> {
     })
 }
 
+/// Parses a reply channel id received from a peer.
+pub fn parse_channel(bytes: &[u8]) -> Result<ReplyChannelId, KmsError> {
+    let bytes: [u8; ReplyChannelId::LEN] = bytes.try_into().map_err(|_| KmsError::Malformed {
+        what: "channel".into(),
+        reason: format!(
+            "{} bytes, expected a {}-byte reply channel id",
+            bytes.len(),
+            ReplyChannelId::LEN
+        ),
+    })?;
+    Ok(ReplyChannelId::from_bytes(bytes))
+}
+
 fn layer_name(layer: &KeyRef) -> String {
     layer.to_string()
 }
 
 impl KmsEngine {
     /// An engine over `ring`, signing with `signing`, allowing each
-    /// participant `rate` recoveries per second with bursts of `burst`.
+    /// participant `rate` recoveries per second with bursts of `burst`;
+    /// reply channels live [`crate::reply_channel::DEFAULT_TTL`].
     pub fn new(ring: KeyRing, signing: IdentityKey, rate: u32, burst: u32) -> Self {
         Self {
             ring: RwLock::new(ring),
             signing,
             limiter: Mutex::new(RateLimiter::new(rate, burst)),
+            channels: Mutex::new(ReplyChannels::new(crate::reply_channel::DEFAULT_TTL)),
+        }
+    }
+
+    /// The same engine with reply channels that live `ttl`.
+    pub fn with_channel_ttl(self, ttl: Duration) -> Self {
+        Self {
+            channels: Mutex::new(ReplyChannels::new(ttl)),
+            ..self
         }
     }
 
@@ -179,27 +205,65 @@ impl KmsEngine {
         })
     }
 
-    /// Recovers an escrowed secret for `caller`: rate limit, ownership of
-    /// the envelope and of every key it names, decryption, then the secret
-    /// signed and sealed to `reply_key`.
+    /// Opens a reply channel for `caller` with its ephemeral `agent_key`.
+    pub fn open_channel<R: RngCore + CryptoRng>(
+        &self,
+        caller: &str,
+        agent_key: &[u8],
+        now: Instant,
+        rng: &mut R,
+    ) -> Answer<ChannelGrant> {
+        let granted = self
+            .channels
+            .lock()
+            .map(|table| table.ttl())
+            .map_err(|_| poisoned())
+            .and_then(|ttl| ReplyChannels::grant(ttl, &self.signing, caller, agent_key, rng));
+        let result = granted.and_then(|(grant, channel)| {
+            self.channels
+                .lock()
+                .map_err(|_| poisoned())?
+                .insert(caller, channel, now);
+            Ok(grant)
+        });
+        let audit = result.as_ref().ok().map(|grant| AuditEvent::ChannelOpened {
+            participant: caller.to_owned(),
+            channel: grant.channel.to_string(),
+            ttl_secs: grant.ttl_secs,
+        });
+        Answer { result, audit }
+    }
+
+    /// Recovers an escrowed secret for `caller`: its reply channel, the rate
+    /// limit, ownership of the envelope and of every key it names,
+    /// decryption, then the secret signed and sealed under a fresh key of
+    /// the channel.
     pub fn recover<R: RngCore + CryptoRng>(
         &self,
         caller: &str,
         envelope: &[u8],
-        reply_key: &[u8],
+        channel: &[u8],
         now: Instant,
         rng: &mut R,
-    ) -> Answer<Vec<u8>> {
+    ) -> Answer<SealedAnswer> {
         let envelope = match parse_envelope(envelope) {
             Ok(e) => e,
             Err(e) => return refused_recovery(caller, None, e),
         };
+        let channel = match parse_channel(channel) {
+            Ok(c) => c,
+            Err(e) => return refused_recovery(caller, Some(&envelope), e),
+        };
         let result = self
-            .rate_check(caller, now)
-            .and_then(|()| self.check_ownership(caller, &envelope))
-            .and_then(|()| self.open(&envelope))
-            .and_then(|secret| {
-                reply::seal_recovered(&self.signing, &envelope, reply_key, &secret, rng)
+            .channels
+            .lock()
+            .map_err(|_| poisoned())
+            .and_then(|table| table.get(caller, channel, now))
+            .and_then(|channel| {
+                self.rate_check(caller, now)?;
+                self.check_ownership(caller, &envelope)?;
+                let secret = self.open(&envelope)?;
+                reply::seal_recovered(&self.signing, &envelope, &channel, &secret, rng)
             });
         match result {
             Ok(sealed) => Answer {
@@ -209,6 +273,7 @@ impl KmsEngine {
                     owner: envelope.header.owner.clone(),
                     secret_id: envelope.header.secret_id.clone(),
                     keys: envelope.layers.iter().map(layer_name).collect(),
+                    channel: channel.to_string(),
                 }),
             },
             Err(e) => refused_recovery(caller, Some(&envelope), e),

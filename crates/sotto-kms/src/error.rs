@@ -51,6 +51,12 @@ pub enum KmsError {
         /// The authenticated caller.
         caller: String,
     },
+    /// A recovery named a reply channel that the KMS does not hold.
+    #[error("reply channel {channel} is not open at the KMS (expired, closed for a newer one, or the KMS restarted); open a new channel and ask again")]
+    UnknownChannel {
+        /// The channel named.
+        channel: sotto_crypto::ids::ReplyChannelId,
+    },
     /// The participant exceeded its recovery rate.
     #[error("{participant} exceeded its recovery rate ({rate}/s, burst {burst}); retry later")]
     RateLimited {

@@ -10,8 +10,9 @@
 //!   root KMS seals that way.
 //! - [`audit`]: the hash-chained audit log and its verification.
 //! - [`keys`]: key ids, versions and the key ring; [`reply`]: signed public
-//!   key statements and signed, sealed recovery answers; [`limiter`]: the
-//!   per-participant recovery rate; [`engine`]: the KMS's rules.
+//!   key statements and signed, sealed recovery answers; [`reply_channel`]:
+//!   the ephemeral key agreement those answers travel under; [`limiter`]:
+//!   the per-participant recovery rate; [`engine`]: the KMS's rules.
 //!
 //! Drivers:
 //! - [`db`] (redb) and [`audit_writer`] (group commit) hold the KMS's state;
@@ -37,6 +38,7 @@ pub mod limiter;
 pub mod objects;
 pub mod password;
 pub mod reply;
+pub mod reply_channel;
 pub mod server;
 
 pub use error::KmsError;

@@ -1,12 +1,14 @@
 //! What the KMS signs and how its answers travel: public key statements
 //! signed by the KMS signing key (optionally sealed to the caller's
-//! ephemeral key), and recovered secrets signed and sealed to the agent's
-//! ephemeral reply key. Each signature is domain-separated and binds the
-//! protocol version, the owner, the secret id, its kind, every key peeled
-//! and the reply key, so an answer cannot be replayed to another request.
+//! ephemeral key), and recovered secrets signed and sealed under a fresh
+//! key of the agent's reply channel. Each signature is domain-separated and
+//! binds the protocol version, the owner, the secret id, its kind, every
+//! key peeled, the reply channel and the answer's salt, so an answer cannot
+//! be passed off as the answer to another request.
 
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
+use sotto_crypto::aead;
 use sotto_crypto::hash::sha256;
 use sotto_crypto::hpke::{HpkePublicKey, HpkeSecretKey};
 use sotto_crypto::identity::{IdentityKey, IdentityPublic, SIGNATURE_LEN};
@@ -14,13 +16,16 @@ use zeroize::Zeroizing;
 
 use crate::escrow::Envelope;
 use crate::keys::KeyInfo;
+use crate::reply_channel::{frame, ReplyChannel};
 use crate::KmsError;
+
+/// Length of the random salt each recovery answer carries.
+pub const ANSWER_SALT_LEN: usize = 32;
 
 /// Domain of public key statements.
 pub const PUBLIC_KEY_DOMAIN: &str = "sotto/kms/public-key/v1";
 /// Domain of recovered secrets.
 pub const RECOVERED_DOMAIN: &str = "sotto/kms/recovered/v1";
-const REPLY_INFO: &[u8] = b"sotto/kms/reply/v1";
 const CHANNEL_INFO: &[u8] = b"sotto/kms/channel/v1";
 const PROTOCOL_VERSION: &[u8] = b"1";
 
@@ -104,13 +109,8 @@ pub fn open_channel(key: &HpkeSecretKey, sealed: &[u8]) -> Result<(Vec<u8>, Vec<
     Ok((json.to_vec(), signature.to_vec()))
 }
 
-fn frame(out: &mut Vec<u8>, field: &[u8]) {
-    out.extend_from_slice(&(field.len() as u64).to_be_bytes());
-    out.extend_from_slice(field);
-}
-
 /// The fields a recovery answer is bound to (everything but the secret).
-fn reply_context(envelope: &Envelope, reply_key: &[u8]) -> Vec<u8> {
+fn reply_context(envelope: &Envelope, channel: &ReplyChannel, salt: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     frame(&mut out, PROTOCOL_VERSION);
     frame(&mut out, envelope.header.owner.as_bytes());
@@ -120,7 +120,8 @@ fn reply_context(envelope: &Envelope, reply_key: &[u8]) -> Vec<u8> {
         frame(&mut out, layer.key_id.as_bytes());
         frame(&mut out, &layer.version.to_be_bytes());
     }
-    frame(&mut out, reply_key);
+    frame(&mut out, channel.id().as_bytes());
+    frame(&mut out, salt);
     out
 }
 
@@ -130,42 +131,57 @@ fn recovered_message(context: &[u8], secret: &[u8]) -> Vec<u8> {
     out
 }
 
-/// At the KMS: signs a recovered secret and seals signature and secret to
-/// the agent's reply key.
+/// A recovered secret as it travels: the answer's salt, and signature and
+/// secret sealed with AES-256-GCM under the answer's key.
+pub struct SealedAnswer {
+    /// The random salt the answer key is drawn with.
+    pub salt: [u8; ANSWER_SALT_LEN],
+    /// Nonce, ciphertext and tag.
+    pub sealed: Vec<u8>,
+}
+
+/// At the KMS: signs a recovered secret and seals signature and secret
+/// under a fresh key of `channel`.
 pub fn seal_recovered<R: RngCore + CryptoRng>(
     signer: &IdentityKey,
     envelope: &Envelope,
-    reply_key: &[u8],
+    channel: &ReplyChannel,
     secret: &[u8],
     rng: &mut R,
-) -> Result<Vec<u8>, KmsError> {
-    let key = HpkePublicKey::from_bytes(reply_key).map_err(|e| KmsError::Malformed {
-        what: "reply_key".into(),
-        reason: e.to_string(),
-    })?;
-    let context = reply_context(envelope, reply_key);
+) -> Result<SealedAnswer, KmsError> {
+    let mut salt = [0u8; ANSWER_SALT_LEN];
+    rng.fill_bytes(&mut salt);
+    let context = reply_context(envelope, channel, &salt);
     let signature = signer.sign(RECOVERED_DOMAIN, &recovered_message(&context, secret));
     let mut body = Zeroizing::new(Vec::with_capacity(SIGNATURE_LEN + secret.len()));
     body.extend_from_slice(&signature);
     body.extend_from_slice(secret);
-    key.seal(REPLY_INFO, &context, &body, rng)
-        .map_err(|e| KmsError::Corrupt(e.to_string()))
+    let key = channel.answer_key(&salt, &context);
+    let sealed =
+        aead::seal(&key, &context, &body, rng).map_err(|e| KmsError::Corrupt(e.to_string()))?;
+    Ok(SealedAnswer { salt, sealed })
 }
 
-/// At the agent: opens the answer with the ephemeral reply key and checks
-/// the KMS's signature over the secret and the request it answers.
+/// At the agent: opens the answer with the reply channel and checks the
+/// KMS's signature over the secret and the request it answers.
 pub fn open_recovered(
     signer: &IdentityPublic,
     envelope: &Envelope,
-    reply_key: &HpkeSecretKey,
+    channel: &ReplyChannel,
+    salt: &[u8],
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, String> {
-    let context = reply_context(envelope, &reply_key.public().to_bytes());
-    let body = Zeroizing::new(
-        reply_key
-            .open(REPLY_INFO, &context, sealed)
-            .map_err(|_| "the answer does not open with this request's reply key (altered, or for another request)".to_owned())?,
-    );
+    if salt.len() != ANSWER_SALT_LEN {
+        return Err(format!(
+            "the answer's salt is {} bytes, expected {ANSWER_SALT_LEN}",
+            salt.len()
+        ));
+    }
+    let context = reply_context(envelope, channel, salt);
+    let key = channel.answer_key(salt, &context);
+    let body = Zeroizing::new(aead::open(&key, &context, sealed).map_err(|_| {
+        "the answer does not open with this request's reply channel (altered, or for another request)".to_owned()
+    })?);
     if body.len() < SIGNATURE_LEN {
         return Err("the answer is too short to hold a signature".into());
     }
@@ -185,6 +201,7 @@ pub fn open_recovered(
 mod tests {
     use super::*;
     use crate::escrow::{EscrowHeader, KeyRef, SecretKind};
+    use crate::reply_channel::{ChannelRequest, ReplyChannels, DEFAULT_TTL};
     use rand_core::OsRng;
 
     fn envelope(secret_id: &str) -> Envelope {
@@ -202,28 +219,93 @@ mod tests {
         }
     }
 
+    fn channel(kms: &IdentityKey) -> (ReplyChannel, ReplyChannel) {
+        let request = ChannelRequest::new(&mut OsRng);
+        let (grant, kept) =
+            ReplyChannels::grant(DEFAULT_TTL, kms, "bank-a", &request.public(), &mut OsRng)
+                .expect("grant");
+        let (mine, _) = request
+            .accept(&kms.public(), "bank-a", &grant)
+            .expect("accept");
+        (mine, kept)
+    }
+
     #[test]
-    fn recovered_secret_opens_only_for_its_request_and_signer() {
+    fn recovered_secret_opens_only_for_its_request_channel_and_signer() {
         let kms = IdentityKey::generate(&mut OsRng);
-        let (reply, reply_pub) = HpkeSecretKey::generate(&mut OsRng);
+        let (mine, theirs) = channel(&kms);
         let env = envelope("pw");
-        let sealed = seal_recovered(&kms, &env, &reply_pub.to_bytes(), b"hunter2", &mut OsRng)
-            .expect("seal");
+        let answer = seal_recovered(&kms, &env, &theirs, b"hunter2", &mut OsRng).expect("seal");
+        let open =
+            |signer: &IdentityPublic,
+             env: &Envelope,
+             ch: &ReplyChannel,
+             salt: &[u8],
+             sealed: &[u8]| { open_recovered(signer, env, ch, salt, sealed) };
         assert_eq!(
-            open_recovered(&kms.public(), &env, &reply, &sealed)
+            open(&kms.public(), &env, &mine, &answer.salt, &answer.sealed)
                 .expect("open")
                 .as_slice(),
             b"hunter2"
         );
         let impostor = IdentityKey::generate(&mut OsRng);
-        assert!(open_recovered(&impostor.public(), &env, &reply, &sealed).is_err());
-        assert!(open_recovered(&kms.public(), &envelope("other"), &reply, &sealed).is_err());
-        let (other_reply, _) = HpkeSecretKey::generate(&mut OsRng);
-        assert!(open_recovered(&kms.public(), &env, &other_reply, &sealed).is_err());
-        let forged = seal_recovered(&impostor, &env, &reply_pub.to_bytes(), b"evil", &mut OsRng)
-            .expect("seal");
-        assert!(open_recovered(&kms.public(), &env, &reply, &forged)
-            .expect_err("forged")
-            .contains("not signed by the pinned KMS signing key"));
+        assert!(open(
+            &impostor.public(),
+            &env,
+            &mine,
+            &answer.salt,
+            &answer.sealed
+        )
+        .is_err());
+        assert!(open(
+            &kms.public(),
+            &envelope("other"),
+            &mine,
+            &answer.salt,
+            &answer.sealed
+        )
+        .is_err());
+        let (other_channel, _) = channel(&kms);
+        assert!(open(
+            &kms.public(),
+            &env,
+            &other_channel,
+            &answer.salt,
+            &answer.sealed
+        )
+        .is_err());
+        let mut salt = answer.salt;
+        salt[0] ^= 1;
+        assert!(open(&kms.public(), &env, &mine, &salt, &answer.sealed).is_err());
+        assert!(open(
+            &kms.public(),
+            &env,
+            &mine,
+            &answer.salt[..31],
+            &answer.sealed
+        )
+        .expect_err("short salt")
+        .contains("salt"));
+        let mut sealed = answer.sealed.clone();
+        let last = sealed.len() - 1;
+        sealed[last] ^= 1;
+        assert!(open(&kms.public(), &env, &mine, &answer.salt, &sealed).is_err());
+        let forged = seal_recovered(&impostor, &env, &theirs, b"evil", &mut OsRng).expect("seal");
+        assert!(
+            open(&kms.public(), &env, &mine, &forged.salt, &forged.sealed)
+                .expect_err("forged")
+                .contains("not signed by the pinned KMS signing key")
+        );
+    }
+
+    #[test]
+    fn every_answer_has_its_own_salt_and_key() {
+        let kms = IdentityKey::generate(&mut OsRng);
+        let (_, theirs) = channel(&kms);
+        let env = envelope("pw");
+        let a = seal_recovered(&kms, &env, &theirs, b"same", &mut OsRng).expect("seal");
+        let b = seal_recovered(&kms, &env, &theirs, b"same", &mut OsRng).expect("seal");
+        assert_ne!(a.salt, b.salt);
+        assert_ne!(a.sealed, b.sealed);
     }
 }

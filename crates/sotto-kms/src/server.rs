@@ -14,9 +14,9 @@ use sotto_node::NodeHome;
 use sotto_wire::kms::kms_server::{Kms as KmsService, KmsServer};
 use sotto_wire::kms::{
     AuditRequest, AuditResponse, KeyInfo as WireKeyInfo, KeygenRequest, ListKeysRequest,
-    ListKeysResponse, PublicKeyRequest, PublicKeyResponse, RecoverRequest, RecoverResponse,
-    RetireRequest, RewrapRequest, RewrapResponse, RotateRequest, SigningKeyRequest,
-    SigningKeyResponse,
+    ListKeysResponse, OpenChannelRequest, OpenChannelResponse, PublicKeyRequest, PublicKeyResponse,
+    RecoverRequest, RecoverResponse, RetireRequest, RewrapRequest, RewrapResponse, RotateRequest,
+    SigningKeyRequest, SigningKeyResponse,
 };
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
@@ -44,6 +44,8 @@ pub struct ServeConfig {
     pub recover_rate: u32,
     /// Recovery burst per participant.
     pub recover_burst: u32,
+    /// How long a reply channel lives.
+    pub reply_channel_ttl: std::time::Duration,
 }
 
 struct Admin {
@@ -66,6 +68,7 @@ fn status(e: &KmsError) -> Status {
     match e {
         KmsError::NotOwner { .. } | KmsError::NotOperator { .. } => Status::permission_denied(text),
         KmsError::RateLimited { .. } => Status::resource_exhausted(text),
+        KmsError::UnknownChannel { .. } => Status::aborted(text),
         KmsError::UnknownKey { .. } => Status::not_found(text),
         KmsError::RetiredKey { .. } | KmsError::KeyExists { .. } => {
             Status::failed_precondition(text)
@@ -181,6 +184,24 @@ impl KmsService for Kms {
         }))
     }
 
+    async fn open_channel(
+        &self,
+        request: Request<OpenChannelRequest>,
+    ) -> Result<Response<OpenChannelResponse>, Status> {
+        let (_, name) = self.caller(&request)?;
+        let r = request.into_inner();
+        let answer = self
+            .engine
+            .open_channel(&name, &r.agent_key, Instant::now(), &mut OsRng);
+        let grant = self.audited(answer).await?;
+        Ok(Response::new(OpenChannelResponse {
+            channel: grant.channel.as_bytes().to_vec(),
+            kms_key: grant.kms_key.to_vec(),
+            ttl_secs: grant.ttl_secs,
+            signature: grant.signature.to_vec(),
+        }))
+    }
+
     async fn recover(
         &self,
         request: Request<RecoverRequest>,
@@ -189,12 +210,15 @@ impl KmsService for Kms {
         let r = request.into_inner();
         let answer =
             self.engine
-                .recover(&name, &r.envelope, &r.reply_key, Instant::now(), &mut OsRng);
+                .recover(&name, &r.envelope, &r.channel, Instant::now(), &mut OsRng);
         if let Err(e) = &answer.result {
             tracing::warn!(participant = %name, "recovery refused: {e}");
         }
-        let sealed = self.audited(answer).await?;
-        Ok(Response::new(RecoverResponse { sealed }))
+        let answer = self.audited(answer).await?;
+        Ok(Response::new(RecoverResponse {
+            salt: answer.salt.to_vec(),
+            sealed: answer.sealed,
+        }))
     }
 
     async fn rewrap(
@@ -293,7 +317,8 @@ impl KmsService for Kms {
     }
 }
 
-/// Serves the root KMS on `listener` until `shutdown` completes.
+/// Serves the root KMS on `listener` until `shutdown` completes; when it
+/// returns, the database is closed.
 pub async fn serve(
     listener: TcpListener,
     config: ServeConfig,
@@ -310,14 +335,13 @@ pub async fn serve(
     let backup = ObjectLocation::parse(&meta.backup)?;
     let chain = db.audit_chain()?;
     let db = Arc::new(db);
+    let (writer, writer_thread) = AuditWriter::start(Arc::clone(&db), chain);
     let kms = Kms {
-        engine: Arc::new(KmsEngine::new(
-            ring,
-            signing,
-            config.recover_rate,
-            config.recover_burst,
-        )),
-        writer: AuditWriter::start(Arc::clone(&db), chain),
+        engine: Arc::new(
+            KmsEngine::new(ring, signing, config.recover_rate, config.recover_burst)
+                .with_channel_ttl(config.reply_channel_ttl),
+        ),
+        writer,
         db,
         operator: config.home.identity().public(),
         password: Arc::new(config.password),
@@ -330,11 +354,15 @@ pub async fn serve(
         peer: "listener".into(),
         reason: e.to_string(),
     };
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .tls_config(tls.server_config())
         .map_err(transport)?
         .add_service(KmsServer::new(kms))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
-        .map_err(transport)
+        .map_err(transport);
+    // The service (and every writer handle) is gone with the server; wait
+    // for the writer to finish its last commit and release the database.
+    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    served
 }

@@ -1,5 +1,6 @@
 //! The KMS engine without I/O: recovery answers only the owner, names why
-//! it refuses and always yields the audit event; retired versions decrypt
+//! it refuses and always yields the audit event; answers travel only under
+//! the caller's own, unexpired reply channel; retired versions decrypt
 //! nothing; rewrap moves to the newest version; public keys are signed and
 //! can travel sealed; the rate limit holds per participant.
 
@@ -14,6 +15,7 @@ use sotto_kms::audit::AuditEvent;
 use sotto_kms::engine::{KmsEngine, PublicKeyAnswer};
 use sotto_kms::escrow::{self, Envelope, EscrowHeader, KeyRef, SecretKind};
 use sotto_kms::keys::{KeyId, KeyRing};
+use sotto_kms::reply_channel::{ChannelRequest, ReplyChannel};
 use sotto_kms::{reply, KmsError};
 
 fn engine(rate: u32, burst: u32) -> KmsEngine {
@@ -60,27 +62,57 @@ fn escrow(kms: &KmsEngine, owner: &str, id: &str, keys: &[&str], secret: &[u8]) 
     escrow::seal(header, secret, &chain, &mut OsRng).unwrap()
 }
 
+fn open_channel(kms: &KmsEngine, caller: &str, now: Instant) -> ReplyChannel {
+    let request = ChannelRequest::new(&mut OsRng);
+    let answer = kms.open_channel(caller, &request.public(), now, &mut OsRng);
+    assert!(matches!(
+        answer.audit,
+        Some(AuditEvent::ChannelOpened { ref participant, .. }) if participant == caller
+    ));
+    let grant = answer.result.unwrap();
+    request
+        .accept(&kms.signing_public(), caller, &grant)
+        .unwrap()
+        .0
+}
+
+fn recover_through(
+    kms: &KmsEngine,
+    caller: &str,
+    channel: &ReplyChannel,
+    envelope: &Envelope,
+    now: Instant,
+) -> (Result<Vec<u8>, KmsError>, AuditEvent) {
+    let answer = kms.recover(
+        caller,
+        &serde_json::to_vec(envelope).unwrap(),
+        channel.id().as_bytes(),
+        now,
+        &mut OsRng,
+    );
+    let audit = answer.audit.expect("every recovery is audited");
+    let result = answer.result.map(|answer| {
+        reply::open_recovered(
+            &kms.signing_public(),
+            envelope,
+            channel,
+            &answer.salt,
+            &answer.sealed,
+        )
+        .unwrap()
+        .to_vec()
+    });
+    (result, audit)
+}
+
 fn recover(
     kms: &KmsEngine,
     caller: &str,
     envelope: &Envelope,
     now: Instant,
 ) -> (Result<Vec<u8>, KmsError>, AuditEvent) {
-    let (reply_key, reply_public) = HpkeSecretKey::generate(&mut OsRng);
-    let answer = kms.recover(
-        caller,
-        &serde_json::to_vec(envelope).unwrap(),
-        &reply_public.to_bytes(),
-        now,
-        &mut OsRng,
-    );
-    let audit = answer.audit.expect("every recovery is audited");
-    let result = answer.result.map(|sealed| {
-        reply::open_recovered(&kms.signing_public(), envelope, &reply_key, &sealed)
-            .unwrap()
-            .to_vec()
-    });
-    (result, audit)
+    let channel = open_channel(kms, caller, now);
+    recover_through(kms, caller, &channel, envelope, now)
 }
 
 #[test]
@@ -122,12 +154,69 @@ fn the_owner_recovers_layered_secrets_and_others_are_refused_and_audited() {
     let (result, _) = recover(&kms, "bank-a", &tampered, now);
     assert!(matches!(result, Err(KmsError::Escrow(_))));
 
-    let answer = kms.recover("bank-a", b"{ not json", &[0; 32], now, &mut OsRng);
+    let answer = kms.recover("bank-a", b"{ not json", &[0; 16], now, &mut OsRng);
     assert!(matches!(answer.result, Err(KmsError::Malformed { .. })));
     assert!(matches!(
         answer.audit,
         Some(AuditEvent::RecoveryRefused { .. })
     ));
+}
+
+#[test]
+fn answers_travel_only_under_the_callers_own_open_channel() {
+    let kms = engine(1000, 1000).with_channel_ttl(Duration::from_secs(60));
+    let now = Instant::now();
+    let env = escrow(&kms, "bank-a", "s", &["bank-a/escrow"], b"secret");
+    let mine = open_channel(&kms, "bank-a", now);
+    let (result, audit) = recover_through(&kms, "bank-a", &mine, &env, now);
+    assert_eq!(result.unwrap(), b"secret");
+    assert!(
+        matches!(audit, AuditEvent::RecoveryGranted { ref channel, .. } if *channel == mine.id().to_string())
+    );
+
+    // bank-b names bank-a's channel for its own secret: refused, audited.
+    let theirs = escrow(&kms, "bank-b", "t", &["bank-b/escrow"], b"theirs");
+    let (result, audit) = recover_through(&kms, "bank-b", &mine, &theirs, now);
+    assert!(
+        matches!(result, Err(KmsError::NotOwner { ref what, .. }) if what.contains("reply channel"))
+    );
+    assert!(
+        matches!(audit, AuditEvent::RecoveryRefused { ref requester, .. } if requester == "bank-b")
+    );
+
+    // The channel expires; a new one works.
+    let later = now + Duration::from_secs(60);
+    let (result, audit) = recover_through(&kms, "bank-a", &mine, &env, later);
+    assert!(matches!(result, Err(KmsError::UnknownChannel { channel }) if channel == mine.id()));
+    assert!(matches!(audit, AuditEvent::RecoveryRefused { .. }));
+    let fresh = open_channel(&kms, "bank-a", later);
+    assert_eq!(
+        recover_through(&kms, "bank-a", &fresh, &env, later)
+            .0
+            .unwrap(),
+        b"secret"
+    );
+
+    // A channel id of the wrong length is malformed input, refused and audited.
+    let answer = kms.recover(
+        "bank-a",
+        &serde_json::to_vec(&env).unwrap(),
+        &[1; 15],
+        later,
+        &mut OsRng,
+    );
+    assert!(
+        matches!(answer.result, Err(KmsError::Malformed { ref what, .. }) if what == "channel")
+    );
+    assert!(matches!(
+        answer.audit,
+        Some(AuditEvent::RecoveryRefused { .. })
+    ));
+
+    // A malformed agent key opens no channel and leaves no audit entry.
+    let answer = kms.open_channel("bank-a", &[0; 32], later, &mut OsRng);
+    assert!(matches!(answer.result, Err(KmsError::Malformed { .. })));
+    assert!(answer.audit.is_none());
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! `sotto bench kms`: escrow puts per second to a local directory (the
 //! agent library: HPKE seal + atomic object write), recoveries per second
 //! over mutual TLS against a `sotto kms serve` process at a given
-//! concurrency (decrypt, sign, seal to the reply key, audit commit at the
-//! KMS; open and verify at the agent), and the time of `sotto kms restore`.
+//! concurrency (decrypt, sign, seal under a fresh key of the reply channel,
+//! audit commit at the KMS; open and verify at the agent), and the time of
+//! `sotto kms restore`.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -97,6 +97,11 @@ pub struct ServeArgs {
     /// Recoveries each participant may make at once before the rate applies.
     #[arg(long, default_value_t = 1000)]
     recover_burst: u32,
+    /// Seconds a reply channel lives: recovered secrets come back under keys
+    /// drawn from an ephemeral key agreement that the agent and the KMS
+    /// forget after this long (at least 10).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..))]
+    reply_channel_ttl: u64,
 }
 
 /// Where the KMS is.
@@ -317,6 +322,7 @@ pub fn run(command: KmsCommand) -> Result<()> {
                     password,
                     recover_rate: a.recover_rate,
                     recover_burst: a.recover_burst,
+                    reply_channel_ttl: std::time::Duration::from_secs(a.reply_channel_ttl),
                 };
                 let listener = bind_and_announce(&a.listen).await?;
                 serve(listener, config, ctrl_c()).await?;
