@@ -34,6 +34,9 @@ pub const MAX_CHANNELS_PER_PARTICIPANT: usize = 16;
 /// How long a channel lives unless the KMS is configured otherwise.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 
+/// The longest lifetime a KMS may give a channel, and an agent accepts.
+pub const MAX_TTL: Duration = Duration::from_secs(86_400);
+
 /// How much sooner than the KMS the agent lets a channel go, so that it
 /// opens a new one before the KMS would refuse the old.
 const AGENT_MARGIN: Duration = Duration::from_secs(5);
@@ -161,7 +164,9 @@ impl ChannelRequest {
             })?;
         let secret = channel_secret(&self.key, &grant.kms_key, &fields)
             .map_err(|e| format!("reply channel: {e}"))?;
-        let lifetime = Duration::from_secs(grant.ttl_secs).saturating_sub(AGENT_MARGIN);
+        let lifetime = Duration::from_secs(grant.ttl_secs)
+            .min(MAX_TTL)
+            .saturating_sub(AGENT_MARGIN);
         Ok((
             ReplyChannel {
                 id: grant.channel,
@@ -185,10 +190,10 @@ pub struct ReplyChannels {
 }
 
 impl ReplyChannels {
-    /// No channels yet; each will live `ttl`.
+    /// No channels yet; each will live `ttl` (at most [`MAX_TTL`]).
     pub fn new(ttl: Duration) -> Self {
         Self {
-            ttl,
+            ttl: ttl.min(MAX_TTL),
             open: HashMap::new(),
         }
     }
@@ -411,6 +416,25 @@ mod tests {
             now + Duration::from_secs(11),
         );
         assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn lifetimes_are_capped_on_both_sides() {
+        let kms = IdentityKey::generate(&mut OsRng);
+        let request = ChannelRequest::new(&mut OsRng);
+        let (grant, kept) =
+            ReplyChannels::grant(Duration::MAX, &kms, "bank-a", &request.public(), &mut OsRng)
+                .expect("grant");
+        assert_eq!(grant.ttl_secs, u64::MAX);
+        let (_, lifetime) = request
+            .accept(&kms.public(), "bank-a", &grant)
+            .expect("accept");
+        assert_eq!(lifetime, MAX_TTL - AGENT_MARGIN);
+        let mut table = ReplyChannels::new(Duration::MAX);
+        assert_eq!(table.ttl(), MAX_TTL);
+        let now = Instant::now();
+        table.insert("bank-a", kept, now);
+        assert!(table.get("bank-a", grant.channel, now + MAX_TTL).is_err());
     }
 
     #[test]

@@ -99,8 +99,8 @@ pub struct ServeArgs {
     recover_burst: u32,
     /// Seconds a reply channel lives: recovered secrets come back under keys
     /// drawn from an ephemeral key agreement that the agent and the KMS
-    /// forget after this long (at least 10).
-    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..))]
+    /// forget after this long (10 to 86400).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=86_400))]
     reply_channel_ttl: u64,
 }
 
