@@ -14,6 +14,18 @@ use crate::CryptoError;
 /// HKDF info prefix for the PSI salt.
 const SALT_INFO: &[u8] = b"sotto/psi/salt/v1";
 
+/// A 32-byte key `HKDF-SHA256(salt, ikm, info)`; `info` carries the domain
+/// tag and everything the key is bound to.
+pub fn hkdf_key(salt: Option<&[u8]>, ikm: &[u8], info: &[u8]) -> SecretBytes<32> {
+    let hkdf = Hkdf::<Sha256>::new(salt, ikm);
+    let mut key = [0u8; 32];
+    if hkdf.expand(info, &mut key).is_err() {
+        // HKDF-SHA256 refuses only outputs over 8160 bytes; this one is 32.
+        unreachable!("HKDF-SHA256 output of 32 bytes");
+    }
+    SecretBytes::new(key)
+}
+
 /// An ephemeral X25519 key for one session (kept in the private session state
 /// between offline steps). x25519-dalek zeroizes it on drop.
 pub struct EphemeralKey(StaticSecret);
@@ -68,13 +80,7 @@ impl EphemeralKey {
                 what: "peer ephemeral key (low order point)",
             });
         }
-        let hkdf = Hkdf::<Sha256>::new(None, shared.as_bytes());
-        let mut key = [0u8; 32];
-        hkdf.expand(info, &mut key)
-            .map_err(|_| CryptoError::BadEncoding {
-                what: "HKDF output length",
-            })?;
-        Ok(SecretBytes::new(key))
+        Ok(hkdf_key(None, shared.as_bytes(), info))
     }
 }
 

@@ -6,10 +6,8 @@
 //! naming the domain and everything the mask is bound to, so that one seed
 //! never yields the same stream for two purposes.
 
-use hkdf::Hkdf;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore, SeedableRng};
-use sha2::Sha256;
 use zeroize::Zeroize;
 
 use crate::secret::SecretBytes;
@@ -53,14 +51,8 @@ fn fill_from<R: RngCore + ?Sized>(rng: &mut R, out: &mut [u64]) {
 /// Expands `seed` into `len` ring elements:
 /// `ChaCha20(key = HKDF-SHA256(ikm = seed, info))`.
 pub fn expand_seed(seed: &SecretBytes<32>, info: &[u8], len: usize) -> Vec<u64> {
-    let hkdf = Hkdf::<Sha256>::new(None, seed.expose());
-    let mut key = [0u8; 32];
-    if hkdf.expand(info, &mut key).is_err() {
-        // HKDF-SHA256 refuses only outputs over 8160 bytes; this one is 32.
-        unreachable!("HKDF-SHA256 output of 32 bytes");
-    }
-    let mut rng = ChaCha20Rng::from_seed(key);
-    key.zeroize();
+    let key = crate::kdf::hkdf_key(None, seed.expose(), info);
+    let mut rng = ChaCha20Rng::from_seed(*key.expose());
     let mut out = vec![0u64; len];
     fill_from(&mut rng, &mut out);
     out

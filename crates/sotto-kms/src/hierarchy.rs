@@ -2,9 +2,8 @@
 //! business flow, and sub-keys derived from it with HKDF-SHA256 and a label
 //! (per task, step or peer) that encrypt the flow's data.
 
-use hkdf::Hkdf;
 use rand_core::{CryptoRng, RngCore};
-use sha2::Sha256;
+use sotto_crypto::kdf::hkdf_key;
 use sotto_crypto::secret::SecretBytes;
 
 /// A business flow's root key.
@@ -31,18 +30,12 @@ impl BusinessRootKey {
     /// The sub-key for `label`: `HKDF-SHA256(ikm = root, info =
     /// "sotto/kms/sub-key/v1" || flow || label)`.
     pub fn sub_key(&self, flow: &str, label: &str) -> SecretBytes<32> {
-        let hkdf = Hkdf::<Sha256>::new(None, self.0.expose());
         let mut info = b"sotto/kms/sub-key/v1".to_vec();
         for part in [flow, label] {
             info.extend_from_slice(&(part.len() as u32).to_be_bytes());
             info.extend_from_slice(part.as_bytes());
         }
-        let mut out = [0u8; 32];
-        if hkdf.expand(&info, &mut out).is_err() {
-            // HKDF-SHA256 refuses only outputs over 8160 bytes; this one is 32.
-            unreachable!("HKDF-SHA256 output of 32 bytes");
-        }
-        SecretBytes::new(out)
+        hkdf_key(None, self.0.expose(), &info)
     }
 }
 

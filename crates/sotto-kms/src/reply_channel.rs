@@ -11,12 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hkdf::Hkdf;
 use rand_core::{CryptoRng, RngCore};
-use sha2::Sha256;
 use sotto_crypto::identity::{IdentityKey, IdentityPublic, SIGNATURE_LEN};
 use sotto_crypto::ids::ReplyChannelId;
-use sotto_crypto::kdf::EphemeralKey;
+use sotto_crypto::kdf::{hkdf_key, EphemeralKey};
 use sotto_crypto::secret::SecretBytes;
 
 use crate::KmsError;
@@ -62,15 +60,9 @@ impl ReplyChannel {
     /// info = "sotto/kms/answer-key/v1" || context)`, where the salt is the
     /// answer's own random salt and the context everything the answer is for.
     pub fn answer_key(&self, salt: &[u8], context: &[u8]) -> SecretBytes<32> {
-        let hkdf = Hkdf::<Sha256>::new(Some(salt), self.secret.expose());
         let mut info = ANSWER_KEY_INFO.to_vec();
         info.extend_from_slice(context);
-        let mut key = [0u8; 32];
-        if hkdf.expand(&info, &mut key).is_err() {
-            // HKDF-SHA256 refuses only outputs over 8160 bytes; this one is 32.
-            unreachable!("HKDF-SHA256 output of 32 bytes");
-        }
-        SecretBytes::new(key)
+        hkdf_key(Some(salt), self.secret.expose(), &info)
     }
 }
 
