@@ -47,15 +47,8 @@ fn homes(dir: &Path) -> Vec<NodeHome> {
         .iter()
         .map(|n| {
             let home = NodeHome::init(&dir.join(n), n.parse().unwrap(), 2, &mut OsRng).unwrap();
-            let pem = ca
-                .issue(
-                    home.name(),
-                    &home.identity().public(),
-                    now,
-                    now + time::Duration::days(1),
-                )
+            ca.enroll(&home, now, now + time::Duration::days(1))
                 .unwrap();
-            sotto_net::tls::install(&home, &pem, ca.cert_pem()).unwrap();
             let profile = dir.join(format!("{n}.json"));
             std::fs::write(&profile, home.profile().to_json()).unwrap();
             home

@@ -31,15 +31,8 @@ const PASSWORD: &[u8] = b"reply channel test password";
 fn home(dir: &Path, ca: &ConsortiumCa, name: &str) -> NodeHome {
     let now = time::OffsetDateTime::now_utc();
     let home = NodeHome::init(&dir.join(name), name.parse().unwrap(), 2, &mut OsRng).unwrap();
-    let pem = ca
-        .issue(
-            home.name(),
-            &home.identity().public(),
-            now,
-            now + time::Duration::days(1),
-        )
+    ca.enroll(&home, now, now + time::Duration::days(1))
         .unwrap();
-    sotto_net::tls::install(&home, &pem, ca.cert_pem()).unwrap();
     home
 }
 

@@ -110,6 +110,24 @@ impl ConsortiumCa {
         &self.dir
     }
 
+    /// Issues a certificate for the node of `home` (its name and identity
+    /// key), valid from `not_before` to `not_after`, and installs it in the
+    /// home with this CA's certificate.
+    pub fn enroll(
+        &self,
+        home: &sotto_node::NodeHome,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<(), NetError> {
+        let pem = self.issue(
+            home.name(),
+            &home.identity().public(),
+            not_before,
+            not_after,
+        )?;
+        crate::tls::install(home, &pem, self.cert_pem())
+    }
+
     /// Issues a certificate for node `name` with identity key `identity`,
     /// valid from `not_before` to `not_after`, usable as TLS server and
     /// client. The node name is the certificate's DNS name.

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use rand_core::OsRng;
 use sotto_net::ca::ConsortiumCa;
-use sotto_net::tls;
 use sotto_node::files::{write_atomic, Visibility};
 use sotto_node::NodeHome;
 use sotto_psi::codec::{Reader, Writer};
@@ -53,15 +52,7 @@ impl World {
         let ca = ConsortiumCa::init(&w.p("ca"), "test CA", now, 30).unwrap();
         for name in ["bank-a", "bank-b", "relay"] {
             let home = NodeHome::init(&w.p(name), name.parse().unwrap(), 2, &mut OsRng).unwrap();
-            let pem = ca
-                .issue(
-                    home.name(),
-                    &home.identity().public(),
-                    now,
-                    now + Days::days(1),
-                )
-                .unwrap();
-            tls::install(&home, &pem, ca.cert_pem()).unwrap();
+            ca.enroll(&home, now, now + Days::days(1)).unwrap();
             write_atomic(
                 &w.p(&format!("{name}.json")),
                 home.profile().to_json().as_bytes(),

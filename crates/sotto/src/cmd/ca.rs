@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use sotto_net::ca::ConsortiumCa;
-use sotto_net::tls;
 use time::{Duration, OffsetDateTime};
 
 use super::node::HomeArg;
@@ -70,13 +69,7 @@ pub fn run(command: CaCommand) -> Result<()> {
                     now + Duration::days(a.valid_days),
                 )
             };
-            let pem = ca.issue(
-                home.name(),
-                &home.identity().public(),
-                not_before,
-                not_after,
-            )?;
-            tls::install(&home, &pem, ca.cert_pem())?;
+            ca.enroll(&home, not_before, not_after)?;
             println!(
                 "issued a TLS certificate for {} (identity {}), valid until {}, into {}",
                 home.name(),
