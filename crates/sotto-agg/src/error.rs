@@ -73,6 +73,19 @@ pub enum TableError {
         /// The cause.
         source: std::io::Error,
     },
+    /// Two header fields have the same name, so a column chosen by name is
+    /// ambiguous.
+    #[error("{path}:1:{second}: column name {name:?} appears again (first at column {first}); rename one of them")]
+    DuplicateColumn {
+        /// The file.
+        path: PathBuf,
+        /// The repeated name.
+        name: String,
+        /// 1-based column of its first occurrence.
+        first: usize,
+        /// 1-based column of the repeat.
+        second: usize,
+    },
     /// A column the job or the command names is not in the header.
     #[error("{path}:1: no column named {column:?}; the header has: {available}")]
     MissingColumn {

@@ -60,12 +60,25 @@ fn open_csv(path: &Path) -> Result<(csv::Reader<std::fs::File>, Vec<String>), Ta
         .has_headers(true)
         .flexible(false)
         .from_reader(file);
-    let headers = reader
+    let headers: Vec<String> = reader
         .headers()
         .map_err(|e| csv_error(path, e))?
         .iter()
         .map(str::to_owned)
         .collect();
+    for (second, name) in headers.iter().enumerate() {
+        if let Some(first) = headers[..second]
+            .iter()
+            .position(|h| h.trim() == name.trim())
+        {
+            return Err(TableError::DuplicateColumn {
+                path: path.to_owned(),
+                name: name.trim().to_owned(),
+                first: first + 1,
+                second: second + 1,
+            });
+        }
+    }
     Ok((reader, headers))
 }
 
@@ -312,13 +325,14 @@ impl Query {
     }
 }
 
-/// Writes the result CSV `id, <column>_total..., institutions` atomically.
-pub fn write_result(
+/// Writes the result CSV `id, <column>_total..., institutions` under a
+/// temporary name, to be placed with the step's other outputs.
+pub fn stage_result(
     path: &Path,
     query: &Query,
     columns: &[ColumnSpec],
     totals: &[u64],
-) -> Result<(), sotto_node::NodeError> {
+) -> Result<AtomicFile, sotto_node::NodeError> {
     let mut file = AtomicFile::create(path, Visibility::Private)?;
     {
         let mut writer = csv::Writer::from_writer(file.writer());
@@ -342,5 +356,17 @@ pub fn write_result(
             .flush()
             .map_err(|e| sotto_node::NodeError::io(path, "write", e))?;
     }
-    file.commit()
+    Ok(file)
+}
+
+/// Writes `value` as pretty JSON under a temporary name (mode 0600).
+pub fn stage_json<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+) -> Result<AtomicFile, sotto_node::NodeError> {
+    let json = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut file = AtomicFile::create(path, Visibility::Private)?;
+    std::io::Write::write_all(file.writer(), &json)
+        .map_err(|e| sotto_node::NodeError::io(path, "write", e))?;
+    Ok(file)
 }

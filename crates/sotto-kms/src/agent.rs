@@ -26,6 +26,13 @@ use crate::objects::ObjectLocation;
 use crate::KmsError;
 use sotto_node::clock::unix_now;
 
+/// The largest secret the agent escrows: 1 MiB. Secrets are keys, results,
+/// tokens and files of that order; a recovery answer carries the whole
+/// secret in one gRPC message (the request carries the envelope in hex), and
+/// 1 MiB keeps both well inside the 4 MiB message limit, layered or not.
+/// Bulk data is encrypted under a key, and the key escrowed.
+pub const MAX_SECRET_LEN: usize = 1 << 20;
+
 /// The agent's configuration file in the participant's home.
 pub const AGENT_FILE: &str = "kms-agent.toml";
 const OBJECT_FORMAT: &str = "sotto-escrow/1";
@@ -147,9 +154,9 @@ impl Agent {
         mirror_store: Option<&str>,
         repin: bool,
     ) -> Result<AgentConfig, KmsError> {
-        ObjectLocation::parse(store)?;
+        ObjectLocation::create(store)?;
         if let Some(mirror) = mirror_store {
-            ObjectLocation::parse(mirror)?;
+            ObjectLocation::create(mirror)?;
         }
         let mut client = KmsClient::connect(home, kms_name, kms_address).await?;
         let signing_key = client.signing_key().await?;
@@ -320,6 +327,13 @@ impl Agent {
         secret: &[u8],
         options: &EscrowOptions,
     ) -> Result<Escrowed, KmsError> {
+        if secret.len() > MAX_SECRET_LEN {
+            return Err(KmsError::SecretTooLarge {
+                secret: id.to_string(),
+                len: secret.len(),
+                max: MAX_SECRET_LEN,
+            });
+        }
         let name = object_name(&self.owner, id);
         if !options.replace && self.store.get(&name).await?.is_some() {
             return Err(KmsError::Malformed {
@@ -347,7 +361,12 @@ impl Agent {
             &mut OsRng,
         )?;
         let key_names = envelope.layers.iter().map(KeyRef::to_string).collect();
-        let mirror_keys = match &options.mirror {
+        let mirror_chain = match &options.mirror {
+            Some(chain) => Some(chain.clone()),
+            None if options.replace => self.existing_mirror_chain(id).await?,
+            None => None,
+        };
+        let mirror_keys = match &mirror_chain {
             None => None,
             Some(mirror) => {
                 let mirror = if mirror.is_empty() {
@@ -369,6 +388,27 @@ impl Agent {
             keys: key_names,
             mirror_keys,
         })
+    }
+
+    /// The key chain of `id`'s mirror copy, if the mirror store holds one:
+    /// replacing a secret replaces that copy too (under the same key ids,
+    /// newest versions), so a later `recover --mirror` never returns the
+    /// old value.
+    async fn existing_mirror_chain(&self, id: &SecretId) -> Result<Option<Vec<KeyId>>, KmsError> {
+        let Some(mirror) = &self.mirror else {
+            return Ok(None);
+        };
+        if mirror.get(&object_name(&self.owner, id)).await?.is_none() {
+            return Ok(None);
+        }
+        let stored = self.get(id, true).await?;
+        let chain = stored
+            .envelope
+            .layers
+            .iter()
+            .map(|layer| layer.key_id.parse())
+            .collect::<Result<Vec<KeyId>, _>>()?;
+        Ok(Some(chain))
     }
 
     /// The ids of this participant's escrowed secrets.

@@ -72,13 +72,33 @@ impl KmsDb {
         }
         let temp = home.join(format!(".{DB_FILE}.{}.tmp", std::process::id()));
         let _ = std::fs::remove_file(&temp);
-        let built = Database::create(&temp).map_err(|e| KmsError::Database {
-            path: temp.clone(),
+        Self::build(&temp, meta, records, events, now).inspect_err(|_| {
+            let _ = std::fs::remove_file(&temp);
+        })?;
+        std::fs::rename(&temp, &path).map_err(|e| KmsError::Database {
+            path: path.clone(),
+            reason: format!("rename from {}: {e}", temp.display()),
+        })?;
+        Self::open(home)
+    }
+
+    /// Writes a complete new database at `temp` (mode 0600: it holds the
+    /// KMS's private keys).
+    fn build(
+        temp: &Path,
+        meta: &Meta,
+        records: &[KeyRecord],
+        events: Vec<AuditEvent>,
+        now: u64,
+    ) -> Result<(), KmsError> {
+        let built = Database::create(temp).map_err(|e| KmsError::Database {
+            path: temp.to_owned(),
             reason: e.to_string(),
         })?;
+        sotto_node::files::restrict_file(temp)?;
         let db = Self {
             db: built,
-            path: temp.clone(),
+            path: temp.to_owned(),
         };
         db.write(|txn| {
             let mut table = txn.open_table(META)?;
@@ -92,12 +112,7 @@ impl KmsDb {
         })?;
         let mut chain = AuditChain::new();
         db.commit(&mut chain, records, None, events, now)?;
-        drop(db);
-        std::fs::rename(&temp, &path).map_err(|e| KmsError::Database {
-            path: path.clone(),
-            reason: format!("rename from {}: {e}", temp.display()),
-        })?;
-        Self::open(home)
+        Ok(())
     }
 
     /// Opens `home/kms.redb`.
@@ -106,6 +121,7 @@ impl KmsDb {
         if !path.exists() {
             return Err(KmsError::NotInitialized { path });
         }
+        sotto_node::files::warn_if_exposed(&path);
         let db = Database::open(&path).map_err(|e| KmsError::Database {
             path: path.clone(),
             reason: format!("{e} (is `sotto kms serve` running on this home?)"),

@@ -91,6 +91,16 @@ pub enum KmsError {
         /// The object.
         object: String,
     },
+    /// A secret over the size a recovery can carry.
+    #[error("secret {secret} is {len} bytes, over the {max}-byte limit of an escrowed secret; encrypt the data under a key and escrow the key instead")]
+    SecretTooLarge {
+        /// The secret id.
+        secret: String,
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The agent is not configured for what was asked.
     #[error("{path}: {missing}; run `sotto secrets init`{hint}")]
     NotConfigured {
@@ -123,6 +133,25 @@ pub enum KmsError {
     NotInitialized {
         /// The database file.
         path: PathBuf,
+    },
+    /// The third environment holds a bundle this KMS must not replace.
+    #[error("backup location {location} already holds {found}; refusing to overwrite it. Give this KMS a location of its own (--backup), or move that object away if it is really garbage")]
+    BackupInUse {
+        /// The location.
+        location: String,
+        /// What is there.
+        found: String,
+    },
+    /// The third environment holds a newer bundle of this same KMS: its
+    /// database was rolled back, or a second instance of it is running.
+    #[error("backup location {location} holds this KMS's bundle at generation {found}, newer than this KMS's state (generation {ours}); a second instance of this KMS is running, or this database was rolled back. Stop, and restore from the newest bundle with `sotto kms restore`")]
+    BundleAhead {
+        /// The location.
+        location: String,
+        /// The generation found there.
+        found: u64,
+        /// This KMS's generation.
+        ours: u64,
     },
     /// An object store failed.
     #[error("object store {location}: {reason}")]

@@ -10,10 +10,10 @@ use rand_core::{CryptoRng, RngCore};
 use sotto_crypto::identity::{IdentityKey, IdentityPublic};
 
 use crate::audit::AuditEvent;
-use crate::bundle::{Bundle, BUNDLE_OBJECT};
+use crate::bundle::{Bundle, StoredBundle, BUNDLE_OBJECT};
 use crate::db::{KmsDb, Meta, DB_FILE};
 use crate::objects::ObjectLocation;
-use crate::password::{self, Cost, OperatorPassword};
+use crate::password::{self, Cost, OperatorPassword, UnsealLimits};
 use crate::KmsError;
 
 const PASSWORD_CHECK: &[u8] = b"sotto kms operator password check v1";
@@ -31,8 +31,26 @@ pub struct Created {
 
 /// Checks the operator password against the one the KMS was created with.
 pub fn check_password(meta: &Meta, password: &OperatorPassword) -> Result<(), KmsError> {
-    password::open(password.expose(), &meta.password_check)?;
+    password::open(
+        password.expose(),
+        &meta.password_check,
+        UnsealLimits::default(),
+    )?;
     Ok(())
+}
+
+/// What an object found where a new KMS's bundle should go is, in words.
+fn describe_existing(object: &[u8]) -> String {
+    match StoredBundle::parse(object) {
+        Ok(StoredBundle {
+            header: Some(h), ..
+        }) => format!(
+            "the bundle of a KMS (signing key {}, generation {})",
+            h.signing_key, h.generation
+        ),
+        Ok(_) => "a KMS bundle (format 1)".into(),
+        Err(_) => format!("an object named {BUNDLE_OBJECT}"),
+    }
 }
 
 fn refuse_existing(home: &Path) -> Result<(), KmsError> {
@@ -52,11 +70,23 @@ pub async fn init<R: RngCore + CryptoRng>(
     rng: &mut R,
 ) -> Result<Created, KmsError> {
     refuse_existing(home)?;
+    let taken = |found: String| KmsError::BackupInUse {
+        location: backup.to_string(),
+        found,
+    };
+    if let Some(existing) = backup.get(BUNDLE_OBJECT).await? {
+        return Err(taken(describe_existing(&existing)));
+    }
     let signing = IdentityKey::generate(rng);
     let bundle = Bundle::new(1, now, &signing.to_seed(), Vec::new());
-    backup
-        .put(BUNDLE_OBJECT, bundle.seal(password, rng)?)
-        .await?;
+    if !backup
+        .put_new(BUNDLE_OBJECT, bundle.seal(password, rng)?)
+        .await?
+    {
+        return Err(taken(
+            "a bundle written a moment ago by someone else".into(),
+        ));
+    }
     let meta = Meta {
         signing_seed: signing.to_seed(),
         password_check: password::seal(password.expose(), PASSWORD_CHECK, Cost::default(), rng)?,
@@ -76,11 +106,13 @@ pub async fn init<R: RngCore + CryptoRng>(
 }
 
 /// Rebuilds a root KMS in `home` from the sealed bundle at `from`, which
-/// stays its third environment.
+/// stays its third environment. The bundle's Argon2id costs must be within
+/// `limits`.
 pub async fn restore<R: RngCore + CryptoRng>(
     home: &Path,
     password: &OperatorPassword,
     from: &ObjectLocation,
+    limits: UnsealLimits,
     now: u64,
     rng: &mut R,
 ) -> Result<Created, KmsError> {
@@ -92,9 +124,8 @@ pub async fn restore<R: RngCore + CryptoRng>(
             location: from.to_string(),
             reason: format!("no sealed bundle ({BUNDLE_OBJECT}) here"),
         })?;
-    let bundle = Bundle::open(password, &sealed)?;
-    let signing = IdentityKey::from_seed(&bundle.signing_seed()?)
-        .map_err(|e| KmsError::Corrupt(format!("bundle signing key: {e}")))?;
+    let bundle = StoredBundle::parse(&sealed)?.open(password, limits)?;
+    let signing = bundle.signing_key()?;
     crate::keys::KeyRing::from_records(bundle.keys.clone())?;
     let meta = Meta {
         signing_seed: signing.to_seed(),

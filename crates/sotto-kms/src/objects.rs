@@ -37,9 +37,21 @@ impl fmt::Debug for ObjectLocation {
 }
 
 impl ObjectLocation {
-    /// Parses `s3://BUCKET[/PREFIX]` or a local directory (created if
-    /// missing).
+    /// Opens `s3://BUCKET[/PREFIX]` or an existing local directory. A local
+    /// directory that does not exist is refused, never created: a mistyped
+    /// path or an unmounted volume must not become an empty store.
     pub fn parse(text: &str) -> Result<Self, KmsError> {
+        Self::open(text, false)
+    }
+
+    /// Like [`ObjectLocation::parse`], but creates a local directory that
+    /// does not exist yet: for a location being set up (`kms init
+    /// --backup`, `secrets init --store`).
+    pub fn create(text: &str) -> Result<Self, KmsError> {
+        Self::open(text, true)
+    }
+
+    fn open(text: &str, create: bool) -> Result<Self, KmsError> {
         let fail = |reason: String| KmsError::Store {
             location: text.to_owned(),
             reason,
@@ -65,7 +77,14 @@ impl ObjectLocation {
                 "unsupported scheme; use a local directory or s3://BUCKET/PREFIX".into(),
             ));
         }
-        std::fs::create_dir_all(text).map_err(|e| fail(format!("create directory: {e}")))?;
+        if create {
+            std::fs::create_dir_all(text).map_err(|e| fail(format!("create directory: {e}")))?;
+        } else if !std::path::Path::new(text).is_dir() {
+            return Err(fail(
+                "no such directory (mistyped, or a volume not mounted?); nothing was created"
+                    .into(),
+            ));
+        }
         let store = LocalFileSystem::new_with_prefix(text).map_err(|e| fail(e.to_string()))?;
         Ok(Self {
             text: text.to_owned(),

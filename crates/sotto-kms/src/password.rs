@@ -20,13 +20,32 @@ const HEADER_LEN: usize = 8 + 1 + 12 + 16;
 pub const MIN_MEMORY_KIB: u32 = 64 * 1024;
 /// Smallest accepted number of passes.
 pub const MIN_PASSES: u32 = 3;
-/// Ceilings on the costs a sealed bundle may ask for (it comes from
-/// untrusted storage; a forged header must not exhaust memory or time).
-pub const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
-/// See [`MAX_MEMORY_KIB`].
-pub const MAX_PASSES: u32 = 64;
-/// See [`MAX_MEMORY_KIB`].
-pub const MAX_LANES: u32 = 16;
+
+/// The most a sealed bundle's header may ask Argon2id for before opening
+/// it. The bundle comes from untrusted storage: whoever controls the third
+/// environment could otherwise make `restore` spend gigabytes and minutes.
+/// The default ceiling is four times the sealing cost (256 MiB, t = 12,
+/// p = 4); `kms restore --max-unseal-memory-mib / --max-unseal-passes`
+/// raise it explicitly for bundles sealed with larger costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnsealLimits {
+    /// Largest memory cost, in KiB.
+    pub memory_kib: u32,
+    /// Largest number of passes.
+    pub passes: u32,
+    /// Largest number of lanes.
+    pub lanes: u32,
+}
+
+impl Default for UnsealLimits {
+    fn default() -> Self {
+        Self {
+            memory_kib: 4 * MIN_MEMORY_KIB,
+            passes: 4 * MIN_PASSES,
+            lanes: 4,
+        }
+    }
+}
 
 /// Argon2id cost parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +77,25 @@ pub enum PasswordError {
     /// The bundle is not in this format.
     #[error("not a sealed key bundle: {0}")]
     Malformed(String),
+    /// The operator password is empty (an empty password file, say).
+    #[error("the operator password is empty; put it on the first line of the password file")]
+    EmptyPassword,
+    /// The bundle asks for more Argon2id work than the ceiling allows.
+    #[error("the sealed bundle asks for Argon2id m={memory_kib} KiB, t={passes}, p={lanes}, above the ceiling (m <= {max_memory_kib} KiB, t <= {max_passes}, p <= {max_lanes}); if you sealed it with larger costs yourself, raise the ceiling with --max-unseal-memory-mib / --max-unseal-passes, otherwise its header was forged or damaged")]
+    CostAboveCeiling {
+        /// Memory asked for, KiB.
+        memory_kib: u32,
+        /// Passes asked for.
+        passes: u32,
+        /// Lanes asked for.
+        lanes: u32,
+        /// The memory ceiling, KiB.
+        max_memory_kib: u32,
+        /// The passes ceiling.
+        max_passes: u32,
+        /// The lanes ceiling.
+        max_lanes: u32,
+    },
     /// Parameters below the floor.
     #[error("Argon2id parameters m={memory_kib} KiB, t={passes} are below the floor (m >= 65536 KiB, t >= 3)")]
     WeakParameters {
@@ -77,7 +115,7 @@ impl OperatorPassword {
     pub fn new(bytes: Vec<u8>) -> Result<Self, PasswordError> {
         let bytes = Zeroizing::new(bytes);
         if bytes.is_empty() {
-            return Err(PasswordError::Malformed("the password is empty".into()));
+            return Err(PasswordError::EmptyPassword);
         }
         Ok(Self(bytes))
     }
@@ -133,8 +171,12 @@ pub fn seal<R: RngCore + CryptoRng>(
     Ok(out)
 }
 
-/// Opens a sealed bundle.
-pub fn open(password: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, PasswordError> {
+/// Opens a sealed bundle whose costs are within `limits`.
+pub fn open(
+    password: &[u8],
+    sealed: &[u8],
+    limits: UnsealLimits,
+) -> Result<Zeroizing<Vec<u8>>, PasswordError> {
     if sealed.len() < HEADER_LEN || &sealed[..8] != MAGIC {
         return Err(PasswordError::Malformed(
             "missing the SOTTOPWD header".into(),
@@ -154,11 +196,18 @@ pub fn open(password: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Passwo
         passes: word(13),
         lanes: word(17),
     };
-    if cost.memory_kib > MAX_MEMORY_KIB || cost.passes > MAX_PASSES || cost.lanes > MAX_LANES {
-        return Err(PasswordError::Malformed(format!(
-            "Argon2id parameters m={} KiB, t={}, p={} exceed the ceiling (m <= {MAX_MEMORY_KIB} KiB, t <= {MAX_PASSES}, p <= {MAX_LANES}); the header was forged or damaged",
-            cost.memory_kib, cost.passes, cost.lanes
-        )));
+    if cost.memory_kib > limits.memory_kib
+        || cost.passes > limits.passes
+        || cost.lanes > limits.lanes
+    {
+        return Err(PasswordError::CostAboveCeiling {
+            memory_kib: cost.memory_kib,
+            passes: cost.passes,
+            lanes: cost.lanes,
+            max_memory_kib: limits.memory_kib,
+            max_passes: limits.passes,
+            max_lanes: limits.lanes,
+        });
     }
     let (header, body) = sealed.split_at(HEADER_LEN);
     let key = derive(password, &header[21..37], cost)?;
@@ -176,29 +225,39 @@ mod tests {
     fn seals_opens_and_refuses_wrong_password_tamper_and_downgrade() {
         let sealed =
             seal(b"correct horse", b"key bundle", Cost::default(), &mut OsRng).expect("seal");
+        let limits = UnsealLimits::default();
         assert_eq!(
-            open(b"correct horse", &sealed).expect("open").as_slice(),
+            open(b"correct horse", &sealed, limits)
+                .expect("open")
+                .as_slice(),
             b"key bundle"
         );
-        assert_eq!(open(b"wrong", &sealed), Err(PasswordError::WrongPassword));
+        assert_eq!(
+            open(b"wrong", &sealed, limits),
+            Err(PasswordError::WrongPassword)
+        );
         let mut bad = sealed.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert_eq!(
-            open(b"correct horse", &bad),
+            open(b"correct horse", &bad, limits),
             Err(PasswordError::WrongPassword)
         );
-        // Lowering the recorded cost is refused before any derivation.
-        let mut huge = sealed.clone();
-        huge[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(
-            open(b"correct horse", &huge),
-            Err(PasswordError::Malformed(m)) if m.contains("ceiling")
-        ));
+        // Costs above the ceiling are refused before any derivation: five
+        // times the default memory, or 13 passes.
+        for (at, value) in [(9, 5 * MIN_MEMORY_KIB), (13, 13)] {
+            let mut costly = sealed.clone();
+            costly[at..at + 4].copy_from_slice(&value.to_be_bytes());
+            assert!(matches!(
+                open(b"correct horse", &costly, limits),
+                Err(PasswordError::CostAboveCeiling { .. })
+            ));
+        }
+        // Lowering the recorded cost is refused as well.
         let mut weak = sealed.clone();
         weak[13..17].copy_from_slice(&1u32.to_be_bytes());
         assert!(matches!(
-            open(b"correct horse", &weak),
+            open(b"correct horse", &weak, limits),
             Err(PasswordError::WeakParameters { .. })
         ));
         assert!(matches!(
@@ -215,8 +274,12 @@ mod tests {
             Err(PasswordError::WeakParameters { .. })
         ));
         assert!(matches!(
-            open(b"p", b"short"),
+            open(b"p", b"short", limits),
             Err(PasswordError::Malformed(_))
+        ));
+        assert!(matches!(
+            OperatorPassword::new(Vec::new()),
+            Err(PasswordError::EmptyPassword)
         ));
     }
 }

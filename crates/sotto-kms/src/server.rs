@@ -24,7 +24,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::audit_writer::AuditWriter;
-use crate::bundle::{Bundle, BUNDLE_OBJECT};
+use crate::bundle::{check_replaceable, Bundle, BUNDLE_OBJECT};
 use crate::db::KmsDb;
 use crate::engine::{KeyChange, KmsEngine, PublicKeyAnswer};
 use crate::keys::{KeyId, KeyRing};
@@ -70,9 +70,10 @@ fn status(e: &KmsError) -> Status {
         KmsError::RateLimited { .. } => Status::resource_exhausted(text),
         KmsError::UnknownChannel { .. } => Status::aborted(text),
         KmsError::UnknownKey { .. } => Status::not_found(text),
-        KmsError::RetiredKey { .. } | KmsError::KeyExists { .. } => {
-            Status::failed_precondition(text)
-        }
+        KmsError::RetiredKey { .. }
+        | KmsError::KeyExists { .. }
+        | KmsError::BackupInUse { .. }
+        | KmsError::BundleAhead { .. } => Status::failed_precondition(text),
         KmsError::Malformed { .. } | KmsError::Escrow(_) | KmsError::BadKeyId { .. } => {
             Status::invalid_argument(text)
         }
@@ -115,11 +116,29 @@ impl Kms {
         });
         records.push(change.record.clone());
         let bundle = Bundle::new(generation, unix_now(), &seed, records);
-        let password = Arc::clone(&self.password);
-        let sealed = tokio::task::spawn_blocking(move || bundle.seal(&password, &mut OsRng))
+        let existing = self
+            .backup
+            .get(BUNDLE_OBJECT)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| status(&e))?;
+        let password = Arc::clone(&self.password);
+        let (signer, current, location) = (
+            self.engine.signing_public(),
+            admin.generation,
+            self.backup.to_string(),
+        );
+        let sealed = tokio::task::spawn_blocking(move || {
+            if let Some(existing) = existing {
+                check_replaceable(&existing, &signer, current, &password, &location)?;
+            }
+            bundle.seal(&password, &mut OsRng)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| {
+            tracing::error!("key change refused: {e}");
+            status(&e)
+        })?;
         self.backup
             .put(BUNDLE_OBJECT, sealed)
             .await
@@ -317,13 +336,22 @@ impl KmsService for Kms {
     }
 }
 
-/// Serves the root KMS on `listener` until `shutdown` completes; when it
-/// returns, the database is closed.
-pub async fn serve(
-    listener: TcpListener,
+/// A KMS whose start-up checks have passed: TLS material valid, database
+/// opened (and so locked), operator password right, the bundle in the
+/// third environment this KMS's own and not newer than its state. The
+/// binary prints `listening on` only after [`prepare`] returns.
+pub struct PreparedKms {
+    tls: TlsMaterial,
+    db: KmsDb,
+    ring: KeyRing,
+    signing: IdentityKey,
+    backup: ObjectLocation,
+    generation: u64,
     config: ServeConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), KmsError> {
+}
+
+/// Runs every start-up check of the KMS.
+pub async fn prepare(config: ServeConfig) -> Result<PreparedKms, KmsError> {
     let tls = TlsMaterial::load(&config.home)?;
     tls.check_validity(time::OffsetDateTime::now_utc())?;
     let db = KmsDb::open(config.home.dir())?;
@@ -333,36 +361,85 @@ pub async fn serve(
     let signing = IdentityKey::from_seed(meta.signing_seed.as_slice())
         .map_err(|e| KmsError::Corrupt(format!("signing key: {e}")))?;
     let backup = ObjectLocation::parse(&meta.backup)?;
-    let chain = db.audit_chain()?;
-    let db = Arc::new(db);
-    let (writer, writer_thread) = AuditWriter::start(Arc::clone(&db), chain);
-    let kms = Kms {
-        engine: Arc::new(
-            KmsEngine::new(ring, signing, config.recover_rate, config.recover_burst)
-                .with_channel_ttl(config.reply_channel_ttl),
+    match backup.get(BUNDLE_OBJECT).await? {
+        Some(existing) => check_replaceable(
+            &existing,
+            &signing.public(),
+            meta.generation,
+            &config.password,
+            &backup.to_string(),
+        )?,
+        None => tracing::warn!(
+            "{backup} holds no sealed bundle: this KMS cannot be restored until the next key change writes one"
         ),
-        writer,
+    }
+    Ok(PreparedKms {
+        tls,
         db,
-        operator: config.home.identity().public(),
-        password: Arc::new(config.password),
+        ring,
+        signing,
         backup,
-        admin: Mutex::new(Admin {
-            generation: meta.generation,
-        }),
-    };
-    let transport = |e: tonic::transport::Error| KmsError::Transport {
-        peer: "listener".into(),
-        reason: e.to_string(),
-    };
-    let served = tonic::transport::Server::builder()
-        .tls_config(tls.server_config())
-        .map_err(transport)?
-        .add_service(KmsServer::new(kms))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .map_err(transport);
-    // The service (and every writer handle) is gone with the server; wait
-    // for the writer to finish its last commit and release the database.
-    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
-    served
+        generation: meta.generation,
+        config,
+    })
+}
+
+/// Checks `config` ([`prepare`]) and serves the root KMS on `listener` until
+/// `shutdown` completes; when it returns, the database is closed.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), KmsError> {
+    prepare(config).await?.serve(listener, shutdown).await
+}
+
+impl PreparedKms {
+    /// Serves the root KMS on `listener` until `shutdown` completes; when it
+    /// returns, the database is closed.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), KmsError> {
+        let PreparedKms {
+            tls,
+            db,
+            ring,
+            signing,
+            backup,
+            generation,
+            config,
+        } = self;
+        let chain = db.audit_chain()?;
+        let db = Arc::new(db);
+        let (writer, writer_thread) = AuditWriter::start(Arc::clone(&db), chain);
+        let kms = Kms {
+            engine: Arc::new(
+                KmsEngine::new(ring, signing, config.recover_rate, config.recover_burst)
+                    .with_channel_ttl(config.reply_channel_ttl),
+            ),
+            writer,
+            db,
+            operator: config.home.identity().public(),
+            password: Arc::new(config.password),
+            backup,
+            admin: Mutex::new(Admin { generation }),
+        };
+        let transport = |e: tonic::transport::Error| KmsError::Transport {
+            peer: "listener".into(),
+            reason: e.to_string(),
+        };
+        let served = tonic::transport::Server::builder()
+            .tls_config(tls.server_config())
+            .map_err(transport)?
+            .add_service(KmsServer::new(kms))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+            .map_err(transport);
+        // The service (and every writer handle) is gone with the server; wait
+        // for the writer to finish its last commit and release the database.
+        let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+        served
+    }
 }

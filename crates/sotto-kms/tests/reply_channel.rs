@@ -87,7 +87,7 @@ async fn the_agent_reuses_its_channel_and_replaces_one_the_kms_forgot() {
         ConsortiumCa::init(&dir.join("ca"), "test", time::OffsetDateTime::now_utc(), 30).unwrap();
     let kms_home = home(dir, &ca, "kms");
     let bank = home(dir, &ca, "bank-a");
-    let backup = ObjectLocation::parse(dir.join("third").to_str().unwrap()).unwrap();
+    let backup = ObjectLocation::create(dir.join("third").to_str().unwrap()).unwrap();
     let password = OperatorPassword::new(PASSWORD.to_vec()).unwrap();
     lifecycle::init(kms_home.dir(), &password, &backup, 1, &mut OsRng)
         .await

@@ -54,8 +54,8 @@ impl ConsortiumCa {
                 path: dir.to_owned(),
             });
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| sotto_node::NodeError::io(dir, "create directory", e))?;
+        sotto_node::outputs::check_new_dir(dir)?;
+        sotto_node::files::create_private_dir(dir)?;
         let key = KeyPair::generate_for(&PKCS_ED25519)
             .map_err(NetError::cert("generating the CA key"))?;
         let mut params = CertificateParams::default();
@@ -89,6 +89,7 @@ impl ConsortiumCa {
                 path: dir.to_owned(),
             });
         }
+        sotto_node::files::warn_if_exposed(&dir.join(CA_KEY));
         let key_pem =
             Zeroizing::new(String::from_utf8_lossy(&read(&dir.join(CA_KEY))?).into_owned());
         let key = KeyPair::from_pem(&key_pem).map_err(NetError::cert("reading the CA key"))?;

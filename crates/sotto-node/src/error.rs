@@ -63,6 +63,60 @@ pub enum NodeError {
         /// Where the pinned profile is.
         path: PathBuf,
     },
+    /// An output path names one of the same command's inputs.
+    #[error("{output} is also an input of this command ({input}); writing it would destroy that input: choose another output path")]
+    OutputIsInput {
+        /// The output as given.
+        output: PathBuf,
+        /// The input it resolves to.
+        input: PathBuf,
+    },
+    /// An output path lies inside a node home or a CA directory.
+    #[error("{output} lies inside {dir}, which holds keys and node state; outputs never go there (choose a path outside it)")]
+    OutputInProtectedDir {
+        /// The output as given.
+        output: PathBuf,
+        /// The node home or CA directory.
+        dir: PathBuf,
+    },
+    /// An output file exists and `--force` was not given.
+    #[error("{path} already exists; refusing to overwrite it (choose another path, or pass --force to replace it)")]
+    OutputExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// The directory an output goes into does not exist.
+    #[error("cannot write {output}: directory {dir} does not exist (mistyped? create it first)")]
+    OutputDirMissing {
+        /// The output as given.
+        output: PathBuf,
+        /// The missing directory.
+        dir: PathBuf,
+    },
+    /// An output path names a directory.
+    #[error("{path} is a directory; give a file name for this output")]
+    OutputIsDirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// Two outputs of one command name the same file.
+    #[error(
+        "{first} and {second} are the same file; every output of a command needs its own path"
+    )]
+    OutputsCollide {
+        /// The first output.
+        first: PathBuf,
+        /// The second output, the same file.
+        second: PathBuf,
+    },
+    /// `peer add` was given this node's own profile (or one under its name).
+    #[error("{path} is the profile of this node {name:?} itself (or uses its name); pin the peer's profile, the file its `sotto identity export` wrote")]
+    OwnProfile {
+        /// The profile file.
+        path: PathBuf,
+        /// This node's name.
+        name: String,
+    },
     /// No pinned peer has the given name or identity.
     #[error("no pinned peer {what}; pin it first with `sotto peer add --home HOME PROFILE`")]
     UnknownPeer {

@@ -18,15 +18,19 @@ pub enum Visibility {
 }
 
 /// A file being written under a temporary name; [`AtomicFile::commit`] renames
-/// it into place. Dropped without commit, the temporary file is removed.
+/// it into place. Dropped without commit, or after a failed commit, the
+/// temporary file is removed: a failing step leaves nothing behind.
 pub struct AtomicFile {
     target: PathBuf,
     temp: PathBuf,
-    writer: Option<BufWriter<File>>,
+    writer: BufWriter<File>,
+    placed: bool,
 }
 
 impl AtomicFile {
-    /// Starts writing `target`.
+    /// Starts writing `target`. The temporary file goes in the target's
+    /// directory, so a directory that does not exist or cannot be written
+    /// fails here, before anything is renamed.
     pub fn create(target: &Path, visibility: Visibility) -> Result<Self, NodeError> {
         let dir = target
             .parent()
@@ -43,34 +47,41 @@ impl AtomicFile {
         let _ = fs::remove_file(&temp);
         let file = options
             .open(&temp)
-            .map_err(|e| NodeError::io(&temp, "create temporary file", e))?;
+            .map_err(|e| NodeError::io(target, "create (temporary file in its directory)", e))?;
         Ok(Self {
             target: target.to_owned(),
             temp,
-            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+            writer: BufWriter::with_capacity(1 << 20, file),
+            placed: false,
         })
     }
 
     /// The writer for the file's contents.
     pub fn writer(&mut self) -> &mut BufWriter<File> {
-        match self.writer.as_mut() {
-            Some(w) => w,
-            None => unreachable!("writer is present until commit"),
-        }
+        &mut self.writer
     }
 
-    /// Flushes, syncs and renames the file into place.
-    pub fn commit(mut self) -> Result<(), NodeError> {
-        let Some(writer) = self.writer.take() else {
-            unreachable!("commit consumes the file once")
-        };
-        let file = writer
-            .into_inner()
-            .map_err(|e| NodeError::io(&self.temp, "flush", e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| NodeError::io(&self.temp, "sync", e))?;
+    /// The file's final path.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Flushes and syncs the temporary file; nothing is visible yet.
+    fn prepare(&mut self) -> Result<(), NodeError> {
+        self.writer
+            .flush()
+            .map_err(|e| NodeError::io(&self.target, "write", e))?;
+        self.writer
+            .get_ref()
+            .sync_all()
+            .map_err(|e| NodeError::io(&self.target, "sync", e))
+    }
+
+    /// Renames the prepared file into place.
+    fn place(&mut self) -> Result<(), NodeError> {
         fs::rename(&self.temp, &self.target)
             .map_err(|e| NodeError::io(&self.target, "rename into place", e))?;
+        self.placed = true;
         if let Some(dir) = self.target.parent().filter(|p| !p.as_os_str().is_empty()) {
             if let Ok(d) = File::open(dir) {
                 let _ = d.sync_all();
@@ -78,14 +89,35 @@ impl AtomicFile {
         }
         Ok(())
     }
+
+    /// Flushes, syncs and renames the file into place.
+    pub fn commit(mut self) -> Result<(), NodeError> {
+        self.prepare()?;
+        self.place()
+    }
 }
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if self.writer.is_some() {
+        if !self.placed {
             let _ = fs::remove_file(&self.temp);
         }
     }
+}
+
+/// Commits several files as one step: every file is written and synced
+/// under its temporary name first, and only when all of them are complete
+/// are they renamed into place. If any fails before that, none is placed
+/// and every temporary file is removed.
+pub fn commit_all(files: Vec<AtomicFile>) -> Result<(), NodeError> {
+    let mut files = files;
+    for file in &mut files {
+        file.prepare()?;
+    }
+    for file in &mut files {
+        file.place()?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `target` atomically.
@@ -100,6 +132,56 @@ pub fn write_atomic(target: &Path, bytes: &[u8], visibility: Visibility) -> Resu
 /// Reads a whole file, naming it in the error.
 pub fn read(path: &Path) -> Result<Vec<u8>, NodeError> {
     fs::read(path).map_err(|e| NodeError::io(path, "read", e))
+}
+
+/// Logs a warning when a file that holds private keys can be read by the
+/// group or by others, naming the file and the fix.
+pub fn warn_if_exposed(path: &Path) {
+    if let Some(mode) = exposed_mode(path) {
+        tracing::warn!(
+            "{} holds private keys but is readable by others (mode {mode:03o}); restrict it with `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+}
+
+/// The permission bits of `path` if the group or others may read or write it.
+#[cfg(unix)]
+pub fn exposed_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+/// The permission bits of `path` if the group or others may read or write it.
+#[cfg(not(unix))]
+pub fn exposed_mode(_path: &Path) -> Option<u32> {
+    None
+}
+
+/// Creates `dir` (and its parents) and restricts it to its owner (0700).
+pub fn create_private_dir(dir: &Path) -> Result<(), NodeError> {
+    fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, "create directory", e))?;
+    restrict(dir, 0o700)
+}
+
+/// Restricts an existing file to its owner (0600): for files that a library
+/// creates without taking a mode, such as redb databases.
+pub fn restrict_file(path: &Path) -> Result<(), NodeError> {
+    restrict(path, 0o600)
+}
+
+#[cfg(unix)]
+fn restrict(path: &Path, mode: u32) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| NodeError::io(path, "restrict permissions", e))
+}
+
+#[cfg(not(unix))]
+fn restrict(_path: &Path, _mode: u32) -> Result<(), NodeError> {
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -128,6 +210,42 @@ mod tests {
         }
         assert!(!target.exists());
         assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 0);
+    }
+
+    #[test]
+    fn a_failed_rename_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("taken");
+        fs::create_dir(&target).expect("mkdir");
+        fs::write(target.join("inside"), b"x").expect("write");
+        let mut f = AtomicFile::create(&target, Visibility::Public).expect("create");
+        f.writer().write_all(b"rows").expect("write");
+        assert!(f.commit().is_err());
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("taken")]);
+    }
+
+    #[test]
+    fn commit_all_places_nothing_when_one_file_cannot_be_started() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("out.csv");
+        let mut first = AtomicFile::create(&good, Visibility::Private).expect("create");
+        first.writer().write_all(b"rows").expect("write");
+        let bad = dir.path().join("missing").join("report.json");
+        assert!(AtomicFile::create(&bad, Visibility::Public).is_err());
+        drop(first);
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 0);
+        let mut a = AtomicFile::create(&good, Visibility::Private).expect("create");
+        a.writer().write_all(b"rows").expect("write");
+        let mut b =
+            AtomicFile::create(&dir.path().join("r.json"), Visibility::Public).expect("create");
+        b.writer().write_all(b"{}").expect("write");
+        commit_all(vec![a, b]).expect("commit");
+        assert_eq!(read(&good).expect("read"), b"rows");
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 2);
     }
 
     #[cfg(unix)]

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sotto_crypto::bls::BlsSecretKey;
 use sotto_crypto::identity::{IdentityKey, IdentityPublic};
 
-use crate::files::{read, write_atomic, Visibility};
+use crate::files::{create_private_dir, read, warn_if_exposed, write_atomic, Visibility};
 use crate::{NodeError, NodeName, Profile};
 
 /// The fewest BLS keys a node may have: forging a data set must require more
@@ -68,12 +68,11 @@ impl NodeHome {
                 ),
             });
         }
+        crate::outputs::check_new_dir(dir)?;
+        create_private_dir(dir)?;
         for sub in [PEERS_DIR, SESSIONS_DIR] {
-            fs::create_dir_all(dir.join(sub))
-                .map_err(|e| NodeError::io(dir.join(sub), "create directory", e))?;
+            create_private_dir(&dir.join(sub))?;
         }
-        restrict_dir(dir)?;
-        restrict_dir(&dir.join(SESSIONS_DIR))?;
         let identity = IdentityKey::generate(rng);
         let bls: Vec<BlsSecretKey> = (0..bls_count)
             .map(|_| BlsSecretKey::generate(rng))
@@ -132,12 +131,14 @@ impl NodeHome {
         }
         let name: NodeName = config.name.parse()?;
         let identity_path = dir.join(IDENTITY_FILE);
+        warn_if_exposed(&identity_path);
         let seed = zeroize::Zeroizing::new(read(&identity_path)?);
         let identity = IdentityKey::from_seed(&seed).map_err(|e| NodeError::Malformed {
             path: identity_path,
             reason: e.to_string(),
         })?;
         let bls_path = dir.join(BLS_FILE);
+        warn_if_exposed(&bls_path);
         let bls_bytes = zeroize::Zeroizing::new(read(&bls_path)?);
         if bls_bytes.len() % 32 != 0 || bls_bytes.len() / 32 < MIN_BLS_KEYS {
             return Err(NodeError::Malformed {
@@ -199,6 +200,12 @@ impl NodeHome {
     /// refused.
     pub fn pin_peer(&self, profile_path: &Path) -> Result<Profile, NodeError> {
         let profile = Profile::from_json(profile_path, &read(profile_path)?)?;
+        if profile.identity == self.identity.public() || profile.name == self.name {
+            return Err(NodeError::OwnProfile {
+                path: profile_path.to_owned(),
+                name: self.name.to_string(),
+            });
+        }
         let target = self.peer_path(&profile.name);
         if target.exists() {
             let pinned = Profile::from_json(&target, &read(&target)?)?;
@@ -254,18 +261,6 @@ impl NodeHome {
     fn peer_path(&self, name: &NodeName) -> PathBuf {
         self.dir.join(PEERS_DIR).join(format!("{name}.json"))
     }
-}
-
-#[cfg(unix)]
-fn restrict_dir(dir: &Path) -> Result<(), NodeError> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(|e| NodeError::io(dir, "set mode 0700", e))
-}
-
-#[cfg(not(unix))]
-fn restrict_dir(_dir: &Path) -> Result<(), NodeError> {
-    Ok(())
 }
 
 #[cfg(test)]

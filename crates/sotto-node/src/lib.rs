@@ -8,10 +8,12 @@ pub mod error;
 pub mod files;
 pub mod home;
 pub mod name;
+pub mod outputs;
 pub mod process;
 pub mod profile;
 
 pub use error::NodeError;
 pub use home::{NodeHome, MIN_BLS_KEYS};
 pub use name::NodeName;
+pub use outputs::OutputRules;
 pub use profile::{Profile, PublicProfile};

@@ -178,6 +178,26 @@ pub enum EngineError {
     /// The peer's hello or accept is unacceptable.
     #[error("handshake refused: {0}")]
     Handshake(String),
+    /// The peer makes its keys differently (columns, normalization, shard):
+    /// equal customers would not match, so nothing is computed.
+    #[error("handshake refused: the peer's {parameter} is {theirs} but ours is {ours}; both parties must use the same, so nothing was computed")]
+    ParameterMismatch {
+        /// Which parameter differs.
+        parameter: &'static str,
+        /// Our value.
+        ours: String,
+        /// The peer's value.
+        theirs: String,
+    },
+    /// The requester's hello is older than a provider accepts (or dated in
+    /// the future): it may be a replay of a session no longer remembered.
+    #[error("handshake refused: the hello was written at Unix time {created}, but this node's clock says {now}; a hello is accepted for 7 days (10 minutes ahead at most), so start a new session")]
+    HelloExpired {
+        /// When the hello says it was written.
+        created: u64,
+        /// The provider's clock.
+        now: u64,
+    },
     /// A signature on a handshake message or receipt does not verify.
     #[error(
         "{what} signature does not verify: the message was altered or is not from the pinned peer"
@@ -192,6 +212,17 @@ pub enum EngineError {
     /// The peer's receipt disagrees with our view of the session.
     #[error("the peer's receipt disagrees with this session: {0}")]
     ReceiptMismatch(String),
+}
+
+/// A hello whose session this provider accepted before: a replay (by a
+/// relay, or from a copy of an old file), or the accept step run twice.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session {sid} was already accepted by this node (at Unix time {accepted_at}); a hello is accepted once, so this one is a replay or a repeated step: the requester must start a new session")]
+pub struct Replayed {
+    /// The session.
+    pub sid: SessionId,
+    /// When this node accepted it first, Unix seconds.
+    pub accepted_at: u64,
 }
 
 /// An error reading inputs or writing outputs.
@@ -250,6 +281,27 @@ pub enum TableError {
         line: u64,
         /// The parser's message.
         reason: String,
+    },
+    /// Two header fields have the same name, so a column chosen by name is
+    /// ambiguous.
+    #[error("{path}:1:{second}: column name {name:?} appears again (first at column {first}); rename one of them")]
+    DuplicateColumn {
+        /// The file.
+        path: PathBuf,
+        /// The repeated name.
+        name: String,
+        /// 1-based column of its first occurrence.
+        first: usize,
+        /// 1-based column of the repeat.
+        second: usize,
+    },
+    /// The input file was deleted or changed while a provider served it.
+    #[error("{path} was {what} after the provider read it at start-up; restart `psi serve` to serve the new contents")]
+    InputReplaced {
+        /// The file.
+        path: PathBuf,
+        /// `deleted` or `changed`.
+        what: &'static str,
     },
     /// The file has no header row.
     #[error("{path}: empty file; a CSV with a header row is required")]

@@ -6,11 +6,14 @@
 //! - [`table`]: reading identifier columns from CSV and writing the outputs;
 //!   [`keystore`]: the compact store of distinct keys.
 //! - [`local`]: both roles in one process (benchmarks, tests).
+//! - [`accepted`]: the provider's durable memory of accepted sessions
+//!   (replayed hellos are refused).
 //! - [`offline`]: the file-based driver: each step reads the previous file and
 //!   writes the next, with session state kept in the node home.
 //! - [`online`]: the gRPC driver over mutual TLS: `serve` (provider) and
 //!   `run` (requester), with retransmission of refused batches.
 
+pub mod accepted;
 pub mod codec;
 pub mod engine;
 pub mod error;
@@ -24,4 +27,4 @@ pub mod steps;
 pub mod table;
 pub mod wire;
 
-pub use error::{DecodeError, EngineError, Rejection, TableError};
+pub use error::{DecodeError, EngineError, Rejection, Replayed, TableError};

@@ -14,7 +14,7 @@ use crate::report::{timed, PhaseTiming};
 use crate::steps::{
     check_stream, provider_finish, reencrypt_stream, requester_finish, send_own, truncated_elements,
 };
-use crate::wire::{Reveal, SigningMode, StreamKind};
+use crate::wire::{KeyParams, Reveal, SigningMode, StreamKind};
 
 /// A party's keys held in memory.
 pub struct LocalParty {
@@ -91,14 +91,24 @@ pub fn run_local<R: RngCore + CryptoRng>(
     let none = &|_| {};
     let (sa, sb) = (a.signer(), b.signer());
     let (pa, pb) = (a.peer_keys(), b.peer_keys());
-    let params = SessionParams::fresh(options.mode, options.reveal, options.batch_size, rng);
+    let now = sotto_node::clock::unix_now();
+    let keys = KeyParams::default();
+    let params = SessionParams::fresh(
+        options.mode,
+        options.reveal,
+        options.batch_size,
+        keys,
+        now,
+        rng,
+    );
     let policy = AcceptPolicy {
         modes: SigningMode::ALL.to_vec(),
+        keys,
     };
     let mut phases = Vec::new();
     let (n, m) = (a_keys.len() as u64, b_keys.len() as u64);
     let (mut alice, hello) = Session::request(params, &sa, &pb, n, rng)?;
-    let (mut bob, accept) = Session::accept(&hello, &sb, &pa, m, &policy, rng)?;
+    let (mut bob, accept) = Session::accept(&hello, &sb, &pa, m, &policy, now, rng)?;
     alice.on_accept(&accept, &pb)?;
     let u = timed(&mut phases, "requester: encrypt and sign u", n, || {
         send_own(

@@ -12,17 +12,19 @@ use std::path::{Path, PathBuf};
 use rand_core::{CryptoRng, RngCore};
 use serde::{Deserialize, Serialize};
 use sotto_crypto::ids::SessionId;
-use sotto_node::files::{read, write_atomic, Visibility};
-use sotto_node::{NodeError, NodeHome, Profile};
+use sotto_node::clock::unix_now;
+use sotto_node::files::{commit_all, read, write_atomic, AtomicFile, Visibility};
+use sotto_node::{NodeError, NodeHome, OutputRules, Profile};
 
+use crate::accepted::{AcceptedSessions, RecordError};
 use crate::engine::{
     AcceptPolicy, PeerKeys, Session, SessionParams, Signer, MAX_BATCH_SIZE, TRUNCATED_LEN,
 };
-use crate::error::{DecodeError, EngineError, TableError};
+use crate::error::{DecodeError, EngineError, Replayed, TableError};
 use crate::files::{FileBody, FileKind, PsiFile};
 use crate::report::{timed, PhaseTiming, Report, ReportContext};
 use crate::steps::{self, ProgressSink};
-use crate::table::{read_keys, write_matches, InputStats, KeySpec, KeyTable, OutputKind, Shard};
+use crate::table::{read_keys, stage_matches, InputStats, KeySpec, KeyTable, OutputKind, Shard};
 use crate::wire::{Receipt, Reveal, Role, SigningMode, StreamKind};
 
 const STATE_MAGIC: &[u8; 8] = b"SOTTOSTA";
@@ -88,6 +90,22 @@ pub enum OfflineError {
         /// The state file.
         path: PathBuf,
         /// Details.
+        reason: String,
+    },
+    /// The hello's session was accepted before (a replay, or `accept` run twice).
+    #[error("{path}: {source}")]
+    Replayed {
+        /// The hello file.
+        path: PathBuf,
+        /// The earlier acceptance.
+        source: Replayed,
+    },
+    /// An output was asked for that this session cannot produce.
+    #[error("session {sid}: {reason}; nothing was computed")]
+    OutputUnavailable {
+        /// The session.
+        sid: SessionId,
+        /// Why, and what to drop.
         reason: String,
     },
     /// Reading the input or writing an output failed.
@@ -203,6 +221,16 @@ pub struct StartOptions {
     pub reveal: Reveal,
     /// Elements per batch.
     pub batch_size: u32,
+}
+
+/// What a provider accepts with, in `accept`.
+pub struct AcceptOptions {
+    /// The provider's CSV.
+    pub input: PathBuf,
+    /// Key columns and normalization (sent to the requester and compared).
+    pub spec: KeySpec,
+    /// Signing modes accepted.
+    pub modes: Vec<SigningMode>,
 }
 
 /// Where a finishing party writes its results.
@@ -321,9 +349,11 @@ fn read_file(path: &Path, expected: FileKind) -> Result<PsiFile, OfflineError> {
     Ok(file)
 }
 
-fn write_file(path: &Path, file: &PsiFile) -> Result<(), OfflineError> {
-    write_atomic(path, &file.encode(), Visibility::Public)?;
-    Ok(())
+fn stage_file(path: &Path, file: &PsiFile) -> Result<AtomicFile, OfflineError> {
+    let mut staged = AtomicFile::create(path, Visibility::Public)?;
+    std::io::Write::write_all(staged.writer(), &file.encode())
+        .map_err(|e| NodeError::io(path, "write", e))?;
+    Ok(staged)
 }
 
 /// Writes a step's output file, then the session state; if the state cannot
@@ -335,7 +365,7 @@ fn commit_step(
     out: &Path,
     file: &PsiFile,
 ) -> Result<(), OfflineError> {
-    write_file(out, file)?;
+    stage_file(out, file)?.commit()?;
     save_state(home, session, driver).inspect_err(|_| {
         let _ = std::fs::remove_file(out);
     })
@@ -418,17 +448,26 @@ fn new_driver(
 }
 
 /// Requester, step 1: reads the input, opens a session with a pinned peer,
-/// writes the hello file to `out`.
+/// writes the hello file to `out` (checked against `rules` first).
 pub fn start<R: RngCore + CryptoRng>(
     home: &NodeHome,
     options: &StartOptions,
     out: &Path,
+    rules: &OutputRules,
     rng: &mut R,
 ) -> Result<StepSummary, OfflineError> {
+    rules.clone().with_input(&options.input).check(out)?;
     let peer = home.peer(&options.peer)?;
     let table = read_keys(&options.input, &options.spec)?;
     let signer = Signer::for_home(home);
-    let params = SessionParams::fresh(options.mode, options.reveal, options.batch_size, rng);
+    let params = SessionParams::fresh(
+        options.mode,
+        options.reveal,
+        options.batch_size,
+        options.spec.params(),
+        unix_now(),
+        rng,
+    );
     let (session, hello) = Session::request(
         params,
         &signer,
@@ -458,17 +497,20 @@ pub fn start<R: RngCore + CryptoRng>(
     })
 }
 
-/// Provider, step 2: checks the hello against the pinned peers and the
-/// policy, reads the input, writes the accept file.
+/// Provider, step 2: checks the hello against the pinned peers, the policy
+/// and the sessions accepted before, reads the input, writes the accept file.
 pub fn accept<R: RngCore + CryptoRng>(
     home: &NodeHome,
     hello_path: &Path,
-    input: &Path,
-    spec: &KeySpec,
-    policy: &AcceptPolicy,
+    options: &AcceptOptions,
     out: &Path,
+    rules: &OutputRules,
     rng: &mut R,
 ) -> Result<StepSummary, OfflineError> {
+    rules
+        .clone()
+        .with_inputs([hello_path, options.input.as_path()])
+        .check(out)?;
     let file = read_file(hello_path, FileKind::Hello)?;
     let FileBody::Hello(hello) = &file.body else {
         unreachable!("read_file checked the kind")
@@ -486,25 +528,48 @@ pub fn accept<R: RngCore + CryptoRng>(
             reason: "the file header disagrees with the signed hello inside it".into(),
         });
     }
-    let table = read_keys(input, spec)?;
+    let table = read_keys(&options.input, &options.spec)?;
     let signer = Signer::for_home(home);
+    let policy = AcceptPolicy {
+        modes: options.modes.clone(),
+        keys: options.spec.params(),
+    };
+    let now = unix_now();
     let (session, reply) = Session::accept(
         hello,
         &signer,
         &PeerKeys::from(&peer),
         table.stats.distinct_keys,
-        policy,
+        &policy,
+        now,
         rng,
     )
     .map_err(protocol(hello_path))?;
-    let driver = new_driver(&peer, input, spec, &table, Phase::Accepted);
+    let accepted = AcceptedSessions::open(home)?;
+    accepted
+        .record(&hello.sid, hello.created, now)
+        .map_err(|e| match e {
+            RecordError::Replayed(source) => OfflineError::Replayed {
+                path: hello_path.to_owned(),
+                source,
+            },
+            RecordError::Node(e) => e.into(),
+        })?;
+    let driver = new_driver(
+        &peer,
+        &options.input,
+        &options.spec,
+        &table,
+        Phase::Accepted,
+    );
     let reply_file = PsiFile {
         kind: FileKind::Accept,
         sid: hello.sid,
         sender: signer.identity.public(),
         body: FileBody::Hello(reply),
     };
-    commit_step(home, &session, &driver, out, &reply_file)?;
+    commit_step(home, &session, &driver, out, &reply_file)
+        .inspect_err(|_| accepted.forget(&hello.sid))?;
     Ok(StepSummary {
         sid: hello.sid,
         message: format!(
@@ -526,11 +591,16 @@ pub fn send(
     home: &NodeHome,
     accept_path: &Path,
     out: &Path,
+    rules: &OutputRules,
     progress: &dyn ProgressSink,
 ) -> Result<StepSummary, OfflineError> {
     let file = read_file(accept_path, FileKind::Accept)?;
     let (mut session, mut driver) = load_state(home, accept_path, &file.sid)?;
     expect_phase(&session, &driver, Role::Requester, Phase::Started, "send")?;
+    rules
+        .clone()
+        .with_inputs([accept_path, driver.input.as_path()])
+        .check(out)?;
     let peer = peer_of(home, &session, &driver, accept_path, &file.sender)?;
     let FileBody::Hello(reply) = &file.body else {
         unreachable!("read_file checked the kind")
@@ -577,6 +647,7 @@ pub fn respond(
     home: &NodeHome,
     round1_path: &Path,
     out: &Path,
+    rules: &OutputRules,
     progress: &dyn ProgressSink,
 ) -> Result<StepSummary, OfflineError> {
     let file = read_file(round1_path, FileKind::Round1)?;
@@ -588,6 +659,10 @@ pub fn respond(
         Phase::Accepted,
         "respond",
     )?;
+    rules
+        .clone()
+        .with_inputs([round1_path, driver.input.as_path()])
+        .check(out)?;
     let peer = peer_of(home, &session, &driver, round1_path, &file.sender)?;
     let FileBody::Round1 { u } = &file.body else {
         unreachable!("read_file checked the kind")
@@ -662,11 +737,15 @@ pub fn respond(
 }
 
 /// Last step of either party: the requester takes round 2, the provider the
-/// requester's closing file. Writes the outputs and removes the session state.
+/// requester's closing file. Every output is checked against `rules` (and
+/// against what this session can produce) before anything is verified, and
+/// all of them are placed together at the end; then the session state is
+/// removed.
 pub fn finish(
     home: &NodeHome,
     path: &Path,
     options: &FinishOptions,
+    rules: &OutputRules,
     progress: &dyn ProgressSink,
 ) -> Result<FinishSummary, OfflineError> {
     let bytes = read(path)?;
@@ -675,8 +754,8 @@ pub fn finish(
         source,
     })?;
     match file.kind {
-        FileKind::Round2 => finish_requester(home, path, file, options, progress),
-        FileKind::Close => finish_provider(home, path, file, options, progress),
+        FileKind::Round2 => finish_requester(home, path, file, options, rules, progress),
+        FileKind::Close => finish_provider(home, path, file, options, rules, progress),
         other => Err(OfflineError::WrongKind {
             path: path.to_owned(),
             expected: "a round-2 file (requester) or a closing file (provider)",
@@ -685,26 +764,73 @@ pub fn finish(
     }
 }
 
+/// Refuses outputs this party cannot produce in this session, and output
+/// paths that break `rules` (inputs: the received file and the CSV).
+fn check_finish_outputs(
+    session: &Session,
+    driver: &DriverState,
+    path: &Path,
+    options: &FinishOptions,
+    rules: &OutputRules,
+) -> Result<(), OfflineError> {
+    let sid = session.params().sid;
+    let reveal = session.params().reveal;
+    let unavailable = |reason: &str| {
+        Err(OfflineError::OutputUnavailable {
+            sid,
+            reason: reason.to_owned(),
+        })
+    };
+    match session.role() {
+        Role::Requester if reveal == Reveal::Size && options.output.is_some() => {
+            return unavailable("reveal is `size`: you learn only how many keys are shared, so there are no rows for --output (drop it)");
+        }
+        Role::Requester if reveal == Reveal::Both && options.close.is_none() => {
+            return Err(OfflineError::WrongPhase {
+                sid,
+                reason: "reveal is `both`: give --close FILE so the provider can finish".into(),
+            });
+        }
+        Role::Provider if reveal != Reveal::Both && options.output.is_some() => {
+            return unavailable(&format!("reveal is `{reveal}`: the provider does not learn the shared keys, so there are no rows for --output (drop it)"));
+        }
+        Role::Provider if options.close.is_some() => {
+            return unavailable(
+                "--close is the requester's output; the provider's finish ends the session",
+            );
+        }
+        _ => {}
+    }
+    let outputs: Vec<&Path> = [
+        options.output.as_ref().map(|(p, _)| p.as_path()),
+        options.report.as_deref(),
+        options.close.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    rules
+        .clone()
+        .with_inputs([path, driver.input.as_path()])
+        .check_all(&outputs)?;
+    Ok(())
+}
+
 fn finish_requester(
     home: &NodeHome,
     path: &Path,
     file: PsiFile,
     options: &FinishOptions,
+    rules: &OutputRules,
     progress: &dyn ProgressSink,
 ) -> Result<FinishSummary, OfflineError> {
     let (mut session, mut driver) = load_state(home, path, &file.sid)?;
     expect_phase(&session, &driver, Role::Requester, Phase::Sent, "finish")?;
+    check_finish_outputs(&session, &driver, path, options, rules)?;
     let peer = peer_of(home, &session, &driver, path, &file.sender)?;
     let FileBody::Round2 { receipt, w, v } = file.body else {
         unreachable!("dispatched on the kind")
     };
-    let reveal = session.params().reveal;
-    if reveal == Reveal::Both && options.close.is_none() {
-        return Err(OfflineError::WrongPhase {
-            sid: session.params().sid,
-            reason: "reveal is `both`: give --close FILE so the provider can finish".into(),
-        });
-    }
     let (n, m) = (session.requester_size(), session.provider_size());
     timed(
         &mut driver.timings,
@@ -741,19 +867,22 @@ fn finish_requester(
     let own = session
         .receipt(&signer, Some(result.size))
         .map_err(protocol(path))?;
-    let table = reload_input(&driver)?;
-    let matched_rows = if reveal == Reveal::Size {
+    let mut staged = Vec::new();
+    let matched_rows = if session.params().reveal == Reveal::Size {
         None
     } else {
-        Some(write_matches(
+        let table = reload_input(&driver)?;
+        let matches = stage_matches(
             &table,
             &KeySpec::from(&driver.spec),
             &result.matched,
             options.output.as_ref(),
-        )?)
+        )?;
+        staged.extend(matches.file);
+        Some(matches.rows)
     };
     if let Some(close) = &options.close {
-        write_file(
+        staged.push(stage_file(
             close,
             &PsiFile {
                 kind: FileKind::Close,
@@ -764,7 +893,7 @@ fn finish_requester(
                     z: result.reveal_back,
                 },
             },
-        )?;
+        )?);
     }
     let report = build_report(
         &session,
@@ -778,9 +907,9 @@ fn finish_requester(
         home,
         &session,
         report,
-        Some(result.size),
-        matched_rows,
+        (Some(result.size), matched_rows),
         options,
+        staged,
     )
 }
 
@@ -789,9 +918,10 @@ fn finish_provider(
     path: &Path,
     file: PsiFile,
     options: &FinishOptions,
+    rules: &OutputRules,
     progress: &dyn ProgressSink,
 ) -> Result<FinishSummary, OfflineError> {
-    let (mut session, driver) = load_state(home, path, &file.sid)?;
+    let (mut session, mut driver) = load_state(home, path, &file.sid)?;
     expect_phase(
         &session,
         &driver,
@@ -799,11 +929,12 @@ fn finish_provider(
         Phase::Responded,
         "finish",
     )?;
+    check_finish_outputs(&session, &driver, path, options, rules)?;
     let peer = peer_of(home, &session, &driver, path, &file.sender)?;
     let FileBody::Close { receipt, z } = file.body else {
         unreachable!("dispatched on the kind")
     };
-    let mut driver = driver;
+    let mut staged = Vec::new();
     let (size, matched_rows) = if session.params().reveal == Reveal::Both {
         let m = session.provider_size();
         let kept_path = kept_w_path(home, &session.params().sid);
@@ -832,15 +963,14 @@ fn finish_provider(
             .check_receipt(&receipt, &peer, Some(size))
             .map_err(protocol(path))?;
         let table = reload_input(&driver)?;
-        (
-            Some(size),
-            Some(write_matches(
-                &table,
-                &KeySpec::from(&driver.spec),
-                &matched,
-                options.output.as_ref(),
-            )?),
-        )
+        let matches = stage_matches(
+            &table,
+            &KeySpec::from(&driver.spec),
+            &matched,
+            options.output.as_ref(),
+        )?;
+        staged.extend(matches.file);
+        (Some(size), Some(matches.rows))
     } else {
         if !z.is_empty() {
             return Err(protocol(path)(EngineError::Phase(
@@ -862,7 +992,14 @@ fn finish_provider(
         options,
         (Some(&receipt), Some(&own)),
     );
-    finalize(home, &session, report, size, matched_rows, options)
+    finalize(
+        home,
+        &session,
+        report,
+        (size, matched_rows),
+        options,
+        staged,
+    )
 }
 
 fn build_report(
@@ -899,17 +1036,20 @@ fn build_report(
     )
 }
 
+/// Stages the report, places every output of the step together, and only
+/// then removes the session state.
 fn finalize(
     home: &NodeHome,
     session: &Session,
     report: Report,
-    size: Option<u64>,
-    matched_rows: Option<u64>,
+    (size, matched_rows): (Option<u64>, Option<u64>),
     options: &FinishOptions,
+    mut staged: Vec<AtomicFile>,
 ) -> Result<FinishSummary, OfflineError> {
     if let Some(path) = &options.report {
-        report.write(path)?;
+        staged.push(report.stage(path)?);
     }
+    commit_all(staged)?;
     remove_state(home, &session.params().sid);
     Ok(FinishSummary {
         sid: session.params().sid,

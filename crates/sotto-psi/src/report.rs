@@ -1,10 +1,11 @@
 //! The JSON report written at the end of a session.
 
+use std::io::Write;
 use std::path::Path;
-
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use sotto_node::files::{AtomicFile, Visibility};
 
 use crate::engine::Session;
 use crate::table::InputStats;
@@ -108,16 +109,17 @@ impl Report {
         }
     }
 
-    /// Writes the report as pretty JSON, atomically.
-    pub fn write(&self, path: &Path) -> Result<(), sotto_node::NodeError> {
+    /// Writes the report as pretty JSON under a temporary name, to be placed
+    /// with the step's other outputs.
+    pub fn stage(&self, path: &Path) -> Result<AtomicFile, sotto_node::NodeError> {
         let mut json = serde_json::to_string_pretty(self)
             .unwrap_or_else(|_| unreachable!("reports always serialize"));
         json.push('\n');
-        sotto_node::files::write_atomic(
-            path,
-            json.as_bytes(),
-            sotto_node::files::Visibility::Public,
-        )
+        let mut file = AtomicFile::create(path, Visibility::Public)?;
+        file.writer()
+            .write_all(json.as_bytes())
+            .map_err(|e| sotto_node::NodeError::io(path, "write", e))?;
+        Ok(file)
     }
 }
 

@@ -11,6 +11,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::error::TableError;
 use crate::keystore::{Deduplicator, KeyStore};
+use crate::wire::{KeyParams, ShardParams};
 
 /// Which columns form the key and how they are normalized.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,7 +41,31 @@ pub struct Shard {
     pub salt: String,
 }
 
+impl KeySpec {
+    /// What the peer must share: column count, normalization, shard.
+    pub fn params(&self) -> KeyParams {
+        KeyParams {
+            columns: u8::try_from(self.columns.len()).unwrap_or(u8::MAX),
+            trim: self.trim,
+            casefold: self.casefold,
+            nfkc: self.nfkc,
+            shard: self.shard.as_ref().map(|s| ShardParams {
+                index: s.index,
+                count: s.count,
+                salt_digest: s.salt_digest(),
+            }),
+        }
+    }
+}
+
 impl Shard {
+    /// SHA-256 of the salt under its own domain: what the peer is told.
+    pub fn salt_digest(&self) -> [u8; 32] {
+        let mut hasher = sotto_crypto::hash::FieldHasher::new("sotto/psi/shard-salt/v1");
+        hasher.field(self.salt.as_bytes());
+        hasher.finish()
+    }
+
     /// Whether a normalized key falls in this shard:
     /// `SHA-256("sotto/psi/shard/v1", salt, key) mod count == index`.
     pub fn contains(&self, key: &[u8]) -> bool {
@@ -91,6 +116,47 @@ pub struct KeyTable {
     pub row_keys: Vec<RowKey>,
     /// Counts.
     pub stats: InputStats,
+    /// Size, modification time and inode of the file when it was read.
+    stamp: Option<FileStamp>,
+}
+
+/// What identifies one version of a file without reading it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some(Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode,
+        })
+    }
+}
+
+impl KeyTable {
+    /// Checks that the file is still the one that was read (same size,
+    /// modification time and inode), for a server that read it at start-up.
+    pub fn check_unchanged(&self) -> Result<(), TableError> {
+        let what = match FileStamp::of(&self.path) {
+            None => "deleted",
+            Some(now) if Some(now) != self.stamp => "changed",
+            Some(_) => return Ok(()),
+        };
+        Err(TableError::InputReplaced {
+            path: self.path.clone(),
+            what,
+        })
+    }
 }
 
 fn io_error<'a>(
@@ -178,7 +244,8 @@ fn headers<R: std::io::Read>(
             path: path.to_owned(),
         });
     }
-    raw.iter()
+    let names: Vec<String> = raw
+        .iter()
         .enumerate()
         .map(|(i, h)| {
             std::str::from_utf8(h)
@@ -190,7 +257,18 @@ fn headers<R: std::io::Read>(
                     column_name: format!("header field {}", i + 1),
                 })
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    for (second, name) in names.iter().enumerate() {
+        if let Some(first) = names[..second].iter().position(|n| n == name) {
+            return Err(TableError::DuplicateColumn {
+                path: path.to_owned(),
+                name: name.clone(),
+                first: first + 1,
+                second: second + 1,
+            });
+        }
+    }
+    Ok(names)
 }
 
 fn column_indices(
@@ -230,6 +308,7 @@ fn normalize(value: &str, spec: &KeySpec) -> String {
 
 /// Reads the file and extracts its keys.
 pub fn read_keys(path: &Path, spec: &KeySpec) -> Result<KeyTable, TableError> {
+    let stamp = FileStamp::of(path);
     let mut rdr = reader(HashingReader::open(path)?);
     let header = headers(path, &mut rdr)?;
     let indices = column_indices(path, &header, &spec.columns)?;
@@ -240,6 +319,7 @@ pub fn read_keys(path: &Path, spec: &KeySpec) -> Result<KeyTable, TableError> {
         keys: KeyStore::new(),
         row_keys: Vec::new(),
         stats: InputStats::default(),
+        stamp,
     };
     let mut record = csv::ByteRecord::new();
     while rdr
@@ -329,14 +409,24 @@ pub enum OutputKind {
     Flag(String),
 }
 
+/// The output of a finishing party, written under a temporary name and
+/// placed together with the step's other files ([`sotto_node::files::commit_all`]).
+pub struct StagedMatches {
+    /// Rows whose key matched.
+    pub rows: u64,
+    /// The output file, if one was asked for, not yet in place.
+    pub file: Option<AtomicFile>,
+}
+
 /// Counts the rows whose key is among `matched_keys` (indices into
-/// `table.keys`) and, if `output` is given, writes it. Returns the count.
-pub fn write_matches(
+/// `table.keys`) and, if `output` is given, writes it under a temporary
+/// name (mode 0600: it holds matched customers).
+pub fn stage_matches(
     table: &KeyTable,
     spec: &KeySpec,
     matched_keys: &[u32],
     output: Option<&(PathBuf, OutputKind)>,
-) -> Result<u64, TableError> {
+) -> Result<StagedMatches, TableError> {
     let mut matched = vec![false; table.keys.len()];
     for &k in matched_keys {
         if let Some(slot) = matched.get_mut(k as usize) {
@@ -348,22 +438,24 @@ pub fn write_matches(
         .iter()
         .filter(|k| matches!(k, RowKey::Key(k) if matched[*k as usize]))
         .count() as u64;
-    if let Some((out, kind)) = output {
-        write_output(table, spec, &matched, kind, out)?;
-    }
-    Ok(rows)
+    let file = match output {
+        Some((out, kind)) => Some(stage_output(table, spec, &matched, kind, out)?.1),
+        None => None,
+    };
+    Ok(StagedMatches { rows, file })
 }
 
-/// Writes the output for `table` given which distinct keys matched. Returns
-/// the number of rows written (excluding the header).
-pub fn write_output(
+/// Writes the output for `table` given which distinct keys matched, under
+/// a temporary name. Returns the number of rows written (excluding the
+/// header) and the file to commit.
+pub fn stage_output(
     table: &KeyTable,
     spec: &KeySpec,
     matched: &[bool],
     kind: &OutputKind,
     out: &Path,
-) -> Result<u64, TableError> {
-    let mut file = AtomicFile::create(out, Visibility::Public)?;
+) -> Result<(u64, AtomicFile), TableError> {
+    let mut file = AtomicFile::create(out, Visibility::Private)?;
     let written = {
         let mut wtr = csv::Writer::from_writer(file.writer());
         let written = match kind {
@@ -383,8 +475,7 @@ pub fn write_output(
         wtr.flush().map_err(io_error(out, "write"))?;
         written
     };
-    file.commit()?;
-    Ok(written)
+    Ok((written, file))
 }
 
 fn copy_rows<W: std::io::Write>(
@@ -514,12 +605,14 @@ mod tests {
             }
         );
         let out = dir.path().join("out.csv");
-        write_output(&t, &spec(&["id"]), &[true, false], &OutputKind::Rows, &out).expect("write");
+        let (_, file) = stage_output(&t, &spec(&["id"]), &[true, false], &OutputKind::Rows, &out)
+            .expect("write");
+        file.commit().expect("commit");
         assert_eq!(
             std::fs::read_to_string(&out).expect("read"),
             "id,name\n a ,x\na,z\n"
         );
-        write_output(
+        let (_, file) = stage_output(
             &t,
             &spec(&["id"]),
             &[true, false],
@@ -527,6 +620,7 @@ mod tests {
             &out,
         )
         .expect("w");
+        file.commit().expect("commit");
         assert_eq!(
             std::fs::read_to_string(&out).expect("read"),
             "id,name,hit\n a ,x,true\nb,y,false\na,z,true\n,empty,false\n"

@@ -12,8 +12,10 @@ use sotto_crypto::ids::SessionId;
 use crate::codec::{Reader, Writer};
 use crate::error::DecodeError;
 
-/// The protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version spoken by this build. Version 2 added the hello's
+/// creation time and key parameters; a version-1 hello still decodes, so a
+/// peer running an older build is refused by name instead of as garbage.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Domain of hello signatures.
 pub const HELLO_DOMAIN: &str = "sotto/psi/hello/v1";
 /// Domain of batch header signatures.
@@ -159,6 +161,146 @@ pub(crate) fn decode_identity(
     IdentityPublic::from_bytes(&bytes).map_err(|e| r.invalid(field, e.to_string()))
 }
 
+/// How identifiers are turned into keys: what both parties must share for
+/// equal customers to give equal keys. Sent in both hellos and compared
+/// before any element is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyParams {
+    /// Number of key columns (1 for a single column, more for a composite key).
+    pub columns: u8,
+    /// Leading and trailing whitespace stripped.
+    pub trim: bool,
+    /// Case folded.
+    pub casefold: bool,
+    /// Unicode NFKC applied.
+    pub nfkc: bool,
+    /// The shard taken part in, if the key space is sharded.
+    pub shard: Option<ShardParams>,
+}
+
+/// One shard of a partition, as the peer sees it: index, count and a digest
+/// of the partition's salt (not the salt itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardParams {
+    /// This shard, from 0.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+    /// SHA-256 of the shard salt under the domain `sotto/psi/shard-salt/v1`.
+    pub salt_digest: [u8; 32],
+}
+
+impl Default for KeyParams {
+    /// One column, trimmed, no other normalization, not sharded.
+    fn default() -> Self {
+        Self {
+            columns: 1,
+            trim: true,
+            casefold: false,
+            nfkc: false,
+            shard: None,
+        }
+    }
+}
+
+const TRIM: u8 = 1;
+const CASEFOLD: u8 = 2;
+const NFKC: u8 = 4;
+
+impl KeyParams {
+    fn flags(&self) -> u8 {
+        u8::from(self.trim) * TRIM + u8::from(self.casefold) * CASEFOLD + u8::from(self.nfkc) * NFKC
+    }
+
+    /// Appends the encoding (in hellos and in session state).
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        let (index, count, salt) = match &self.shard {
+            Some(s) => (s.index, s.count, s.salt_digest),
+            None => (0, 0, [0; 32]),
+        };
+        w.u8(self.columns)
+            .u8(self.flags())
+            .u32(index)
+            .u32(count)
+            .raw(&salt);
+    }
+
+    /// Reads what [`KeyParams::encode`] wrote.
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let columns = r.u8("hello.key_columns")?;
+        if columns == 0 {
+            return Err(r.invalid("hello.key_columns", "a key needs at least one column"));
+        }
+        let flags = r.u8("hello.key_flags")?;
+        if flags & !(TRIM | CASEFOLD | NFKC) != 0 {
+            return Err(r.invalid("hello.key_flags", format!("unknown flags {flags:#04x}")));
+        }
+        let index = r.u32("hello.shard_index")?;
+        let count = r.u32("hello.shard_count")?;
+        let salt_digest = r.array("hello.shard_salt_digest")?;
+        let shard = match count {
+            0 => None,
+            _ if index >= count => {
+                return Err(r.invalid(
+                    "hello.shard_index",
+                    format!("shard {index} of {count} does not exist"),
+                ))
+            }
+            _ => Some(ShardParams {
+                index,
+                count,
+                salt_digest,
+            }),
+        };
+        Ok(Self {
+            columns,
+            trim: flags & TRIM != 0,
+            casefold: flags & CASEFOLD != 0,
+            nfkc: flags & NFKC != 0,
+            shard,
+        })
+    }
+
+    /// The first parameter in which `self` and `other` differ, with both
+    /// values in words: `(parameter, ours, theirs)`.
+    pub fn first_difference(&self, other: &KeyParams) -> Option<(&'static str, String, String)> {
+        let yes_no = |b: bool| if b { "on" } else { "off" }.to_owned();
+        if self.columns != other.columns {
+            return Some((
+                "number of key columns",
+                self.columns.to_string(),
+                other.columns.to_string(),
+            ));
+        }
+        for (name, a, b) in [
+            ("trimming (--no-trim)", self.trim, other.trim),
+            ("case folding (--casefold)", self.casefold, other.casefold),
+            ("NFKC normalization (--nfkc)", self.nfkc, other.nfkc),
+        ] {
+            if a != b {
+                return Some((name, yes_no(a), yes_no(b)));
+            }
+        }
+        let shard = |s: &Option<ShardParams>| match s {
+            None => "none (not sharded)".to_owned(),
+            Some(s) => format!("{}/{}", s.index, s.count),
+        };
+        match (&self.shard, &other.shard) {
+            (Some(a), Some(b)) if (a.index, a.count) == (b.index, b.count) => {
+                (a.salt_digest != b.salt_digest).then(|| {
+                    (
+                        "shard salt (--shard-salt)",
+                        format!("digest {}", hex::encode(&a.salt_digest[..8])),
+                        format!("digest {}", hex::encode(&b.salt_digest[..8])),
+                    )
+                })
+            }
+            (a, b) if a != b => Some(("shard (--shard)", shard(a), shard(b))),
+            _ => None,
+        }
+    }
+}
+
 /// The handshake message. The requester's hello opens the session; the
 /// provider's hello (its accept) answers it and names it in `reply_to`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,6 +329,10 @@ pub struct Hello {
     pub ephemeral: [u8; 32],
     /// Hash of the requester's hello (all zero in the requester's hello).
     pub reply_to: [u8; 32],
+    /// When the sender wrote it, Unix seconds (0 in a version-1 hello).
+    pub created: u64,
+    /// How the sender's keys were made (the default in a version-1 hello).
+    pub keys: KeyParams,
     /// Identity signature over all of the above.
     pub signature: [u8; ID_SIG_LEN],
 }
@@ -194,7 +340,7 @@ pub struct Hello {
 impl Hello {
     /// The bytes the signature covers.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(200);
+        let mut w = Writer::with_capacity(260);
         w.u16(self.version)
             .raw(self.sid.as_bytes())
             .u8(self.role.code())
@@ -207,6 +353,10 @@ impl Hello {
             .raw(&self.profile)
             .raw(&self.ephemeral)
             .raw(&self.reply_to);
+        if self.version >= 2 {
+            w.u64(self.created);
+            self.keys.encode(&mut w);
+        }
         w.finish()
     }
 
@@ -217,19 +367,38 @@ impl Hello {
 
     /// Decodes a hello (without checking the signature).
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let version = r.u16("hello.version")?;
+        let sid = SessionId::from_bytes(r.array("hello.sid")?);
+        let role = decode_enum(r, "hello.role", Role::from_code)?;
+        let group = decode_enum(r, "hello.group", GroupId::from_code)?;
+        let mode = decode_enum(r, "hello.mode", SigningMode::from_code)?;
+        let reveal = decode_enum(r, "hello.reveal", Reveal::from_code)?;
+        let batch_size = r.u32("hello.batch_size")?;
+        let input_size = r.u64("hello.input_size")?;
+        let sender = decode_identity(r, "hello.sender")?;
+        let profile = r.array("hello.profile")?;
+        let ephemeral = r.array("hello.ephemeral")?;
+        let reply_to = r.array("hello.reply_to")?;
+        let (created, keys) = if version >= 2 {
+            (r.u64("hello.created")?, KeyParams::decode(r)?)
+        } else {
+            (0, KeyParams::default())
+        };
         Ok(Self {
-            version: r.u16("hello.version")?,
-            sid: SessionId::from_bytes(r.array("hello.sid")?),
-            role: decode_enum(r, "hello.role", Role::from_code)?,
-            group: decode_enum(r, "hello.group", GroupId::from_code)?,
-            mode: decode_enum(r, "hello.mode", SigningMode::from_code)?,
-            reveal: decode_enum(r, "hello.reveal", Reveal::from_code)?,
-            batch_size: r.u32("hello.batch_size")?,
-            input_size: r.u64("hello.input_size")?,
-            sender: decode_identity(r, "hello.sender")?,
-            profile: r.array("hello.profile")?,
-            ephemeral: r.array("hello.ephemeral")?,
-            reply_to: r.array("hello.reply_to")?,
+            version,
+            sid,
+            role,
+            group,
+            mode,
+            reveal,
+            batch_size,
+            input_size,
+            sender,
+            profile,
+            ephemeral,
+            reply_to,
+            created,
+            keys,
             signature: r.array("hello.signature")?,
         })
     }

@@ -11,11 +11,13 @@ use sotto_crypto::ids::SessionId;
 use sotto_psi::engine::{AcceptPolicy, Session, SessionParams};
 use sotto_psi::local::LocalParty;
 use sotto_psi::steps::{check_stream, send_own};
-use sotto_psi::wire::{Batch, Reveal, SigningMode, StreamKind};
+use sotto_psi::wire::{Batch, KeyParams, Reveal, SigningMode, StreamKind};
 use sotto_psi::{EngineError, Rejection};
 
 const N: usize = 20;
 const BATCH: u32 = 8;
+/// The clock of every party in these tests, Unix seconds.
+const NOW: u64 = 1_800_000_000;
 
 struct Setup {
     provider: Session,
@@ -41,15 +43,26 @@ fn setup(mode: SigningMode, seed: u64) -> Setup {
         mode,
         reveal: Reveal::Requester,
         batch_size: BATCH,
+        keys: KeyParams::default(),
+        created: NOW,
     };
     let policy = AcceptPolicy {
         modes: SigningMode::ALL.to_vec(),
+        keys: KeyParams::default(),
     };
     let keys = sotto_psi::keystore::KeyStore::from_keys((0..N).map(|i| format!("k{i}")));
     let (mut alice, hello) =
         Session::request(params, &a.signer(), &b.peer_keys(), N as u64, &mut rng).expect("hello");
-    let (provider, accept) =
-        Session::accept(&hello, &b.signer(), &a.peer_keys(), 5, &policy, &mut rng).expect("accept");
+    let (provider, accept) = Session::accept(
+        &hello,
+        &b.signer(),
+        &a.peer_keys(),
+        5,
+        &policy,
+        NOW,
+        &mut rng,
+    )
+    .expect("accept");
     alice.on_accept(&accept, &b.peer_keys()).expect("on_accept");
     let batches = send_own(
         &mut alice,
@@ -264,12 +277,22 @@ fn hello_from_unpinned_peer_or_altered_hello_is_refused() {
         mode: SigningMode::Element,
         reveal: Reveal::Requester,
         batch_size: 8,
+        keys: KeyParams::default(),
+        created: NOW,
     };
     let policy = AcceptPolicy::default();
     let (_, hello) =
         Session::request(params, &mallory.signer(), &b.peer_keys(), 3, &mut rng).expect("hello");
-    let err = Session::accept(&hello, &b.signer(), &a.peer_keys(), 3, &policy, &mut rng)
-        .expect_err("unknown");
+    let err = Session::accept(
+        &hello,
+        &b.signer(),
+        &a.peer_keys(),
+        3,
+        &policy,
+        NOW,
+        &mut rng,
+    )
+    .expect_err("unknown");
     assert!(
         matches!(err, EngineError::Handshake(ref m) if m.contains("not the pinned peer")),
         "{err}"
@@ -277,8 +300,16 @@ fn hello_from_unpinned_peer_or_altered_hello_is_refused() {
     let (_, mut hello) =
         Session::request(params, &a.signer(), &b.peer_keys(), 3, &mut rng).expect("hello");
     hello.input_size += 1;
-    let err = Session::accept(&hello, &b.signer(), &a.peer_keys(), 3, &policy, &mut rng)
-        .expect_err("altered");
+    let err = Session::accept(
+        &hello,
+        &b.signer(),
+        &a.peer_keys(),
+        3,
+        &policy,
+        NOW,
+        &mut rng,
+    )
+    .expect_err("altered");
     assert_eq!(err, EngineError::BadSignature { what: "hello" });
     let params_none = SessionParams {
         mode: SigningMode::None,
@@ -286,8 +317,16 @@ fn hello_from_unpinned_peer_or_altered_hello_is_refused() {
     };
     let (_, hello) =
         Session::request(params_none, &a.signer(), &b.peer_keys(), 3, &mut rng).expect("hello");
-    let err = Session::accept(&hello, &b.signer(), &a.peer_keys(), 3, &policy, &mut rng)
-        .expect_err("policy");
+    let err = Session::accept(
+        &hello,
+        &b.signer(),
+        &a.peer_keys(),
+        3,
+        &policy,
+        NOW,
+        &mut rng,
+    )
+    .expect_err("policy");
     assert!(
         matches!(err, EngineError::Handshake(ref m) if m.contains("not allowed")),
         "{err}"

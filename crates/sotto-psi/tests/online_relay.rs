@@ -162,6 +162,7 @@ impl World {
             batch_size: 32,
             output: Some((out.to_owned(), OutputKind::Rows)),
             report: report.map(Path::to_owned),
+            rules: sotto_node::OutputRules::new(true),
             limits,
             progress: Arc::new(Silent),
         };

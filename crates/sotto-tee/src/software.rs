@@ -51,6 +51,7 @@ impl PlatformKey {
 
     /// Reads a platform key file (64 bytes: signing seed, sealing secret).
     pub fn read(path: &Path) -> Result<Self, TeeError> {
+        sotto_node::files::warn_if_exposed(path);
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| TeeError::Io {
             path: path.to_owned(),
             action: "read platform key",

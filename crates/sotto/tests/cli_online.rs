@@ -207,13 +207,13 @@ fn rows(path: &Path) -> usize {
 #[test]
 fn sessions_in_every_mode_and_reveal_both() {
     let w = World::new(300);
+    std::fs::create_dir_all(w.p("b-out")).unwrap();
     let provider = w.serve(&[
         "--allow-mode",
         "element,digest,none",
         "--output-dir",
         w.p("b-out").to_str().unwrap(),
     ]);
-    std::fs::create_dir_all(w.p("b-out")).unwrap();
     for mode in ["element", "digest", "none"] {
         let out = w.run(
             &provider,
@@ -396,6 +396,21 @@ fn unpinned_or_disallowed_requester_is_refused() {
         "{err}"
     );
     drop(provider);
+    ok(&[
+        &"identity",
+        &"export",
+        &"--home",
+        &w.p("bank-c"),
+        &"--out",
+        &w.p("bank-c.json"),
+    ]);
+    ok(&[
+        &"peer",
+        &"add",
+        &"--home",
+        &w.p("bank-b"),
+        &w.p("bank-c.json"),
+    ]);
     let provider = w.serve(&["--allow", "bank-c"]);
     let out = w.run(&provider, "a-out.csv", &[]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -22,7 +22,7 @@ use super::frames::{envelope_frames, Assembled, Assembler};
 use super::OnlineError;
 use crate::engine::{Client, ClientResult};
 use crate::job::JobSpec;
-use crate::table::{write_result, ClientTable};
+use crate::table::{stage_json, stage_result, ClientTable};
 
 /// The largest payload a client buffers from the coordinator (the query
 /// and the vectors of very large jobs stay well below it).
@@ -243,8 +243,14 @@ fn finish(
     result: &ClientResult,
     started: Instant,
 ) -> Result<ClientReport, OnlineError> {
+    let mut staged = Vec::new();
     if let Some(path) = &config.output {
-        write_result(path, &result.query, &config.spec.columns, &result.totals)?;
+        staged.push(stage_result(
+            path,
+            &result.query,
+            &config.spec.columns,
+            &result.totals,
+        )?);
     }
     let report = ClientReport {
         job: config.spec.name.clone(),
@@ -261,8 +267,8 @@ fn finish(
         peak_rss_bytes: sotto_node::process::peak_rss_bytes(None),
     };
     if let Some(path) = &config.report {
-        let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
-        sotto_node::files::write_atomic(path, &json, sotto_node::files::Visibility::Private)?;
+        staged.push(stage_json(path, &report)?);
     }
+    sotto_node::files::commit_all(staged)?;
     Ok(report)
 }

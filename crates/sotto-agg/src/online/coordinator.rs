@@ -30,7 +30,7 @@ use crate::engine::{Attempt, Coordinator, JobResult};
 use crate::job::JobSpec;
 use crate::joblog::{JobLog, JobRecord, Outcome, LOG_FILE};
 use crate::message::Envelope;
-use crate::table::{write_result, Query};
+use crate::table::{stage_json, stage_result, Query};
 
 /// What the coordinator runs.
 pub struct CoordinatorConfig {
@@ -571,12 +571,12 @@ impl JobRun<'_> {
         started: Instant,
     ) -> Result<JobReport, OnlineError> {
         let spec = &self.config.spec;
-        write_result(
+        let mut staged = vec![stage_result(
             &self.config.output,
             &self.config.query,
             &spec.columns,
             &result.totals,
-        )?;
+        )?];
         let protocol_seconds = protocol_started.elapsed().as_secs_f64();
         self.wait_for_clients_to_close(attempt);
         let width = spec.width();
@@ -602,9 +602,9 @@ impl JobRun<'_> {
             peak_rss_bytes: sotto_node::process::peak_rss_bytes(None),
         };
         if let Some(path) = &self.config.report {
-            let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
-            sotto_node::files::write_atomic(path, &json, sotto_node::files::Visibility::Private)?;
+            staged.push(stage_json(path, &report)?);
         }
+        sotto_node::files::commit_all(staged)?;
         Ok(report)
     }
 

@@ -6,24 +6,53 @@ use sotto_crypto::kdf::EphemeralKey;
 use sotto_crypto::secret::SecretBytes;
 
 use super::{
-    PeerKeys, Session, SessionParams, SignatureCounts, Signer, Transcript, MAX_BATCH_SIZE,
+    PeerKeys, Session, SessionParams, SignatureCounts, Signer, Transcript, CLOCK_SKEW,
+    HELLO_LIFETIME, MAX_BATCH_SIZE,
 };
 use crate::error::EngineError;
-use crate::wire::{Hello, Role, SigningMode, HELLO_DOMAIN, PROTOCOL_VERSION};
+use crate::wire::{Hello, KeyParams, Role, SigningMode, HELLO_DOMAIN, PROTOCOL_VERSION};
 
 /// What a provider accepts from requesters.
 #[derive(Clone, Debug)]
 pub struct AcceptPolicy {
     /// Signing modes the provider agrees to.
     pub modes: Vec<SigningMode>,
+    /// How the provider made its keys; a requester's hello must name the same.
+    pub keys: KeyParams,
 }
 
 impl Default for AcceptPolicy {
-    /// Signed modes only; `none` must be allowed explicitly.
+    /// Signed modes only (`none` must be allowed explicitly), default keys.
     fn default() -> Self {
         Self {
             modes: vec![SigningMode::Element, SigningMode::Digest],
+            keys: KeyParams::default(),
         }
+    }
+}
+
+/// Refuses a hello written more than [`HELLO_LIFETIME`] ago or more than
+/// [`CLOCK_SKEW`] ahead of `now`: a provider remembers accepted sessions for
+/// that long, so an older hello could be a replay it no longer recognizes.
+fn check_fresh(hello: &Hello, now: u64) -> Result<(), EngineError> {
+    let oldest = now.saturating_sub(HELLO_LIFETIME);
+    if hello.created < oldest || hello.created > now.saturating_add(CLOCK_SKEW) {
+        return Err(EngineError::HelloExpired {
+            created: hello.created,
+            now,
+        });
+    }
+    Ok(())
+}
+
+fn check_keys(ours: &KeyParams, theirs: &KeyParams) -> Result<(), EngineError> {
+    match ours.first_difference(theirs) {
+        Some((parameter, ours, theirs)) => Err(EngineError::ParameterMismatch {
+            parameter,
+            ours,
+            theirs,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -105,6 +134,8 @@ impl Session {
                 profile: signer.profile,
                 ephemeral: ephemeral.public(),
                 reply_to: [0; 32],
+                created: params.created,
+                keys: params.keys,
                 signature: [0; 64],
             },
             signer,
@@ -132,17 +163,21 @@ impl Session {
         Ok((session, hello))
     }
 
-    /// Provider: checks the requester's hello against its pinned profile and
-    /// the policy, agrees the salt, and returns the session and the accept.
+    /// Provider: checks the requester's hello against its pinned profile,
+    /// the policy (signing modes, key parameters) and the clock (`now`, Unix
+    /// seconds), agrees the salt, and returns the session and the accept.
     pub fn accept<R: RngCore + CryptoRng>(
         hello: &Hello,
         signer: &Signer<'_>,
         peer: &PeerKeys,
         input_size: u64,
         policy: &AcceptPolicy,
+        now: u64,
         rng: &mut R,
     ) -> Result<(Session, Hello), EngineError> {
         check_common(hello, peer, Role::Requester)?;
+        check_fresh(hello, now)?;
+        check_keys(&policy.keys, &hello.keys)?;
         if hello.reply_to != [0; 32] {
             return Err(refuse("a requester's hello must not reply to anything"));
         }
@@ -164,6 +199,8 @@ impl Session {
             mode: hello.mode,
             reveal: hello.reveal,
             batch_size: hello.batch_size,
+            keys: hello.keys,
+            created: hello.created,
         };
         let ephemeral = EphemeralKey::generate(rng);
         let salt = ephemeral
@@ -178,6 +215,8 @@ impl Session {
                 profile: signer.profile,
                 ephemeral: ephemeral.public(),
                 reply_to: hello.digest(),
+                created: now,
+                keys: policy.keys,
                 signature: [0; 64],
                 ..hello.clone()
             },
@@ -220,6 +259,7 @@ impl Session {
         if Some(accept.reply_to) != self.transcript.requester_hello {
             return Err(refuse("the accept answers a different hello"));
         }
+        check_keys(&self.params.keys, &accept.keys)?;
         if (accept.mode, accept.reveal, accept.batch_size, accept.group)
             != (
                 self.params.mode,

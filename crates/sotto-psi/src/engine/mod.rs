@@ -30,7 +30,7 @@ use sotto_crypto::secret::SecretBytes;
 use sotto_node::{NodeHome, Profile};
 
 use crate::error::EngineError;
-use crate::wire::{Reveal, Role, SigningMode, StreamKind};
+use crate::wire::{KeyParams, Reveal, Role, SigningMode, StreamKind};
 
 pub use batches::{OutgoingChain, StreamReceiver};
 pub use handshake::AcceptPolicy;
@@ -54,7 +54,19 @@ pub struct SessionParams {
     pub reveal: Reveal,
     /// Elements per batch.
     pub batch_size: u32,
+    /// How identifiers become keys; both parties must use the same.
+    pub keys: KeyParams,
+    /// When the requester opened the session, Unix seconds.
+    pub created: u64,
 }
+
+/// How long a requester's hello may be accepted after it was written, in
+/// seconds (7 days): an offline hello may travel by slow channels, but a
+/// provider must remember every session it accepted for at least this long
+/// (plus [`CLOCK_SKEW`]) to refuse replays.
+pub const HELLO_LIFETIME: u64 = 7 * 24 * 3600;
+/// How far ahead of the provider's clock a hello's time may be, in seconds.
+pub const CLOCK_SKEW: u64 = 600;
 
 /// The local party's keys, borrowed from its node home.
 pub struct Signer<'a> {
@@ -78,11 +90,14 @@ impl<'a> Signer<'a> {
 }
 
 impl SessionParams {
-    /// Parameters of a new session over ristretto255 with a fresh random id.
+    /// Parameters of a new session over ristretto255 with a fresh random id,
+    /// opened at `now` (Unix seconds).
     pub fn fresh<R: RngCore + CryptoRng>(
         mode: SigningMode,
         reveal: Reveal,
         batch_size: u32,
+        keys: KeyParams,
+        now: u64,
         rng: &mut R,
     ) -> Self {
         Self {
@@ -91,6 +106,8 @@ impl SessionParams {
             mode,
             reveal,
             batch_size,
+            keys,
+            created: now,
         }
     }
 }

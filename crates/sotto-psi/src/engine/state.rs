@@ -10,9 +10,9 @@ use zeroize::Zeroizing;
 use super::{Session, SessionParams, SignatureCounts, Transcript};
 use crate::codec::{Reader, Writer};
 use crate::error::DecodeError;
-use crate::wire::{decode_enum, decode_identity, Reveal, Role, SigningMode};
+use crate::wire::{decode_enum, decode_identity, KeyParams, Reveal, Role, SigningMode};
 
-const STATE_VERSION: u16 = 1;
+const STATE_VERSION: u16 = 2;
 
 fn put_opt(w: &mut Writer, value: Option<&[u8; 32]>) {
     match value {
@@ -40,7 +40,9 @@ impl Session {
             .u8(p.mode.code())
             .u8(p.reveal.code())
             .u32(p.batch_size)
-            .u8(self.role.code())
+            .u64(p.created);
+        p.keys.encode(&mut w);
+        w.u8(self.role.code())
             .raw(&self.local.to_bytes())
             .raw(&self.peer.to_bytes())
             .u64(self.requester_size)
@@ -80,6 +82,8 @@ impl Session {
             mode: decode_enum(&mut r, "state.mode", SigningMode::from_code)?,
             reveal: decode_enum(&mut r, "state.reveal", Reveal::from_code)?,
             batch_size: r.u32("state.batch_size")?,
+            created: r.u64("state.created")?,
+            keys: KeyParams::decode(&mut r)?,
         };
         let role = decode_enum(&mut r, "state.role", Role::from_code)?;
         let local = decode_identity(&mut r, "state.local")?;

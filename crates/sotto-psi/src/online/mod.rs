@@ -22,7 +22,7 @@ use sotto_crypto::ids::SessionId;
 
 use crate::error::{DecodeError, EngineError, TableError};
 
-pub use provider::{serve, ProviderConfig};
+pub use provider::{prepare, serve, PreparedProvider, ProviderConfig};
 pub use relay::{serve_relay, Direction, FrameHook, RelayConfig, TARGET_HEADER};
 pub use requester::{run, RequesterConfig};
 
@@ -131,6 +131,23 @@ pub enum OnlineError {
         /// What the engine refused.
         source: EngineError,
     },
+    /// The provider accepted this session before (a replayed hello).
+    #[error("peer {peer}: {source}")]
+    Replayed {
+        /// Who sent the hello.
+        peer: String,
+        /// The earlier acceptance.
+        source: crate::error::Replayed,
+    },
+    /// An output was asked for that the session cannot produce.
+    #[error("{reason}; nothing was sent")]
+    OutputUnavailable {
+        /// Why, and what to drop.
+        reason: String,
+    },
+    /// The provider's configuration cannot work (checked before listening).
+    #[error("{0}")]
+    Config(String),
     /// The input or an output failed.
     #[error(transparent)]
     Table(#[from] TableError),

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use rand::rngs::OsRng;
 use sotto_net::tls::{peer_certificate, TlsMaterial};
-use sotto_node::{NodeHome, NodeName, Profile};
+use sotto_node::clock::unix_now;
+use sotto_node::files::commit_all;
+use sotto_node::{NodeHome, NodeName, OutputRules, Profile};
 use sotto_wire::psi::frame::Body;
 use sotto_wire::psi::psi_server::{Psi, PsiServer};
 use sotto_wire::psi::{Frame, StreamEnd};
@@ -21,12 +23,13 @@ use super::streams::{
     is_late_copy, offer_bytes, receive_stream, Inbound, Outbound, SESSION_COMPLETE,
 };
 use super::{Limits, OnlineError, StepError};
+use crate::accepted::{AcceptedSessions, RecordError};
 use crate::codec::Writer;
 use crate::engine::{AcceptPolicy, Matcher, PeerKeys, Session, Signer};
 use crate::error::EngineError;
 use crate::report::{Report, ReportContext};
 use crate::steps;
-use crate::table::{write_matches, KeySpec, KeyTable, OutputKind};
+use crate::table::{stage_matches, KeySpec, KeyTable, OutputKind};
 use crate::wire::{Batch, Hello, Receipt, Reveal, StreamKind};
 
 /// What a provider serves.
@@ -52,29 +55,74 @@ pub struct ProviderConfig {
 
 struct PsiService {
     config: Arc<ProviderConfig>,
+    accepted: Arc<AcceptedSessions>,
 }
 
-/// Serves PSI sessions on `listener` until `shutdown` completes.
+/// A provider whose start-up checks have passed: TLS material loaded and
+/// valid, every `--allow` name pinned, the output directory present. The
+/// binary prints `listening on` only after [`prepare`] returns.
+pub struct PreparedProvider {
+    service: PsiService,
+    tls: TlsMaterial,
+}
+
+/// Runs every start-up check of a provider.
+pub fn prepare(config: ProviderConfig) -> Result<PreparedProvider, OnlineError> {
+    let mut config = config;
+    let tls = TlsMaterial::load(&config.home)?;
+    tls.check_validity(time::OffsetDateTime::now_utc())?;
+    for name in config.allow.iter().flatten() {
+        config.home.peer(name).map_err(|_| {
+            OnlineError::Config(format!(
+                "--allow names {name}, which is not a pinned peer of this node; pin its profile with `sotto peer add` or fix the name"
+            ))
+        })?;
+    }
+    if let Some(dir) = &config.output_dir {
+        OutputRules::new(false)
+            .with_input(&config.table.path)
+            .check_dir(dir)?;
+    }
+    config.policy.keys = config.spec.params();
+    let accepted = Arc::new(AcceptedSessions::open(&config.home)?);
+    Ok(PreparedProvider {
+        service: PsiService {
+            config: Arc::new(config),
+            accepted,
+        },
+        tls,
+    })
+}
+
+impl PreparedProvider {
+    /// Serves PSI sessions on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), OnlineError> {
+        let transport = |e: tonic::transport::Error| OnlineError::Transport {
+            peer: "listener".into(),
+            reason: e.to_string(),
+        };
+        tonic::transport::Server::builder()
+            .tls_config(self.tls.server_config())
+            .map_err(transport)?
+            .add_service(PsiServer::new(self.service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+            .map_err(transport)
+    }
+}
+
+/// Checks `config` ([`prepare`]) and serves PSI sessions on `listener` until
+/// `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
     config: ProviderConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), OnlineError> {
-    let tls = TlsMaterial::load(&config.home)?;
-    let service = PsiService {
-        config: Arc::new(config),
-    };
-    let transport = |e: tonic::transport::Error| OnlineError::Transport {
-        peer: "listener".into(),
-        reason: e.to_string(),
-    };
-    tonic::transport::Server::builder()
-        .tls_config(tls.server_config())
-        .map_err(transport)?
-        .add_service(PsiServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .map_err(transport)
+    prepare(config)?.serve(listener, shutdown).await
 }
 
 /// Who is at the other end of an admitted connection.
@@ -99,20 +147,25 @@ impl ProviderConfig {
 
 impl PsiService {
     fn admit(&self, request: &Request<Streaming<Frame>>) -> Result<Admission, Status> {
-        let (identity, name) =
-            peer_certificate(request).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let (identity, name) = peer_certificate(request).map_err(|e| {
+            tracing::warn!("connection refused: {e}");
+            Status::unauthenticated(e.to_string())
+        })?;
         if let Ok(profile) = self.config.home.peer_by_identity(&identity) {
-            self.config
-                .check_allowed(&profile)
-                .map_err(Status::permission_denied)?;
+            self.config.check_allowed(&profile).map_err(|reason| {
+                tracing::warn!(peer = %profile.name, "session refused: {reason}");
+                Status::permission_denied(reason)
+            })?;
             return Ok(Admission::Direct(Box::new(profile)));
         }
         if self.config.relays.iter().any(|r| r.as_str() == name) {
             return Ok(Admission::Relayed(name));
         }
-        Err(Status::permission_denied(format!(
+        let reason = format!(
             "identity {identity} ({name}) is not a pinned peer nor a trusted relay of this provider"
-        )))
+        );
+        tracing::warn!(peer = %name, "session refused: {reason}");
+        Err(Status::permission_denied(reason))
     }
 }
 
@@ -141,13 +194,14 @@ impl Psi for PsiService {
         });
         let (out_tx, out_rx) = tokio::sync::mpsc::channel(32);
         let config = Arc::clone(&self.config);
+        let accepted = Arc::clone(&self.accepted);
         tokio::task::spawn_blocking(move || {
             let link = Link {
                 inbound: in_rx,
                 outbound: out_tx,
                 peer: label.clone(),
             };
-            match run_session(&config, &admission, &link) {
+            match run_session(&config, &accepted, &admission, &link) {
                 Ok(summary) => tracing::info!(peer = %label, "{summary}"),
                 Err(err) => {
                     tracing::warn!(peer = %label, "session failed: {err}");
@@ -166,6 +220,7 @@ fn protocol(sid: sotto_crypto::ids::SessionId) -> impl Fn(EngineError) -> Online
 /// Runs one session as the provider; returns a line for the log.
 fn run_session(
     config: &ProviderConfig,
+    accepted: &AcceptedSessions,
     admission: &Admission,
     link: &Link,
 ) -> Result<String, OnlineError> {
@@ -201,10 +256,21 @@ fn run_session(
     };
     let profile = &profile;
     let peer = PeerKeys::from(profile);
+    config.table.check_unchanged()?;
     let m = config.table.keys.len() as u64;
+    let now = unix_now();
     let (mut session, accept) =
-        Session::accept(&hello, &signer, &peer, m, &config.policy, &mut OsRng)
+        Session::accept(&hello, &signer, &peer, m, &config.policy, now, &mut OsRng)
             .map_err(protocol(hello.sid))?;
+    accepted
+        .record(&hello.sid, hello.created, now)
+        .map_err(|e| match e {
+            RecordError::Replayed(source) => OnlineError::Replayed {
+                peer: link.peer.clone(),
+                source,
+            },
+            RecordError::Node(e) => e.into(),
+        })?;
     let fail = protocol(hello.sid);
     let mut w = Writer::new();
     accept.encode(&mut w);
@@ -333,7 +399,8 @@ fn write_provider_result(
         .output_dir
         .as_ref()
         .map(|dir| (dir.join(format!("{sid}.csv")), OutputKind::Rows));
-    let rows = write_matches(&config.table, &config.spec, matched, output.as_ref())?;
+    let matches = stage_matches(&config.table, &config.spec, matched, output.as_ref())?;
+    let mut staged: Vec<_> = matches.file.into_iter().collect();
     if let Some(dir) = &config.output_dir {
         let context = ReportContext {
             peer: profile.name.as_str(),
@@ -348,11 +415,12 @@ fn write_provider_result(
             session,
             context,
             Some(matched.len() as u64),
-            Some(rows),
+            Some(matches.rows),
             output.as_ref().map(|(p, _)| p.as_path()),
             (None, None),
         );
-        report.write(&dir.join(format!("{sid}.report.json")))?;
+        staged.push(report.stage(&dir.join(format!("{sid}.report.json")))?);
     }
-    Ok(rows)
+    commit_all(staged)?;
+    Ok(matches.rows)
 }

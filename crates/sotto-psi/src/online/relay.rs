@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto_net::tls::TlsMaterial;
+use sotto_net::tls::{peer_certificate, TlsMaterial};
 use sotto_node::{NodeHome, NodeName};
 use sotto_wire::psi::psi_client::PsiClient;
 use sotto_wire::psi::psi_server::{Psi, PsiServer};
@@ -125,7 +125,11 @@ impl Psi for RelayService {
             .ok_or_else(|| {
                 Status::invalid_argument(format!("missing or invalid {TARGET_HEADER} header"))
             })?;
-        let channel = self.connect(&target).await?;
+        let from = peer_certificate(&request).map_or_else(|e| e.to_string(), |(_, name)| name);
+        let channel = self.connect(&target).await.inspect_err(|status| {
+            tracing::warn!(from = %from, to = %target, "not forwarded: {}", status.message());
+        })?;
+        tracing::info!(from = %from, to = %target, "forwarding a session");
         let mut from_requester = request.into_inner();
         let (up_tx, up_rx) = tokio::sync::mpsc::channel(32);
         let hook = self.config.hook.clone();

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use rand::rngs::OsRng;
 use sotto_net::tls::TlsMaterial;
-use sotto_node::{NodeHome, NodeName};
+use sotto_node::clock::unix_now;
+use sotto_node::files::commit_all;
+use sotto_node::{NodeHome, NodeName, OutputRules};
 use sotto_wire::psi::frame::Body;
 use sotto_wire::psi::psi_client::PsiClient;
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,7 +22,7 @@ use crate::engine::{PeerKeys, Session, SessionParams, Signer};
 use crate::offline::FinishSummary;
 use crate::report::{timed, Report, ReportContext};
 use crate::steps::{self, ProgressSink, RequesterMatching};
-use crate::table::{read_keys, write_matches, KeySpec, OutputKind};
+use crate::table::{read_keys, stage_matches, KeySpec, OutputKind};
 use crate::wire::{Hello, Receipt, Reveal, SigningMode, StreamKind};
 
 /// What a requester runs.
@@ -47,14 +49,41 @@ pub struct RequesterConfig {
     pub output: Option<(PathBuf, OutputKind)>,
     /// JSON report.
     pub report: Option<PathBuf>,
+    /// What the outputs are checked against (inputs, `--force`).
+    pub rules: OutputRules,
     /// Timeouts and retries.
     pub limits: Limits,
     /// Progress display.
     pub progress: std::sync::Arc<dyn ProgressSink + Send>,
 }
 
+impl RequesterConfig {
+    /// Refuses, before connecting, outputs that cannot be produced or that
+    /// would overwrite an input, a key or an existing file.
+    fn check_outputs(&self) -> Result<(), OnlineError> {
+        if self.reveal == Reveal::Size && self.output.is_some() {
+            return Err(OnlineError::OutputUnavailable {
+                reason: "reveal is `size`: you learn only how many keys are shared, so there are no rows for --output (drop it)".into(),
+            });
+        }
+        let outputs: Vec<&std::path::Path> = [
+            self.output.as_ref().map(|(p, _)| p.as_path()),
+            self.report.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        self.rules
+            .clone()
+            .with_input(&self.input)
+            .check_all(&outputs)?;
+        Ok(())
+    }
+}
+
 /// Connects to the provider and runs one session.
 pub async fn run(config: RequesterConfig) -> Result<FinishSummary, OnlineError> {
+    config.check_outputs()?;
     let peer_label = match &config.via {
         Some(relay) => format!("{} via relay {relay} at {}", config.peer, config.address),
         None => format!("{} at {}", config.peer, config.address),
@@ -129,7 +158,14 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
     let peer = PeerKeys::from(&profile);
     let signer = Signer::for_home(home);
     let table = read_keys(&config.input, &config.spec)?;
-    let params = SessionParams::fresh(config.mode, config.reveal, config.batch_size, &mut OsRng);
+    let params = SessionParams::fresh(
+        config.mode,
+        config.reveal,
+        config.batch_size,
+        config.spec.params(),
+        unix_now(),
+        &mut OsRng,
+    );
     let fail = |source| OnlineError::Protocol {
         sid: params.sid,
         source,
@@ -260,15 +296,18 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
             other => return Err(link.unexpected(&other, "the provider to confirm the session")),
         }
     }
+    let mut staged = Vec::new();
     let matched_rows = if config.reveal == Reveal::Size {
         None
     } else {
-        Some(write_matches(
+        let matches = stage_matches(
             &table,
             &config.spec,
             &result.matched,
             config.output.as_ref(),
-        )?)
+        )?;
+        staged.extend(matches.file);
+        Some(matches.rows)
     };
     let context = ReportContext {
         peer: config.peer.as_str(),
@@ -288,8 +327,9 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
         (Some(&own_receipt), Some(&their_receipt)),
     );
     if let Some(path) = &config.report {
-        report.write(path)?;
+        staged.push(report.stage(path)?);
     }
+    commit_all(staged)?;
     Ok(FinishSummary {
         sid: session.params().sid,
         intersection: Some(result.size),

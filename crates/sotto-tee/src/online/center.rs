@@ -286,10 +286,12 @@ pub async fn serve(
     let tls = TlsMaterial::load(&config.home)?;
     tls.check_validity(time::OffsetDateTime::now_utc())?;
     let db_path = config.home.dir().join(DB_FILE);
+    sotto_node::files::warn_if_exposed(&db_path);
     let db = Database::create(&db_path).map_err(|e| OnlineError::Database {
         path: db_path.clone(),
         reason: e.to_string(),
     })?;
+    sotto_node::files::restrict_file(&db_path)?;
     let key = config.home.identity().duplicate();
     let state = load_state(&db, &key, &db_path)?;
     let registry = Registry::new(

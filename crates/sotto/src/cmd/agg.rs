@@ -1,7 +1,7 @@
 //! `sotto agg`: the coordinator (`serve`), a client (`join`) and the job log
 //! (`log`) of secure aggregation.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use sotto_agg::online::client::{join, ClientConfig};
 use sotto_agg::online::coordinator::{serve, CoordinatorConfig};
 use sotto_agg::table::{ClientTable, ColumnMap, Query};
 
-use super::node::HomeArg;
+use super::node::{ForceArg, HomeArg};
 use super::psi::{bind_and_announce, ctrl_c, runtime};
 
 /// Secure aggregation commands.
@@ -61,9 +61,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "JSON")]
     report: Option<PathBuf>,
     /// When clients miss a deadline, run again on the remaining clients
-    /// (at least 2) with fresh randomness instead of failing.
+    /// (at least the job's min_clients) with fresh randomness instead of
+    /// failing.
     #[arg(long)]
     rerun_without_missing: bool,
+    #[command(flatten)]
+    force: ForceArg,
 }
 
 /// Arguments of `agg join`.
@@ -96,6 +99,8 @@ pub struct JoinArgs {
     /// Seconds of silence from the coordinator before giving up.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86400))]
     timeout: u64,
+    #[command(flatten)]
+    force: ForceArg,
 }
 
 /// Arguments of `agg log`.
@@ -128,6 +133,14 @@ pub fn run(command: AggCommand) -> Result<()> {
 }
 
 fn serve_job(a: ServeArgs) -> Result<()> {
+    let outputs: Vec<&Path> = [Some(a.output.as_path()), a.report.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    a.force
+        .rules()
+        .with_inputs([&a.job, &a.query])
+        .check_all(&outputs)?;
     let home = a.home.open()?;
     let spec = Arc::new(JobSpec::read(&a.job)?);
     let query = Query::read(&a.query, &a.query_column)?;
@@ -162,6 +175,14 @@ fn serve_job(a: ServeArgs) -> Result<()> {
 }
 
 fn join_job(a: JoinArgs) -> Result<()> {
+    let outputs: Vec<&Path> = [a.output.as_deref(), a.report.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    a.force
+        .rules()
+        .with_inputs([&a.job, &a.table])
+        .check_all(&outputs)?;
     let home = a.home.open()?;
     let spec = Arc::new(JobSpec::read(&a.job)?);
     for (job_column, _) in &a.renames {

@@ -11,12 +11,14 @@ use anyhow::{ensure, Result};
 use clap::{Args, Subcommand};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use sotto_node::files::{write_atomic, Visibility};
 use sotto_psi::engine::{DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
 use sotto_psi::keystore::KeyStore;
 use sotto_psi::local::{run_local, LocalOptions, LocalOutcome, LocalParty};
 use sotto_psi::wire::{Reveal, SigningMode};
 
 use super::agg_drill;
+use super::node::ForceArg;
 use super::setup::{start_provider, two_certified_banks, Runner, ServerProcess};
 
 /// `sotto bench ...`
@@ -58,9 +60,8 @@ pub struct AggBenchArgs {
     /// Work directory (default: a temporary directory).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Also write the figures as JSON.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonOut,
 }
 
 /// Arguments of `sotto bench psi`.
@@ -88,20 +89,51 @@ pub struct PsiBenchArgs {
     /// Repetitions; the run with the median total is shown.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=50))]
     runs: u32,
-    /// Also write the figures as JSON.
-    #[arg(long, value_name = "FILE")]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonOut,
     /// Run the two roles as two processes over mutual TLS on loopback
     /// (`psi serve` and `psi run`), and report each one's peak memory.
     #[arg(long)]
     online: bool,
 }
 
+/// Where a benchmark writes its figures as JSON.
+#[derive(Args)]
+pub struct JsonOut {
+    /// Also write the figures as JSON.
+    #[arg(long = "json", value_name = "FILE")]
+    path: Option<PathBuf>,
+    #[command(flatten)]
+    force: ForceArg,
+}
+
+impl JsonOut {
+    /// Refuses an unusable path before the benchmark runs.
+    fn check(&self) -> Result<()> {
+        if let Some(path) = &self.path {
+            self.force.rules().check(path)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the figures, if asked to.
+    fn write(&self, value: &serde_json::Value) -> Result<()> {
+        if let Some(path) = &self.path {
+            let text = serde_json::to_string_pretty(value)? + "\n";
+            write_atomic(path, text.as_bytes(), Visibility::Public)?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs `sotto bench ...`.
 pub fn run(command: BenchCommand) -> Result<()> {
     let args = match command {
         BenchCommand::Psi(args) => args,
-        BenchCommand::Agg(args) => return agg(&args),
+        BenchCommand::Agg(args) => {
+            args.json.check()?;
+            return agg(&args);
+        }
         BenchCommand::Registry(args) => return registry(&args),
         BenchCommand::Kms(args) => return super::bench_kms::run(&args),
     };
@@ -109,6 +141,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         (0.0..=1.0).contains(&args.overlap),
         "--overlap must be between 0 and 1"
     );
+    args.json.check()?;
     let m = args.m.unwrap_or(args.n);
     let shared = ((args.n as f64 * args.overlap) as u64).min(m);
     if args.online {
@@ -172,16 +205,12 @@ pub fn run(command: BenchCommand) -> Result<()> {
         outcome.provider_counts.made,
         outcome.provider_counts.verified
     );
-    if let Some(path) = args.json {
-        let value = serde_json::json!({
-            "n": args.n, "m": m, "shared": shared, "mode": args.mode.to_string(),
-            "reveal": args.reveal.to_string(), "batch_size": args.batch_size,
-            "threads": rayon_threads(), "totals_seconds": totals, "median_seconds": median,
-            "phases": outcome.phases,
-        });
-        std::fs::write(&path, serde_json::to_string_pretty(&value)? + "\n")?;
-    }
-    Ok(())
+    args.json.write(&serde_json::json!({
+        "n": args.n, "m": m, "shared": shared, "mode": args.mode.to_string(),
+        "reveal": args.reveal.to_string(), "batch_size": args.batch_size,
+        "threads": rayon_threads(), "totals_seconds": totals, "median_seconds": median,
+        "phases": outcome.phases,
+    }))
 }
 
 fn rayon_threads() -> usize {
@@ -282,16 +311,12 @@ fn online(args: &PsiBenchArgs, m: u64, shared: u64) -> Result<()> {
         mib(requester_rss.iter().flatten().max().copied()),
         mib(provider_rss)
     );
-    if let Some(path) = &args.json {
-        let value = serde_json::json!({
-            "online": true, "n": args.n, "m": m, "shared": shared, "mode": args.mode.to_string(),
-            "reveal": args.reveal.to_string(), "batch_size": args.batch_size,
-            "totals_seconds": totals, "median_seconds": median,
-            "requester_peak_rss_bytes": requester_rss, "provider_peak_rss_bytes": provider_rss,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&value)? + "\n")?;
-    }
-    Ok(())
+    args.json.write(&serde_json::json!({
+        "online": true, "n": args.n, "m": m, "shared": shared, "mode": args.mode.to_string(),
+        "reveal": args.reveal.to_string(), "batch_size": args.batch_size,
+        "totals_seconds": totals, "median_seconds": median,
+        "requester_peak_rss_bytes": requester_rss, "provider_peak_rss_bytes": provider_rss,
+    }))
 }
 
 /// Secure aggregation as separate processes; median wall time and peak
@@ -337,18 +362,14 @@ fn agg(args: &AggBenchArgs) -> Result<()> {
         mib(median.coordinator["peak_rss_bytes"].as_u64()),
         mib(*max_client)
     );
-    if let Some(path) = &args.json {
-        let all: Vec<f64> = runs.iter().map(|r| r.0).collect();
-        let json = serde_json::json!({
-            "clients": clients, "rows": args.rows, "columns": 2, "runs_seconds": all,
-            "median_seconds": seconds,
-            "coordinator_peak_rss_bytes": median.coordinator["peak_rss_bytes"],
-            "max_client_peak_rss_bytes": max_client,
-            "coordinator_report": median.coordinator,
-        });
-        std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
-    }
-    Ok(())
+    let all: Vec<f64> = runs.iter().map(|r| r.0).collect();
+    args.json.write(&serde_json::json!({
+        "clients": clients, "rows": args.rows, "columns": 2, "runs_seconds": all,
+        "median_seconds": seconds,
+        "coordinator_peak_rss_bytes": median.coordinator["peak_rss_bytes"],
+        "max_client_peak_rss_bytes": max_client,
+        "coordinator_report": median.coordinator,
+    }))
 }
 
 /// Registration round trips against a center process.

@@ -13,8 +13,8 @@ use sotto_kms::client::KmsClient;
 use sotto_kms::db::KmsDb;
 use sotto_kms::lifecycle;
 use sotto_kms::objects::ObjectLocation;
-use sotto_kms::password::OperatorPassword;
-use sotto_kms::server::{serve, ServeConfig};
+use sotto_kms::password::{OperatorPassword, UnsealLimits};
+use sotto_kms::server::{prepare, ServeConfig};
 
 use super::node::HomeArg;
 use super::psi::{bind_and_announce, ctrl_c, runtime};
@@ -219,11 +219,21 @@ pub struct RestoreArgs {
     from: String,
     #[command(flatten)]
     password: PasswordArg,
+    /// The most memory (MiB) the bundle's Argon2id header may ask for. The
+    /// bundle comes from untrusted storage, so the default is four times
+    /// the sealing cost; raise it only for a bundle you sealed with more.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(64..=4_194_304))]
+    max_unseal_memory_mib: u32,
+    /// The most Argon2id passes the bundle's header may ask for (default:
+    /// four times the sealing cost).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(3..=1000))]
+    max_unseal_passes: u32,
 }
 
 /// Reads the operator password from `file` or the TTY (`confirm`: twice).
 pub fn read_password(file: Option<&Path>, confirm: bool) -> Result<OperatorPassword> {
     if let Some(path) = file {
+        sotto_node::files::warn_if_exposed(path);
         let text = zeroize::Zeroizing::new(
             std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         );
@@ -298,6 +308,39 @@ async fn audit_verify(a: AuditArgs) -> Result<()> {
     Ok(())
 }
 
+/// Rewraps every asked-for secret, going on past failures; fails at the end
+/// naming every secret that could not be rewrapped.
+async fn rewrap(a: RewrapArgs) -> Result<()> {
+    let agent = Agent::open(&a.home.open()?).await?;
+    let ids = if a.ids.is_empty() {
+        agent.list().await?
+    } else {
+        a.ids
+    };
+    let mut failed = Vec::new();
+    for id in &ids {
+        match agent.rewrap(id).await {
+            Ok(moved) if moved.is_empty() => {
+                println!("{id}: already under the newest key versions");
+            }
+            Ok(moved) => println!("{id}: rewrapped to {}", moved.join(", ")),
+            Err(e) => {
+                eprintln!("{id}: NOT rewrapped: {e}");
+                failed.push(id.to_string());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} secrets could not be rewrapped and stay under their old key versions: {}",
+            failed.len(),
+            ids.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Runs a `kms` command.
 pub fn run(command: KmsCommand) -> Result<()> {
     runtime()?.block_on(async move {
@@ -305,7 +348,7 @@ pub fn run(command: KmsCommand) -> Result<()> {
             KmsCommand::Init(a) => {
                 let home = a.home.open()?;
                 let password = read_password(a.password.password_file.as_deref(), true)?;
-                let backup = ObjectLocation::parse(&a.backup)?;
+                let backup = ObjectLocation::create(&a.backup)?;
                 let created =
                     lifecycle::init(home.dir(), &password, &backup, unix_now(), &mut OsRng).await?;
                 println!(
@@ -324,8 +367,9 @@ pub fn run(command: KmsCommand) -> Result<()> {
                     recover_burst: a.recover_burst,
                     reply_channel_ttl: std::time::Duration::from_secs(a.reply_channel_ttl),
                 };
+                let kms = prepare(config).await?;
                 let listener = bind_and_announce(&a.listen).await?;
-                serve(listener, config, ctrl_c()).await?;
+                kms.serve(listener, ctrl_c()).await?;
             }
             KmsCommand::Keygen(a) => {
                 print_key(&connect(&a.kms).await?.keygen(&a.owner, &a.purpose).await?);
@@ -355,29 +399,26 @@ pub fn run(command: KmsCommand) -> Result<()> {
                     }
                 );
             }
-            KmsCommand::Rewrap(a) => {
-                let agent = Agent::open(&a.home.open()?).await?;
-                let ids = if a.ids.is_empty() {
-                    agent.list().await?
-                } else {
-                    a.ids
-                };
-                for id in ids {
-                    let moved = agent.rewrap(&id).await?;
-                    if moved.is_empty() {
-                        println!("{id}: already under the newest key versions");
-                    } else {
-                        println!("{id}: rewrapped to {}", moved.join(", "));
-                    }
-                }
-            }
+            KmsCommand::Rewrap(a) => rewrap(a).await?,
             KmsCommand::Audit(AuditCommand::Verify(a)) => audit_verify(a).await?,
             KmsCommand::Restore(a) => {
                 let home = a.home.open()?;
                 let password = read_password(a.password.password_file.as_deref(), false)?;
                 let from = ObjectLocation::parse(&a.from)?;
-                let created =
-                    lifecycle::restore(home.dir(), &password, &from, unix_now(), &mut OsRng).await?;
+                let limits = UnsealLimits {
+                    memory_kib: a.max_unseal_memory_mib.saturating_mul(1024),
+                    passes: a.max_unseal_passes,
+                    ..UnsealLimits::default()
+                };
+                let created = lifecycle::restore(
+                    home.dir(),
+                    &password,
+                    &from,
+                    limits,
+                    unix_now(),
+                    &mut OsRng,
+                )
+                .await?;
                 println!(
                     "root KMS restored in {} from {from}: {} key pair versions, bundle generation {}, signing key {}",
                     home.dir().display(),

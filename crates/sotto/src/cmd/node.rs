@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use rand::rngs::OsRng;
 use sotto_node::files::{write_atomic, Visibility};
-use sotto_node::{NodeHome, NodeName, MIN_BLS_KEYS};
+use sotto_node::{NodeHome, NodeName, OutputRules, MIN_BLS_KEYS};
 
 /// The node home, from --home or $SOTTO_HOME.
 #[derive(Args, Clone)]
@@ -21,6 +21,22 @@ impl HomeArg {
     /// Opens the home.
     pub fn open(&self) -> Result<NodeHome> {
         Ok(NodeHome::open(&self.home)?)
+    }
+}
+
+/// `--force` for commands that write files.
+#[derive(Args, Clone, Copy)]
+pub struct ForceArg {
+    /// Replace output files that already exist. Inputs of the same command,
+    /// files in node homes and CA directories are never overwritten.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl ForceArg {
+    /// The rules outputs are checked against.
+    pub fn rules(self) -> OutputRules {
+        OutputRules::new(self.force)
     }
 }
 
@@ -47,6 +63,8 @@ pub enum IdentityCommand {
         /// Write to this file instead of standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        force: ForceArg,
     },
 }
 
@@ -90,7 +108,10 @@ pub fn init(args: InitArgs) -> Result<()> {
 /// Runs `sotto identity ...`.
 pub fn identity(command: IdentityCommand) -> Result<()> {
     match command {
-        IdentityCommand::Export { home, out } => {
+        IdentityCommand::Export { home, out, force } => {
+            if let Some(path) = &out {
+                force.rules().check(path)?;
+            }
             let json = home.open()?.profile().to_json();
             match out {
                 Some(path) => {

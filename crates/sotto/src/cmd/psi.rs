@@ -9,13 +9,13 @@ use clap::{Args, Subcommand};
 use rand::rngs::OsRng;
 use sotto_node::NodeName;
 use sotto_psi::engine::{AcceptPolicy, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
-use sotto_psi::offline::{self, FinishOptions, StartOptions};
+use sotto_psi::offline::{self, AcceptOptions, FinishOptions, StartOptions};
 use sotto_psi::online::{self, Limits, ProviderConfig, RequesterConfig};
 use sotto_psi::steps::ProgressSink;
 use sotto_psi::table::{read_keys, KeySpec, OutputKind, Shard};
 use sotto_psi::wire::{Reveal, SigningMode};
 
-use super::node::HomeArg;
+use super::node::{ForceArg, HomeArg};
 
 /// `sotto psi ...`
 #[derive(Subcommand)]
@@ -126,6 +126,8 @@ pub struct OutputArgs {
     /// Write a JSON report.
     #[arg(long, value_name = "JSON")]
     report: Option<PathBuf>,
+    #[command(flatten)]
+    force: ForceArg,
 }
 
 impl OutputArgs {
@@ -265,6 +267,8 @@ pub struct StartArgs {
     /// Where to write the hello file for the provider.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    #[command(flatten)]
+    force: ForceArg,
 }
 
 /// Arguments of `psi offline accept`.
@@ -283,6 +287,8 @@ pub struct AcceptArgs {
     /// Where to write the accept file for the requester.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    #[command(flatten)]
+    force: ForceArg,
 }
 
 /// Arguments of `send` and `respond`.
@@ -296,6 +302,8 @@ pub struct StepArgs {
     /// Where to write the next file for the peer.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    #[command(flatten)]
+    force: ForceArg,
 }
 
 /// Arguments of `psi offline finish`.
@@ -332,31 +340,44 @@ pub fn run(command: PsiCommand, progress: std::sync::Arc<dyn ProgressSink + Send
                 reveal: a.session.reveal(),
                 batch_size: a.session.batch_size,
             };
-            let summary = offline::start(&home, &options, &a.out, &mut OsRng)?;
+            let summary = offline::start(&home, &options, &a.out, &a.force.rules(), &mut OsRng)?;
             println!("{}", summary.message);
         }
         OfflineCommand::Accept(a) => {
             let home = a.home.open()?;
-            let policy = AcceptPolicy {
+            let options = AcceptOptions {
+                input: a.keys.input.clone(),
+                spec: a.keys.spec(),
                 modes: a.allow_mode,
             };
             let summary = offline::accept(
                 &home,
                 &a.input_file,
-                &a.keys.input,
-                &a.keys.spec(),
-                &policy,
+                &options,
                 &a.out,
+                &a.force.rules(),
                 &mut OsRng,
             )?;
             println!("{}", summary.message);
         }
         OfflineCommand::Send(a) => {
-            let summary = offline::send(&a.home.open()?, &a.input_file, &a.out, &*progress)?;
+            let summary = offline::send(
+                &a.home.open()?,
+                &a.input_file,
+                &a.out,
+                &a.force.rules(),
+                &*progress,
+            )?;
             println!("{}", summary.message);
         }
         OfflineCommand::Respond(a) => {
-            let summary = offline::respond(&a.home.open()?, &a.input_file, &a.out, &*progress)?;
+            let summary = offline::respond(
+                &a.home.open()?,
+                &a.input_file,
+                &a.out,
+                &a.force.rules(),
+                &*progress,
+            )?;
             println!("{}", summary.message);
         }
         OfflineCommand::Finish(a) => finish(a, &*progress)?,
@@ -381,6 +402,7 @@ fn serve(a: ServeArgs) -> Result<()> {
         spec: a.keys.spec(),
         policy: AcceptPolicy {
             modes: a.allow_mode,
+            keys: a.keys.spec().params(),
         },
         allow: a.allow,
         relays: a.relay,
@@ -388,8 +410,9 @@ fn serve(a: ServeArgs) -> Result<()> {
         limits: a.limits.limits(),
     };
     runtime()?.block_on(async move {
+        let provider = online::prepare(config)?;
         let listener = bind_and_announce(&a.listen).await?;
-        online::serve(listener, config, ctrl_c()).await?;
+        provider.serve(listener, ctrl_c()).await?;
         anyhow::Ok(())
     })
 }
@@ -424,6 +447,7 @@ fn run_online(a: RunArgs, progress: std::sync::Arc<dyn ProgressSink + Send>) -> 
         batch_size: a.session.batch_size,
         output: a.outputs.output()?,
         report: a.outputs.report.clone(),
+        rules: a.outputs.force.rules(),
         limits: a.limits.limits(),
         progress,
     };
@@ -456,7 +480,13 @@ fn finish(a: FinishArgs, progress: &dyn ProgressSink) -> Result<()> {
         report: a.outputs.report.clone(),
         close: a.close,
     };
-    let summary = offline::finish(&a.home.open()?, &a.input_file, &options, progress)?;
+    let summary = offline::finish(
+        &a.home.open()?,
+        &a.input_file,
+        &options,
+        &a.outputs.force.rules(),
+        progress,
+    )?;
     print_summary(&summary, options.output.as_ref().map(|(p, _)| p.as_path()));
     Ok(())
 }

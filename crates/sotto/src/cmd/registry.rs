@@ -13,7 +13,7 @@ use sotto_tee::policy::Policy;
 use sotto_tee::registry::Membership;
 use sotto_tee::software::{PlatformKey, SoftwareEnclave};
 
-use super::node::HomeArg;
+use super::node::{ForceArg, HomeArg};
 use super::psi::{bind_and_announce, ctrl_c, runtime};
 
 /// Registration center commands.
@@ -151,6 +151,8 @@ pub struct GroupKeyArgs {
     /// Where to store the sealed key.
     #[arg(long, value_name = "FILE", requires = "platform_key")]
     seal_to: Option<PathBuf>,
+    #[command(flatten)]
+    force: ForceArg,
 }
 
 fn show(m: &Membership) {
@@ -224,6 +226,9 @@ pub fn run_node(command: NodeCommand) -> Result<()> {
                 }
             }
             NodeCommand::GroupKey(a) => {
+                if let (Some(platform_key), Some(path)) = (&a.platform_key, &a.seal_to) {
+                    a.force.rules().with_input(platform_key).check(path)?;
+                }
                 let (home, mut client) = connect(&a.center).await?;
                 let (version, key) = client.group_key(&home).await?;
                 let fingerprint = hex::encode(&sotto_crypto::hash::sha256(&key)[..8]);

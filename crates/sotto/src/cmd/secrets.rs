@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use rand::RngCore;
-use sotto_kms::agent::{Agent, EscrowOptions, SecretId};
+use sotto_kms::agent::{Agent, EscrowOptions, SecretId, MAX_SECRET_LEN};
 use sotto_kms::escrow::SecretKind;
 use sotto_kms::keys::KeyId;
 
@@ -17,7 +17,7 @@ use super::node::HomeArg;
 use super::psi::runtime;
 
 /// Largest secret accepted (secrets are keys, results, tokens: not bulk data).
-const MAX_SECRET_BYTES: u64 = 16 << 20;
+const MAX_SECRET_BYTES: u64 = MAX_SECRET_LEN as u64;
 
 /// Participant agent commands.
 #[derive(Subcommand)]
@@ -152,7 +152,7 @@ fn read_secret(a: &PutArgs) -> Result<zeroize::Zeroizing<Vec<u8>>> {
         .read_to_end(&mut secret)
         .with_context(|| format!("reading the secret from {what}"))?;
     if secret.len() as u64 > MAX_SECRET_BYTES {
-        bail!("{what}: the secret is over {MAX_SECRET_BYTES} bytes; escrow a key that encrypts the data instead");
+        bail!("{what}: the secret is over the {MAX_SECRET_BYTES}-byte limit of an escrowed secret (a recovery carries it whole); encrypt the data under a key and escrow the key instead");
     }
     if secret.is_empty() {
         bail!("{what}: the secret is empty");

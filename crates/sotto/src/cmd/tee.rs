@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+
+use super::node::ForceArg;
+use sotto_node::OutputRules;
 use sotto_tee::dcap::{parse_collateral, verify_quote};
 use sotto_tee::enclave::Enclave;
 use sotto_tee::evidence::Verified;
@@ -41,7 +44,8 @@ pub struct MeasureArgs {
 /// Arguments of `tee platform-key`.
 #[derive(Args)]
 pub struct PlatformKeyArgs {
-    /// Where to write the key (mode 0600; refused if it exists).
+    /// Where to write the key (mode 0600; refused if it exists: a key is
+    /// never overwritten).
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
 }
@@ -58,6 +62,8 @@ pub struct EvidenceArgs {
     /// Where to write the evidence.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    #[command(flatten)]
+    force: ForceArg,
 }
 
 /// Which kind of evidence a file holds.
@@ -117,12 +123,7 @@ pub fn run(command: TeeCommand) -> Result<()> {
             Ok(())
         }
         TeeCommand::PlatformKey(a) => {
-            if a.out.exists() {
-                bail!(
-                    "{} exists; refusing to overwrite a platform key",
-                    a.out.display()
-                );
-            }
+            OutputRules::new(false).check(&a.out)?;
             let key = PlatformKey::generate(&mut rand::rngs::OsRng);
             sotto_node::files::write_atomic(
                 &a.out,
@@ -137,6 +138,7 @@ pub fn run(command: TeeCommand) -> Result<()> {
             Ok(())
         }
         TeeCommand::Evidence(a) => {
+            a.force.rules().with_input(&a.platform_key).check(&a.out)?;
             let enclave = SoftwareEnclave::current(PlatformKey::read(&a.platform_key)?)?;
             let evidence = enclave.evidence(&report_data(&a.report_data)?)?;
             sotto_node::files::write_atomic(

@@ -1,0 +1,214 @@
+//! The handshake refuses, before any element is computed, a requester whose
+//! keys are made differently (column count, normalization, shard, shard
+//! salt), a hello too old or dated in the future, and an accept that
+//! changes the key parameters. Each refusal names the parameter and both
+//! values.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use sotto_psi::engine::{AcceptPolicy, Session, SessionParams, CLOCK_SKEW, HELLO_LIFETIME};
+use sotto_psi::local::LocalParty;
+use sotto_psi::wire::{KeyParams, Reveal, ShardParams, SigningMode, HELLO_DOMAIN};
+use sotto_psi::EngineError;
+
+const NOW: u64 = 1_800_000_000;
+
+struct Parties {
+    a: LocalParty,
+    b: LocalParty,
+    rng: ChaCha20Rng,
+}
+
+fn parties() -> Parties {
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    Parties {
+        a: LocalParty::generate(&"a".parse().unwrap(), 2, &mut rng),
+        b: LocalParty::generate(&"b".parse().unwrap(), 2, &mut rng),
+        rng,
+    }
+}
+
+/// The requester opens with `ours` at `created`; the provider accepts with
+/// `theirs` at `NOW`.
+fn handshake(ours: KeyParams, created: u64, theirs: KeyParams) -> Result<(), EngineError> {
+    let mut p = parties();
+    let params = SessionParams::fresh(
+        SigningMode::Element,
+        Reveal::Requester,
+        8,
+        ours,
+        created,
+        &mut p.rng,
+    );
+    let (_, hello) = Session::request(params, &p.a.signer(), &p.b.peer_keys(), 3, &mut p.rng)?;
+    let policy = AcceptPolicy {
+        keys: theirs,
+        ..AcceptPolicy::default()
+    };
+    Session::accept(
+        &hello,
+        &p.b.signer(),
+        &p.a.peer_keys(),
+        3,
+        &policy,
+        NOW,
+        &mut p.rng,
+    )
+    .map(|_| ())
+}
+
+fn shard(index: u32, count: u32, salt: u8) -> Option<ShardParams> {
+    Some(ShardParams {
+        index,
+        count,
+        salt_digest: [salt; 32],
+    })
+}
+
+fn mismatch(err: EngineError) -> (&'static str, String, String) {
+    match err {
+        EngineError::ParameterMismatch {
+            parameter,
+            ours,
+            theirs,
+        } => (parameter, ours, theirs),
+        other => panic!("expected a parameter mismatch, got {other}"),
+    }
+}
+
+#[test]
+fn equal_parameters_are_accepted() {
+    let sharded = KeyParams {
+        columns: 2,
+        casefold: true,
+        shard: shard(1, 4, 9),
+        ..KeyParams::default()
+    };
+    handshake(sharded, NOW, sharded).expect("same parameters");
+}
+
+#[test]
+fn each_key_parameter_mismatch_is_refused_naming_both_values() {
+    let base = KeyParams::default();
+    let cases = [
+        (
+            KeyParams { columns: 2, ..base },
+            "number of key columns",
+            "1",
+            "2",
+        ),
+        (
+            KeyParams {
+                casefold: true,
+                ..base
+            },
+            "case folding (--casefold)",
+            "off",
+            "on",
+        ),
+        (
+            KeyParams {
+                trim: false,
+                ..base
+            },
+            "trimming (--no-trim)",
+            "on",
+            "off",
+        ),
+        (
+            KeyParams { nfkc: true, ..base },
+            "NFKC normalization (--nfkc)",
+            "off",
+            "on",
+        ),
+        (
+            KeyParams {
+                shard: shard(0, 4, 1),
+                ..base
+            },
+            "shard (--shard)",
+            "none (not sharded)",
+            "0/4",
+        ),
+    ];
+    for (requester, parameter, provider_value, requester_value) in cases {
+        let (p, ours, theirs) = mismatch(handshake(requester, NOW, base).expect_err(parameter));
+        assert_eq!(
+            (p, ours.as_str(), theirs.as_str()),
+            (parameter, provider_value, requester_value)
+        );
+    }
+}
+
+#[test]
+fn shards_differing_in_index_count_or_salt_are_refused() {
+    let with = |s| KeyParams {
+        shard: s,
+        ..KeyParams::default()
+    };
+    let (p, ours, theirs) =
+        mismatch(handshake(with(shard(1, 4, 1)), NOW, with(shard(0, 4, 1))).expect_err("index"));
+    assert_eq!(
+        (p, ours.as_str(), theirs.as_str()),
+        ("shard (--shard)", "0/4", "1/4")
+    );
+    let (p, _, _) =
+        mismatch(handshake(with(shard(0, 2, 1)), NOW, with(shard(0, 4, 1))).expect_err("count"));
+    assert_eq!(p, "shard (--shard)");
+    let (p, ours, theirs) =
+        mismatch(handshake(with(shard(0, 4, 1)), NOW, with(shard(0, 4, 2))).expect_err("salt"));
+    assert_eq!(p, "shard salt (--shard-salt)");
+    assert_ne!(ours, theirs);
+}
+
+#[test]
+fn hellos_older_than_the_lifetime_or_from_the_future_are_refused() {
+    let keys = KeyParams::default();
+    handshake(keys, NOW - HELLO_LIFETIME, keys).expect("at the limit");
+    handshake(keys, NOW + CLOCK_SKEW, keys).expect("small skew");
+    for created in [NOW - HELLO_LIFETIME - 1, NOW + CLOCK_SKEW + 1, 0] {
+        assert_eq!(
+            handshake(keys, created, keys).expect_err("stale"),
+            EngineError::HelloExpired { created, now: NOW }
+        );
+    }
+}
+
+#[test]
+fn an_accept_that_changes_the_key_parameters_is_refused_by_the_requester() {
+    let mut p = parties();
+    let keys = KeyParams::default();
+    let params = SessionParams::fresh(
+        SigningMode::Element,
+        Reveal::Requester,
+        8,
+        keys,
+        NOW,
+        &mut p.rng,
+    );
+    let (mut alice, hello) =
+        Session::request(params, &p.a.signer(), &p.b.peer_keys(), 3, &mut p.rng).unwrap();
+    let (_, mut accept) = Session::accept(
+        &hello,
+        &p.b.signer(),
+        &p.a.peer_keys(),
+        3,
+        &AcceptPolicy::default(),
+        NOW,
+        &mut p.rng,
+    )
+    .unwrap();
+    accept.keys.casefold = true;
+    accept.signature =
+        p.b.signer()
+            .identity
+            .sign(HELLO_DOMAIN, &accept.signed_bytes());
+    let (parameter, _, _) = mismatch(
+        alice
+            .on_accept(&accept, &p.b.peer_keys())
+            .expect_err("changed"),
+    );
+    assert_eq!(parameter, "case folding (--casefold)");
+}
