@@ -246,6 +246,19 @@ pub enum ProtocolError {
         /// What differs.
         reason: String,
     },
+    /// An attempt with fewer clients than the job's `min_clients` (a re-run
+    /// downgraded below what the clients agreed to).
+    #[error("attempt {attempt} offered by {peer} has {clients} clients, fewer than the job's min_clients = {min}; refusing, since so few clients could learn each other's figures")]
+    TooFewClients {
+        /// The coordinator.
+        peer: String,
+        /// The attempt number.
+        attempt: u32,
+        /// Clients in the attempt.
+        clients: usize,
+        /// The job's minimum.
+        min: usize,
+    },
     /// A sealed share that does not decrypt.
     #[error("sealed share from {peer}: {reason}")]
     Sealed {

@@ -49,6 +49,10 @@ pub struct JobSpec {
     pub clients: Vec<NodeName>,
     /// The lead client.
     pub lead: NodeName,
+    /// The fewest clients an attempt may run with (a re-run without missing
+    /// clients included). With 2, each client learns the other's exact
+    /// figures by subtracting its own from the total.
+    pub min_clients: usize,
     /// Summed columns (the presence column is added by the protocol).
     pub columns: Vec<ColumnSpec>,
     /// How long the coordinator waits for every client to join.
@@ -64,6 +68,7 @@ struct RawJob {
     coordinator: String,
     clients: Vec<String>,
     lead: Option<String>,
+    min_clients: Option<usize>,
     #[serde(rename = "column")]
     columns: Vec<RawColumn>,
     #[serde(default)]
@@ -87,6 +92,9 @@ struct RawDeadlines {
     #[serde(default = "default_step")]
     step_seconds: u64,
 }
+
+/// The fewest clients of an attempt when the job does not say.
+pub const DEFAULT_MIN_CLIENTS: usize = 3;
 
 fn default_join() -> u64 {
     120
@@ -158,6 +166,27 @@ impl JobSpec {
         if !clients.contains(&lead) {
             return Err(invalid("lead", format!("{lead} is not one of the clients")));
         }
+        let min_clients = raw.min_clients.unwrap_or(DEFAULT_MIN_CLIENTS);
+        if min_clients < 2 {
+            return Err(invalid(
+                "min_clients",
+                format!("{min_clients} is below 2: one client's total is its own figures"),
+            ));
+        }
+        if min_clients > clients.len() {
+            return Err(invalid(
+                "min_clients",
+                format!(
+                    "the job has {} clients but needs at least {min_clients}{}",
+                    clients.len(),
+                    if raw.min_clients.is_none() {
+                        " (the default): with 2 clients each learns the other's exact figures; set min_clients = 2 only if both accept that"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
         if raw.columns.is_empty() {
             return Err(invalid(
                 "column",
@@ -185,6 +214,7 @@ impl JobSpec {
             coordinator,
             clients,
             lead,
+            min_clients,
             columns,
             join_deadline: Duration::from_secs(raw.deadlines.join_seconds),
             step_deadline: Duration::from_secs(raw.deadlines.step_seconds),
@@ -206,7 +236,8 @@ impl JobSpec {
         for c in &self.clients {
             h.field(c.as_str().as_bytes());
         }
-        h.field(self.lead.as_str().as_bytes());
+        h.field(self.lead.as_str().as_bytes())
+            .field(&(self.min_clients as u64).to_be_bytes());
         for c in &self.columns {
             h.field(c.name.as_bytes())
                 .field(&c.scale.to_be_bytes())
@@ -293,6 +324,7 @@ max = "3650"
         let job = parse(GOOD).expect("job");
         assert_eq!(job.clients.len(), 3);
         assert_eq!(job.lead.as_str(), "lender-2");
+        assert_eq!(job.min_clients, DEFAULT_MIN_CLIENTS);
         assert_eq!(job.columns[0].max, 100_000_000_000);
         assert_eq!(job.width(), 3);
         assert_eq!(job.step_deadline, Duration::from_secs(30));
@@ -304,6 +336,7 @@ max = "3650"
         let base = parse(GOOD).expect("job").digest();
         for (from, to) in [
             ("multi-lender", "other"),
+            ("lead = \"lender-2\"", "lead = \"lender-2\"\nmin_clients = 2"),
             ("lead = \"lender-2\"", "lead = \"lender-3\""),
             ("max = \"3650\"", "max = \"3651\""),
             ("scale = 1\n", "scale = 10\n"),
@@ -342,6 +375,21 @@ max = "3650"
                     "[\"lender-2\"]",
                 ),
                 "at least 2",
+            ),
+            (
+                GOOD.replace(
+                    "[\"lender-1\", \"lender-2\", \"lender-3\"]",
+                    "[\"lender-1\", \"lender-2\"]",
+                ),
+                "each learns the other's exact figures",
+            ),
+            (
+                GOOD.replace("lead = \"lender-2\"", "lead = \"lender-2\"\nmin_clients = 1"),
+                "below 2",
+            ),
+            (
+                GOOD.replace("lead = \"lender-2\"", "lead = \"lender-2\"\nmin_clients = 4"),
+                "needs at least 4",
             ),
             (
                 GOOD.replace("coordinator = \"bureau\"", "coordinator = \"lender-1\""),

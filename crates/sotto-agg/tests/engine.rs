@@ -475,3 +475,34 @@ fn a_client_refuses_an_offer_for_another_job() {
     assert!(matches!(err, ProtocolError::OfferMismatch { .. }), "{err}");
     assert!(err.to_string().contains("job digest"), "{err}");
 }
+
+#[test]
+fn an_attempt_with_fewer_clients_than_min_clients_is_refused_by_each_client() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    h.spec = Arc::new(sotto_agg::job::JobSpec {
+        min_clients: 3,
+        ..(*h.spec).clone()
+    });
+    let mut attempt = h.attempt([9; 16]);
+    attempt.number = 2;
+    attempt.clients.retain(|c| c.as_str() != "bank-3");
+    let mut coordinator = h.coordinator(attempt);
+    let offers = coordinator.offers();
+    assert_eq!(offers.len(), 2);
+    for (i, offer) in offers.into_iter().enumerate() {
+        let err = h
+            .client(i, 1)
+            .handle(offer.envelope)
+            .expect_err("downgraded attempt");
+        assert_eq!(
+            err,
+            ProtocolError::TooFewClients {
+                peer: "bureau".into(),
+                attempt: 2,
+                clients: 2,
+                min: 3
+            }
+        );
+    }
+}

@@ -29,6 +29,7 @@ use tokio_stream::StreamExt;
 const JOB: &str = r#"name = "stall"
 coordinator = "bureau"
 clients = ["lender-1", "lender-2", "lender-3"]
+min_clients = 2
 [deadlines]
 join_seconds = 30
 step_seconds = 2

@@ -99,10 +99,7 @@ impl KmsClient {
         if status.code() == tonic::Code::Unavailable {
             return KmsError::Transport {
                 peer: self.label.clone(),
-                reason: match std::error::Error::source(status) {
-                    Some(cause) => describe_transport(cause),
-                    None => status.message().to_owned(),
-                },
+                reason: sotto_net::tls::describe_refused_call(status),
             };
         }
         KmsError::Refused {

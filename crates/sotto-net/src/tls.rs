@@ -166,8 +166,9 @@ pub fn peer_certificate<T>(
     ))
 }
 
-/// A transport error with its chain of causes (which name the TLS problem),
-/// each distinct cause once, and a hint when a certificate was refused.
+/// A transport error in words a user can act on: what went wrong (a
+/// certificate refused by either side, nothing listening, a broken
+/// connection), followed by the transport's own causes, each once.
 pub fn describe_transport(err: &dyn std::error::Error) -> String {
     let mut parts: Vec<String> = vec![err.to_string()];
     let mut source = err.source();
@@ -178,20 +179,106 @@ pub fn describe_transport(err: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    let text = parts.join(": ");
-    if text.contains("certificate") || text.contains("Certificate") {
-        format!(
-            "{text} (TLS refused a certificate: both nodes need certificates from the same consortium CA, \
-             issued to their names and still valid)"
-        )
-    } else {
-        text
+    explained(&parts.join(": "))
+}
+
+/// A gRPC status from the transport (not an answer of ours) in the same
+/// words as [`describe_transport`].
+pub fn describe_status(status: &tonic::Status) -> String {
+    match std::error::Error::source(status) {
+        Some(source) => describe_transport(source),
+        None => explained(status.message()),
+    }
+}
+
+/// A call refused as it opened, in words: a connection the server closed
+/// right after the TLS handshake is, in practice, the server refusing this
+/// node's certificate (TLS 1.3 tells the client only by closing).
+pub fn describe_refused_call(status: &tonic::Status) -> String {
+    let text = describe_status(status);
+    if std::error::Error::source(status).is_some() && text.starts_with("the connection broke") {
+        return format!(
+            "the server closed the connection as the call opened: it most likely refused our certificate (issued by another CA, expired, or not this node's) [{text}]"
+        );
+    }
+    text
+}
+
+/// Known transport failures and what they mean for the user.
+const EXPLANATIONS: &[(&[&str], &str)] = &[
+    (
+        &["BadSignature", "UnknownIssuer"],
+        "the peer's certificate is not issued by this node's consortium CA",
+    ),
+    (
+        &["Expired"],
+        "the peer's certificate has expired; its CA must issue a new one (`sotto ca issue`)",
+    ),
+    (
+        &["NotValidYet"],
+        "the peer's certificate is not valid yet; check both machines' clocks",
+    ),
+    (
+        &["NotValidForName"],
+        "the peer's certificate is issued to another node name than the one this side asked for",
+    ),
+    (
+        &[
+            "alert: BadCertificate",
+            "alert: UnknownCA",
+            "alert: CertificateRequired",
+            "alert: DecryptError",
+            "alert: CertificateUnknown",
+        ],
+        "the server refused our certificate: issued by another CA, expired, or not this node's",
+    ),
+    (
+        &["Connection refused"],
+        "nothing listens at that address: is the server running, and are host and port right?",
+    ),
+    (
+        &[
+            "h2 protocol error",
+            "operation was canceled",
+            "Connection reset",
+            "broken pipe",
+            "connection closed",
+            "stream no longer needed",
+        ],
+        "the connection broke: the peer stopped, or the network between us failed",
+    ),
+    (
+        &["timed out", "deadline has elapsed"],
+        "no answer in time: the address may be wrong or filtered by a firewall",
+    ),
+];
+
+fn explained(text: &str) -> String {
+    match EXPLANATIONS
+        .iter()
+        .find(|(patterns, _)| patterns.iter().any(|p| text.contains(p)))
+    {
+        Some((_, meaning)) => format!("{meaning} ({text})"),
+        None => text.to_owned(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_failures_are_explained_once() {
+        assert_eq!(
+            explained("transport error: invalid peer certificate: BadSignature"),
+            "the peer's certificate is not issued by this node's consortium CA (transport error: invalid peer certificate: BadSignature)"
+        );
+        assert!(explained("tcp connect error: Connection refused (os error 111)")
+            .starts_with("nothing listens at that address"));
+        assert!(explained("h2 protocol error: error reading a body from connection")
+            .starts_with("the connection broke"));
+        assert_eq!(explained("peer bank-c is not pinned"), "peer bank-c is not pinned");
+    }
     use crate::ca::ConsortiumCa;
     use rand_core::OsRng;
     use time::{Duration, OffsetDateTime};

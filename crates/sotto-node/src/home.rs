@@ -242,7 +242,7 @@ impl NodeHome {
         let path = self.peer_path(name);
         if !path.exists() {
             return Err(NodeError::UnknownPeer {
-                what: format!("named {name:?}"),
+                what: format!("named {name}"),
             });
         }
         Profile::from_json(&path, &read(&path)?)

@@ -50,6 +50,38 @@ pub fn parse_collateral(json: &[u8]) -> Result<QuoteCollateralV3, TeeError> {
     })
 }
 
+/// Refuses, before any verification, bytes that are not a DCAP quote at all
+/// (a wrong file), so that the error says so instead of naming whichever
+/// check of the verifier happens to fail first.
+fn check_quote_header(quote: &[u8]) -> Result<(), TeeError> {
+    let not_a_quote = |reason: String| TeeError::Malformed {
+        what: "DCAP quote",
+        reason: format!("{reason}; is this file a quote (and not, say, collateral or a report)?"),
+    };
+    if quote.len() < QUOTE_HEADER_LEN {
+        return Err(not_a_quote(format!(
+            "{} bytes, shorter than a quote's {QUOTE_HEADER_LEN}-byte header",
+            quote.len()
+        )));
+    }
+    let version = u16::from_le_bytes([quote[0], quote[1]]);
+    if !(3..=5).contains(&version) {
+        return Err(not_a_quote(format!(
+            "header version {version}, where quotes have 3, 4 or 5"
+        )));
+    }
+    let tee_type = u32::from_le_bytes([quote[4], quote[5], quote[6], quote[7]]);
+    if tee_type != 0 && tee_type != 0x81 {
+        return Err(not_a_quote(format!(
+            "TEE type {tee_type:#x}, neither SGX (0) nor TDX (0x81)"
+        )));
+    }
+    Ok(())
+}
+
+/// Length of a DCAP quote header.
+const QUOTE_HEADER_LEN: usize = 48;
+
 /// The platform a quote claims, read from its header (for errors before
 /// verification).
 pub fn claimed_platform(quote: &[u8]) -> Platform {
@@ -68,6 +100,7 @@ pub fn verify_quote(
     collateral: &QuoteCollateralV3,
     now_unix: u64,
 ) -> Result<Verified, TeeError> {
+    check_quote_header(quote)?;
     let platform = claimed_platform(quote);
     let report = match dcap_qvl::verify::rustcrypto::verify(quote, collateral, now_unix) {
         Ok(report) => report,

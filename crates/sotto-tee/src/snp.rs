@@ -62,11 +62,12 @@ pub fn parse_ca_chain(pem: &[u8]) -> Result<ca::Chain, TeeError> {
     }
     let ark = certs.iter().find(|(s, _)| *s).map(|(_, c)| c.clone());
     let ask = certs.iter().find(|(s, _)| !*s).map(|(_, c)| c.clone());
+    let self_signed = certs.iter().filter(|(s, _)| *s).count();
     match (ark, ask, certs.len()) {
         (Some(ark), Some(ask), 2) => Ok(ca::Chain { ark, ask }),
-        _ => Err(malformed(format!(
-            "expected two certificates, the self-signed ARK and the ASK; found {}",
-            certs.len()
+        (_, _, n) => Err(malformed(format!(
+            "expected one self-signed ARK and one ASK it issued; found {n} certificate(s), {self_signed} of them self-signed and {} not",
+            n - self_signed
         ))),
     }
 }

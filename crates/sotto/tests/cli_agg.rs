@@ -86,7 +86,7 @@ impl World {
         std::fs::write(
             w.p("job.toml"),
             format!(
-                "name = \"test-job\"\ncoordinator = \"bureau\"\nclients = [{}]\n\n[deadlines]\njoin_seconds = {join_seconds}\nstep_seconds = {step_seconds}\n\n[[column]]\nname = \"debt\"\nscale = 100\nmin = \"-1000\"\nmax = \"100000\"\n\n[[column]]\nname = \"loans\"\nscale = 1\nmin = \"0\"\nmax = \"10\"\n",
+                "name = \"test-job\"\ncoordinator = \"bureau\"\nclients = [{}]\nmin_clients = 2\n\n[deadlines]\njoin_seconds = {join_seconds}\nstep_seconds = {step_seconds}\n\n[[column]]\nname = \"debt\"\nscale = 100\nmin = \"-1000\"\nmax = \"100000\"\n\n[[column]]\nname = \"loans\"\nscale = 1\nmin = \"0\"\nmax = \"10\"\n",
                 quoted.join(", ")
             ),
         )

@@ -323,7 +323,7 @@ fn certificate_from_another_ca_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("peer bank-b") && err.contains("same consortium CA"),
+        err.contains("peer bank-b") && err.contains("not issued by this node's consortium CA"),
         "{err}"
     );
     assert!(!w.p("x.csv").exists());

@@ -198,6 +198,14 @@ impl<R: RngCore + CryptoRng> Client<R> {
                 clients.iter().map(NodeName::as_str).collect::<Vec<_>>().join(", ")
             )));
         }
+        if clients.len() < self.spec.min_clients {
+            return Err(ProtocolError::TooFewClients {
+                peer: peer.clone(),
+                attempt: s.attempt,
+                clients: clients.len(),
+                min: self.spec.min_clients,
+            });
+        }
         if s.cols as usize != self.spec.width() || s.rows == 0 {
             return Err(mismatch(format!(
                 "it announces {} rows x {} columns; this job has {} columns and needs at least one id",

@@ -126,7 +126,7 @@ pub async fn join(config: ClientConfig) -> Result<ClientReport, OnlineError> {
         .max_decoding_message_size(8 << 20)
         .join(ReceiverStream::new(out_rx))
         .await
-        .map_err(|status| transport(status.message().to_owned()))?
+        .map_err(|status| transport(sotto_net::tls::describe_refused_call(&status)))?
         .into_inner();
     let (in_tx, in_rx) = std::sync::mpsc::channel();
     tokio::spawn(async move {
@@ -171,7 +171,7 @@ fn run_client(
             Ok(Err(status)) => {
                 return Err(OnlineError::Transport {
                     peer: label.to_owned(),
-                    reason: status.message().to_owned(),
+                    reason: sotto_net::tls::describe_status(&status),
                 })
             }
             Err(RecvTimeoutError::Timeout) => {

@@ -83,30 +83,56 @@ pub struct JobReport {
     pub peak_rss_bytes: Option<u64>,
 }
 
+/// What the job thread hears from the connections. Every event but
+/// `Shutdown` names the connection it came from, so that a second connection
+/// under a client's name (refused) cannot make the job drop the first.
 enum Event {
     Joined {
         name: NodeName,
+        conn: u64,
         outbound: mpsc::Sender<Result<Frame, Status>>,
     },
     Envelope {
         name: NodeName,
+        conn: u64,
         envelope: Envelope,
     },
     Malformed {
         name: NodeName,
+        conn: u64,
         reason: String,
     },
     Gone {
         name: NodeName,
+        conn: u64,
         reason: String,
     },
     Shutdown,
+}
+
+impl Event {
+    /// The connection an event came from (`None` for joins and shutdown).
+    fn from_connection(&self) -> Option<(&NodeName, u64)> {
+        match self {
+            Event::Envelope { name, conn, .. }
+            | Event::Malformed { name, conn, .. }
+            | Event::Gone { name, conn, .. } => Some((name, *conn)),
+            Event::Joined { .. } | Event::Shutdown => None,
+        }
+    }
+}
+
+/// A client's admitted connection.
+struct Link {
+    conn: u64,
+    outbound: mpsc::Sender<Result<Frame, Status>>,
 }
 
 struct AggService {
     clients: Vec<(NodeName, IdentityPublic)>,
     events: Sender<Event>,
     max_payload: usize,
+    next_conn: std::sync::atomic::AtomicU64,
 }
 
 #[tonic::async_trait]
@@ -131,8 +157,12 @@ impl Aggregation for AggService {
             })?;
         let (tx, rx) = mpsc::channel(32);
         let events = self.events.clone();
+        let conn = self
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = events.send(Event::Joined {
             name: name.clone(),
+            conn,
             outbound: tx,
         });
         let mut inbound = request.into_inner();
@@ -142,12 +172,13 @@ impl Aggregation for AggService {
             let reason = loop {
                 match inbound.next().await {
                     None => break "closed its stream".to_owned(),
-                    Some(Err(status)) => break format!("transport: {}", status.message()),
+                    Some(Err(status)) => break sotto_net::tls::describe_status(&status),
                     Some(Ok(frame)) => match assembler.push(frame) {
                         Ok(Assembled::Pending) => {}
                         Ok(Assembled::Envelope(envelope)) => {
                             let event = Event::Envelope {
                                 name: name.clone(),
+                                conn,
                                 envelope,
                             };
                             if events.send(event).is_err() {
@@ -158,6 +189,7 @@ impl Aggregation for AggService {
                         Err(reason) => {
                             let _ = events.send(Event::Malformed {
                                 name: name.clone(),
+                                conn,
                                 reason,
                             });
                             return;
@@ -165,7 +197,7 @@ impl Aggregation for AggService {
                     },
                 }
             };
-            let _ = events.send(Event::Gone { name, reason });
+            let _ = events.send(Event::Gone { name, conn, reason });
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -179,6 +211,22 @@ pub async fn serve(
     config: CoordinatorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<JobReport, OnlineError> {
+    prepare(config)?.serve(listener, shutdown).await
+}
+
+/// A coordinator whose start-up checks have passed: this node is the job's
+/// coordinator, its TLS material is valid, every client is pinned, and the
+/// job log is open (and so locked). The binary prints `listening on` only
+/// after [`prepare`] returns.
+pub struct PreparedJob {
+    config: CoordinatorConfig,
+    tls: TlsMaterial,
+    clients: Vec<(NodeName, IdentityPublic)>,
+    log: JobLog,
+}
+
+/// Runs every start-up check of a coordinator.
+pub fn prepare(config: CoordinatorConfig) -> Result<PreparedJob, OnlineError> {
     let home_name = config.home.name().clone();
     if home_name != config.spec.coordinator {
         return Err(OnlineError::WrongRole {
@@ -197,11 +245,45 @@ pub async fn serve(
         clients.push((name.clone(), profile.identity));
     }
     let log = JobLog::open(&config.home.dir().join(LOG_FILE))?;
+    Ok(PreparedJob {
+        config,
+        tls,
+        clients,
+        log,
+    })
+}
+
+impl PreparedJob {
+    /// Runs the job on `listener` (see [`serve`]).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<JobReport, OnlineError> {
+        let PreparedJob {
+            config,
+            tls,
+            clients,
+            log,
+        } = self;
+        run_job(config, tls, clients, log, listener, shutdown).await
+    }
+}
+
+async fn run_job(
+    config: CoordinatorConfig,
+    tls: TlsMaterial,
+    clients: Vec<(NodeName, IdentityPublic)>,
+    log: JobLog,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<JobReport, OnlineError> {
     let (events_tx, events_rx) = std::sync::mpsc::channel();
     let service = AggService {
         clients: clients.clone(),
         events: events_tx.clone(),
         max_payload: max_payload(&config),
+        next_conn: std::sync::atomic::AtomicU64::new(0),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
@@ -286,7 +368,7 @@ struct JobRun<'a> {
     identities: HashMap<NodeName, IdentityPublic>,
     log: &'a JobLog,
     events: Receiver<Event>,
-    links: HashMap<NodeName, mpsc::Sender<Result<Frame, Status>>>,
+    links: HashMap<NodeName, Link>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -357,7 +439,8 @@ impl JobRun<'_> {
     }
 
     /// Removes missing clients for a re-run; `Err` when no re-run is
-    /// possible (not asked for, or fewer than 2 clients would remain).
+    /// possible (not asked for, or fewer than the job's `min_clients` would
+    /// remain).
     fn drop_missing(
         &mut self,
         missing: Vec<(NodeName, String)>,
@@ -366,7 +449,7 @@ impl JobRun<'_> {
     ) -> Result<(), OnlineError> {
         let error = missing_error(&missing);
         let remaining = participants.len().saturating_sub(missing.len());
-        if !self.config.rerun_without_missing || remaining < 2 {
+        if !self.config.rerun_without_missing || remaining < self.config.spec.min_clients {
             self.abort_all(&error.to_string());
             return Err(error);
         }
@@ -375,7 +458,7 @@ impl JobRun<'_> {
             left_out.push(name.to_string());
             if let Some(link) = self.links.remove(name) {
                 self.send(
-                    &link,
+                    &link.outbound,
                     abort_frame("you missed a deadline; the job re-runs without you", false),
                 );
             }
@@ -384,7 +467,7 @@ impl JobRun<'_> {
         tracing::warn!("{reason}");
         let links: Vec<_> = participants
             .iter()
-            .filter_map(|p| self.links.get(p).cloned())
+            .filter_map(|p| self.links.get(p).map(|l| l.outbound.clone()))
             .collect();
         for link in links {
             self.send(&link, abort_frame(&reason, true));
@@ -401,7 +484,7 @@ impl JobRun<'_> {
 
     fn abort_all(&mut self, reason: &str) {
         for link in std::mem::take(&mut self.links).into_values() {
-            self.send(&link, abort_frame(reason, false));
+            self.send(&link.outbound, abort_frame(reason, false));
         }
     }
 
@@ -439,9 +522,13 @@ impl JobRun<'_> {
                 return Ok(());
             }
             let wait = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(wait) {
-                Ok(Event::Joined { name, outbound }) => self.admit(name, outbound),
-                Ok(Event::Gone { name, reason }) => {
+            match self.next_event(wait) {
+                Ok(Event::Joined {
+                    name,
+                    conn,
+                    outbound,
+                }) => self.admit(name, conn, outbound),
+                Ok(Event::Gone { name, reason, .. }) => {
                     tracing::info!(client = %name, "left before the job started: {reason}");
                     self.links.remove(&name);
                 }
@@ -452,16 +539,41 @@ impl JobRun<'_> {
         }
     }
 
-    fn admit(&mut self, name: NodeName, outbound: mpsc::Sender<Result<Frame, Status>>) {
+    /// The next event from the clients, leaving out those of connections
+    /// that are not (or no longer) a client's admitted one.
+    fn next_event(&mut self, wait: Duration) -> Result<Event, RecvTimeoutError> {
+        let until = Instant::now() + wait;
+        loop {
+            let event = self
+                .events
+                .recv_timeout(until.saturating_duration_since(Instant::now()))?;
+            match event.from_connection() {
+                Some((name, conn)) if self.links.get(name).is_none_or(|l| l.conn != conn) => {}
+                _ => return Ok(event),
+            }
+        }
+    }
+
+    /// Refuses a second connection under a name already connected, keeping
+    /// the first.
+    fn refuse_second(&self, name: &NodeName, outbound: &mpsc::Sender<Result<Frame, Status>>) {
+        tracing::warn!(client = %name, "a second connection under this name was refused");
+        self.send(
+            outbound,
+            abort_frame(
+                &format!("{name} is already connected to this job; this second connection is refused"),
+                false,
+            ),
+        );
+    }
+
+    fn admit(&mut self, name: NodeName, conn: u64, outbound: mpsc::Sender<Result<Frame, Status>>) {
         if self.links.contains_key(&name) {
-            self.send(
-                &outbound,
-                abort_frame(&format!("{name} is already connected to this job"), false),
-            );
+            self.refuse_second(&name, &outbound);
             return;
         }
         tracing::info!(client = %name, "joined");
-        self.links.insert(name, outbound);
+        self.links.insert(name, Link { conn, outbound });
     }
 
     fn run_attempt(&mut self, attempt: &Attempt) -> Result<JobResult, Failure> {
@@ -488,8 +600,8 @@ impl JobRun<'_> {
                 return Ok(result.clone());
             }
             let wait = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(wait) {
-                Ok(Event::Envelope { name, envelope }) => {
+            match self.next_event(wait) {
+                Ok(Event::Envelope { name, envelope, .. }) => {
                     if !attempt.clients.contains(&name) {
                         continue;
                     }
@@ -499,7 +611,10 @@ impl JobRun<'_> {
                     self.deliver(out)?;
                     deadline = Instant::now() + spec.step_deadline;
                 }
-                Ok(Event::Joined { name, outbound }) => {
+                Ok(Event::Joined { name, outbound, .. }) if self.links.contains_key(&name) => {
+                    self.refuse_second(&name, &outbound);
+                }
+                Ok(Event::Joined { name, outbound, .. }) => {
                     self.send(
                         &outbound,
                         abort_frame(
@@ -508,7 +623,7 @@ impl JobRun<'_> {
                         ),
                     );
                 }
-                Ok(Event::Gone { name, reason }) if attempt.clients.contains(&name) => {
+                Ok(Event::Gone { name, reason, .. }) if attempt.clients.contains(&name) => {
                     self.links.remove(&name);
                     return Err(Failure::Missing(vec![(
                         name,
@@ -516,7 +631,7 @@ impl JobRun<'_> {
                     )]));
                 }
                 Ok(Event::Gone { .. }) => {}
-                Ok(Event::Malformed { name, reason }) => {
+                Ok(Event::Malformed { name, reason, .. }) => {
                     return Err(Failure::Fatal(OnlineError::Malformed {
                         peer: name.to_string(),
                         reason,
@@ -539,7 +654,7 @@ impl JobRun<'_> {
 
     fn deliver(&mut self, out: Vec<crate::engine::Outbound>) -> Result<(), Failure> {
         for o in out {
-            let Some(link) = self.links.get(&o.to).cloned() else {
+            let Some(link) = self.links.get(&o.to).map(|l| l.outbound.clone()) else {
                 return Err(Failure::Missing(vec![(
                     o.to,
                     "is no longer connected".into(),
@@ -615,7 +730,7 @@ impl JobRun<'_> {
         let mut open: Vec<NodeName> = attempt.clients.clone();
         while !open.is_empty() {
             let wait = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(wait) {
+            match self.next_event(wait) {
                 Ok(Event::Gone { name, .. }) => open.retain(|n| *n != name),
                 Ok(Event::Shutdown) | Err(_) => break,
                 Ok(_) => {}

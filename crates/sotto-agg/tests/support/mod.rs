@@ -28,6 +28,7 @@ pub fn job_text(n: usize) -> String {
         r#"name = "test"
 coordinator = "bureau"
 clients = [{}]
+min_clients = 2
 [[column]]
 name = "debt"
 scale = 100

@@ -31,6 +31,22 @@ pub(crate) fn body_name(body: &Body) -> &'static str {
     }
 }
 
+/// What a frame is, with its round for a batch, for errors.
+fn sending_what(body: &Body) -> String {
+    match body {
+        Body::Batch(bytes) => match batch_round(bytes) {
+            Some(round) => format!("round {round} (a batch)"),
+            None => "a batch".into(),
+        },
+        other => format!("its {}", body_name(other)),
+    }
+}
+
+/// The round named in an encoded batch header (version, session id, round).
+fn batch_round(bytes: &[u8]) -> Option<u8> {
+    bytes.get(2 + 16).copied()
+}
+
 impl Link {
     /// Waits up to `timeout` for the next frame. An abort from the peer, a
     /// transport error, a timeout or a closed stream is an error.
@@ -50,7 +66,10 @@ impl Link {
             }),
             Ok(Err(status)) => Err(OnlineError::Transport {
                 peer: self.peer.clone(),
-                reason: status.message().to_owned(),
+                reason: format!(
+                    "while waiting for {waiting_for}: {}",
+                    sotto_net::tls::describe_status(&status)
+                ),
             }),
             Err(RecvTimeoutError::Timeout) => Err(OnlineError::Timeout {
                 peer: self.peer.clone(),
@@ -66,11 +85,12 @@ impl Link {
 
     /// Sends a frame, waiting while the peer is slow to read.
     pub(crate) fn send(&self, body: Body) -> Result<(), OnlineError> {
+        let sending = sending_what(&body);
         self.outbound
             .blocking_send(Ok(Frame { body: Some(body) }))
-            .map_err(|_| OnlineError::Disconnected {
+            .map_err(|_| OnlineError::ClosedWhileSending {
                 peer: self.peer.clone(),
-                waiting_for: "the peer to read".into(),
+                sending,
             })
     }
 

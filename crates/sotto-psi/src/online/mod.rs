@@ -93,6 +93,14 @@ pub enum OnlineError {
         /// What was awaited.
         waiting_for: String,
     },
+    /// The peer went away while this side was sending.
+    #[error("peer {peer} closed the connection during {sending}; session aborted")]
+    ClosedWhileSending {
+        /// The peer.
+        peer: String,
+        /// What was being sent (with its round).
+        sending: String,
+    },
     /// A batch kept failing verification.
     #[error("peer {peer}: batch failed verification {attempts} times, giving up: {last}")]
     TooManyRetries {

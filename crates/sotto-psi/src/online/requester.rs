@@ -92,6 +92,7 @@ pub async fn run(config: RequesterConfig) -> Result<FinishSummary, OnlineError> 
         peer: peer_label.clone(),
         reason,
     };
+    config.home.peer(&config.peer)?;
     let tls = TlsMaterial::load(&config.home)?;
     tls.check_validity(time::OffsetDateTime::now_utc())?;
     let endpoint = Channel::from_shared(format!("https://{}", config.address))
@@ -116,7 +117,7 @@ pub async fn run(config: RequesterConfig) -> Result<FinishSummary, OnlineError> 
         .await
         .map_err(|status| OnlineError::Refused {
             peer: peer_label.clone(),
-            reason: describe_status(&status),
+            reason: sotto_net::tls::describe_refused_call(&status),
         })?;
     let mut inbound = response.into_inner();
     let (in_tx, in_rx) = std::sync::mpsc::channel();
@@ -141,14 +142,6 @@ pub async fn run(config: RequesterConfig) -> Result<FinishSummary, OnlineError> 
     })
     .await
     .map_err(|e| transport(format!("session task failed: {e}")))?
-}
-
-/// A refusal at the RPC level, with the transport's causes when there are any.
-fn describe_status(status: &tonic::Status) -> String {
-    match std::error::Error::source(status) {
-        Some(source) => sotto_net::tls::describe_transport(source),
-        None => status.message().to_owned(),
-    }
 }
 
 fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, OnlineError> {

@@ -107,7 +107,9 @@ fn load_state(
 
 fn refused(e: &RegistryError) -> Status {
     match e {
-        RegistryError::Revoked { .. } | RegistryError::NotMember { .. } => {
+        RegistryError::Revoked { .. }
+        | RegistryError::NotMember { .. }
+        | RegistryError::Suspended { .. } => {
             Status::permission_denied(e.to_string())
         }
         _ => Status::failed_precondition(e.to_string()),
@@ -283,6 +285,21 @@ pub async fn serve(
     config: CenterConfig,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), OnlineError> {
+    prepare(config)?.serve(listener, shutdown).await
+}
+
+/// A center whose start-up checks have passed: TLS material valid, its
+/// database opened (and so locked) and loaded, every member re-checked
+/// against the policy. The binary prints `listening on` only after
+/// [`prepare`] returns.
+pub struct PreparedCenter {
+    tls: TlsMaterial,
+    inner: Inner,
+    config: CenterConfig,
+}
+
+/// Runs every start-up check of the center.
+pub fn prepare(config: CenterConfig) -> Result<PreparedCenter, OnlineError> {
     let tls = TlsMaterial::load(&config.home)?;
     tls.check_validity(time::OffsetDateTime::now_utc())?;
     let db_path = config.home.dir().join(DB_FILE);
@@ -294,18 +311,61 @@ pub async fn serve(
     sotto_node::files::restrict_file(&db_path)?;
     let key = config.home.identity().duplicate();
     let state = load_state(&db, &key, &db_path)?;
-    let registry = Registry::new(
+    let mut registry = Registry::new(
         state,
         config.policy.clone(),
         config.dev,
         config.home.identity().duplicate(),
     );
+    let suspended = registry.recheck_members(unix_now(), &mut OsRng);
     let inner = Inner {
         registry,
         db,
         db_path,
         key,
     };
+    if !suspended.is_empty() {
+        inner
+            .persist()
+            .map_err(|status| OnlineError::Database {
+                path: inner.db_path.clone(),
+                reason: status.message().to_owned(),
+            })?;
+        for (node, reasons) in &suspended {
+            tracing::warn!(
+                node = %node,
+                "suspended: the policy no longer accepts its evidence: {}",
+                reasons.join("; ")
+            );
+        }
+        tracing::warn!(
+            "{} member(s) suspended at start-up; group key rotated to v{}",
+            suspended.len(),
+            inner.registry.membership().group_key_version
+        );
+    }
+    Ok(PreparedCenter { tls, inner, config })
+}
+
+impl PreparedCenter {
+    /// Serves the center on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), OnlineError> {
+        let PreparedCenter { tls, inner, config } = self;
+        serve_prepared(tls, inner, config, listener, shutdown).await
+    }
+}
+
+async fn serve_prepared(
+    tls: TlsMaterial,
+    inner: Inner,
+    config: CenterConfig,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), OnlineError> {
     let (updates, _) = watch::channel(inner.update());
     let inner = Arc::new(Mutex::new(inner));
     if let Some(period) = config.rotate_every {

@@ -38,7 +38,7 @@ pub enum OnlineError {
         reason: String,
     },
     /// The center refused the request.
-    #[error("the center {center} refused: {reason}")]
+    #[error("{center} refused: {reason}")]
     Refused {
         /// The center.
         center: String,

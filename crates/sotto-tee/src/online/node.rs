@@ -59,7 +59,7 @@ impl CenterClient {
         center: NodeName,
         address: &str,
     ) -> Result<Self, OnlineError> {
-        let label = format!("center {center} at {address}");
+        let label = format!("registration center {center} (at {address})");
         let transport = |reason: String| OnlineError::Transport {
             peer: label.clone(),
             reason,
@@ -89,7 +89,7 @@ impl CenterClient {
     fn refused(&self, status: &tonic::Status) -> OnlineError {
         OnlineError::Refused {
             center: self.label.clone(),
-            reason: status.message().to_owned(),
+            reason: sotto_net::tls::describe_refused_call(status),
         }
     }
 

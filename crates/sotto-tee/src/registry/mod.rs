@@ -91,6 +91,12 @@ pub enum RegistryError {
         /// The node.
         node: String,
     },
+    /// Suspended by a policy that no longer accepts its evidence.
+    #[error("{node} is suspended: the center's policy no longer accepts its evidence; register again with evidence the policy accepts")]
+    Suspended {
+        /// The node.
+        node: String,
+    },
     /// Not an active member.
     #[error("{node} is not an active member of the group")]
     NotMember {
@@ -141,6 +147,36 @@ pub fn registration_report_data(
         h.update(field);
     }
     h.finalize().into()
+}
+
+/// What the policy says of a member's recorded evidence: the reasons it
+/// would be refused today (empty when it is still accepted).
+fn recorded_verdict(member: &MemberRecord, policy: &Policy, dev: bool) -> Vec<String> {
+    let platform = member
+        .platform
+        .split(" (")
+        .next()
+        .and_then(|p| p.parse::<crate::evidence::Platform>().ok());
+    let (Some(platform), Ok(measurement)) = (platform, hex::decode(&member.measurement)) else {
+        return vec![format!(
+            "its recorded evidence (platform {:?}) cannot be read",
+            member.platform
+        )];
+    };
+    let tcb_status = member
+        .tcb_status
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(policy.min_tcb);
+    let verified = Verified {
+        platform,
+        measurement,
+        report_data: Vec::new(),
+        tcb_status,
+        advisories: Vec::new(),
+        hardware_protected: member.hardware_protected,
+    };
+    policy.decide(&verified, dev).reasons
 }
 
 /// The membership list as the center signs it.
@@ -278,6 +314,7 @@ impl Registry {
                 platform: verified.platform.to_string(),
                 hardware_protected: verified.hardware_protected,
                 measurement,
+                tcb_status: Some(verified.tcb_status.to_string()),
                 status: MemberStatus::Active,
                 since: now,
             },
@@ -287,6 +324,43 @@ impl Registry {
         }
         self.state.membership_version += 1;
         Ok(self.membership())
+    }
+
+    /// Checks every active member's recorded evidence (platform,
+    /// measurement, TCB status) against the current policy, as at start-up
+    /// with a changed policy. Members it no longer accepts are suspended and
+    /// the group key rotates, so they never see a newer version. Returns
+    /// each suspended member with the policy's reasons.
+    pub fn recheck_members<R: RngCore + CryptoRng>(
+        &mut self,
+        now: u64,
+        rng: &mut R,
+    ) -> Vec<(String, Vec<String>)> {
+        let mut suspended = Vec::new();
+        for member in self.state.members.values_mut() {
+            if member.status != MemberStatus::Active {
+                continue;
+            }
+            let reasons = recorded_verdict(member, &self.policy, self.dev);
+            if !reasons.is_empty() {
+                member.status = MemberStatus::Suspended;
+                member.since = now;
+                suspended.push((member.name.clone(), reasons));
+            }
+        }
+        if !suspended.is_empty() {
+            if !self
+                .state
+                .members
+                .values()
+                .any(|m| m.status == MemberStatus::Active)
+            {
+                self.state.measurement = None;
+            }
+            self.rotate(now, rng);
+            self.state.membership_version += 1;
+        }
+        suspended
     }
 
     /// Revokes a member and rotates the group key, so it never sees a newer
@@ -351,6 +425,9 @@ impl Registry {
         match self.state.members.values().find(|m| m.identity == id) {
             Some(m) if m.status == MemberStatus::Active => Ok(m.name.clone()),
             Some(m) if m.status == MemberStatus::Revoked => Err(RegistryError::Revoked {
+                node: m.name.clone(),
+            }),
+            Some(m) if m.status == MemberStatus::Suspended => Err(RegistryError::Suspended {
                 node: m.name.clone(),
             }),
             _ => Err(RegistryError::NotMember { node: id }),

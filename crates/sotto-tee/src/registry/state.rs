@@ -21,6 +21,9 @@ pub enum MemberStatus {
     Revoked,
     /// Left the group.
     Left,
+    /// Suspended because the center's current policy no longer accepts its
+    /// evidence; it may register again with evidence the policy accepts.
+    Suspended,
 }
 
 /// One member.
@@ -38,6 +41,10 @@ pub struct MemberRecord {
     pub hardware_protected: bool,
     /// Its measurement (hex).
     pub measurement: String,
+    /// The TCB status of its evidence (absent in records made before it
+    /// was kept).
+    #[serde(default)]
+    pub tcb_status: Option<String>,
     /// Its standing.
     pub status: MemberStatus,
     /// When the standing last changed (Unix seconds).

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use sotto_agg::job::JobSpec;
 use sotto_agg::joblog::{JobLog, LOG_FILE};
 use sotto_agg::online::client::{join, ClientConfig};
-use sotto_agg::online::coordinator::{serve, CoordinatorConfig};
+use sotto_agg::online::coordinator::{prepare, CoordinatorConfig};
 use sotto_agg::table::{ClientTable, ColumnMap, Query};
 
 use super::node::{ForceArg, HomeArg};
@@ -158,8 +158,9 @@ fn serve_job(a: ServeArgs) -> Result<()> {
         report: a.report,
     };
     runtime()?.block_on(async move {
+        let job = prepare(config)?;
         let listener = bind_and_announce(&a.listen).await?;
-        let report = serve(listener, config, ctrl_c()).await?;
+        let report = job.serve(listener, ctrl_c()).await?;
         println!(
             "job {} completed (attempt {}, {} clients): {} of {} ids found; result in {}; transcript {}",
             report.job,

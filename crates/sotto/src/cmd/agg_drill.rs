@@ -38,6 +38,7 @@ pub fn generate(dir: &Path, clients: usize, rows: usize, seed: u64) -> Result<Tr
 coordinator = "{COORDINATOR}"
 clients = [{}]
 lead = "lender-1"
+min_clients = {}
 
 [deadlines]
 join_seconds = 120
@@ -55,7 +56,8 @@ scale = 1
 min = "0"
 max = "100"
 "#,
-        quoted.join(", ")
+        quoted.join(", "),
+        clients.min(sotto_agg::job::DEFAULT_MIN_CLIENTS)
     );
     std::fs::write(dir.join("job.toml"), job)?;
     let mut truth = Truth::new();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use sotto_node::NodeName;
-use sotto_tee::online::center::{serve, CenterConfig};
+use sotto_tee::online::center::{prepare, CenterConfig};
 use sotto_tee::online::node::CenterClient;
 use sotto_tee::policy::Policy;
 use sotto_tee::registry::Membership;
@@ -190,8 +190,9 @@ pub fn run_registry(command: RegistryCommand) -> Result<()> {
                 );
             }
             runtime()?.block_on(async move {
+                let center = prepare(config)?;
                 let listener = bind_and_announce(&a.listen).await?;
-                serve(listener, config, ctrl_c()).await?;
+                center.serve(listener, ctrl_c()).await?;
                 anyhow::Ok(())
             })
         }

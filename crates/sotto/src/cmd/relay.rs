@@ -44,8 +44,10 @@ fn parse_route(text: &str) -> Result<(NodeName, String), String> {
 /// Runs `sotto relay ...`.
 pub fn run(command: RelayCommand) -> Result<()> {
     let RelayCommand::Serve(a) = command;
+    let home = a.home.open()?;
+    sotto_net::tls::TlsMaterial::load(&home)?.check_validity(time::OffsetDateTime::now_utc())?;
     let config = RelayConfig {
-        home: a.home.open()?,
+        home,
         routes: a.routes,
         hook: None,
         connect_timeout: Duration::from_secs(10),
