@@ -336,7 +336,10 @@ max = "3650"
         let base = parse(GOOD).expect("job").digest();
         for (from, to) in [
             ("multi-lender", "other"),
-            ("lead = \"lender-2\"", "lead = \"lender-2\"\nmin_clients = 2"),
+            (
+                "lead = \"lender-2\"",
+                "lead = \"lender-2\"\nmin_clients = 2",
+            ),
             ("lead = \"lender-2\"", "lead = \"lender-3\""),
             ("max = \"3650\"", "max = \"3651\""),
             ("scale = 1\n", "scale = 10\n"),
@@ -384,11 +387,17 @@ max = "3650"
                 "each learns the other's exact figures",
             ),
             (
-                GOOD.replace("lead = \"lender-2\"", "lead = \"lender-2\"\nmin_clients = 1"),
+                GOOD.replace(
+                    "lead = \"lender-2\"",
+                    "lead = \"lender-2\"\nmin_clients = 1",
+                ),
                 "below 2",
             ),
             (
-                GOOD.replace("lead = \"lender-2\"", "lead = \"lender-2\"\nmin_clients = 4"),
+                GOOD.replace(
+                    "lead = \"lender-2\"",
+                    "lead = \"lender-2\"\nmin_clients = 4",
+                ),
                 "needs at least 4",
             ),
             (

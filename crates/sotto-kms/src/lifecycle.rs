@@ -53,7 +53,8 @@ fn describe_existing(object: &[u8]) -> String {
     }
 }
 
-fn refuse_existing(home: &Path) -> Result<(), KmsError> {
+/// Refuses a home that already holds a KMS database.
+pub fn refuse_existing(home: &Path) -> Result<(), KmsError> {
     let path = home.join(DB_FILE);
     if path.exists() {
         return Err(KmsError::AlreadyInitialized { path });

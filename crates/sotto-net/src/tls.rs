@@ -219,7 +219,7 @@ const EXPLANATIONS: &[(&[&str], &str)] = &[
         "the peer's certificate is not valid yet; check both machines' clocks",
     ),
     (
-        &["NotValidForName"],
+        &["NotValidForName", "not valid for name"],
         "the peer's certificate is issued to another node name than the one this side asked for",
     ),
     (
@@ -273,11 +273,18 @@ mod tests {
             explained("transport error: invalid peer certificate: BadSignature"),
             "the peer's certificate is not issued by this node's consortium CA (transport error: invalid peer certificate: BadSignature)"
         );
-        assert!(explained("tcp connect error: Connection refused (os error 111)")
-            .starts_with("nothing listens at that address"));
-        assert!(explained("h2 protocol error: error reading a body from connection")
-            .starts_with("the connection broke"));
-        assert_eq!(explained("peer bank-c is not pinned"), "peer bank-c is not pinned");
+        assert!(
+            explained("tcp connect error: Connection refused (os error 111)")
+                .starts_with("nothing listens at that address")
+        );
+        assert!(
+            explained("h2 protocol error: error reading a body from connection")
+                .starts_with("the connection broke")
+        );
+        assert_eq!(
+            explained("peer bank-c is not pinned"),
+            "peer bank-c is not pinned"
+        );
     }
     use crate::ca::ConsortiumCa;
     use rand_core::OsRng;

@@ -469,3 +469,35 @@ async fn a_relay_that_stops_forwarding_ends_in_the_idle_timeout() {
     );
     assert!(!out.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_replayed_from_a_finished_session_is_refused() {
+    let w = World::new();
+    let recorded: Arc<Mutex<Option<Frame>>> = Arc::default();
+    let keep = Arc::clone(&recorded);
+    let record: FrameHook = Arc::new(move |direction, frame: Frame| {
+        if matches!(
+            (direction, &frame.body),
+            (Direction::ToProvider, Some(Body::Hello(_)))
+        ) {
+            *keep.lock().unwrap() = Some(frame.clone());
+        }
+        vec![frame]
+    });
+    let size = w.session(record, &w.p("first.csv")).await.unwrap();
+    assert_eq!(size, 150);
+    let old = recorded.lock().unwrap().clone().unwrap();
+    let replay: FrameHook =
+        Arc::new(
+            move |direction, frame: Frame| match (direction, &frame.body) {
+                (Direction::ToProvider, Some(Body::Hello(_))) => vec![old.clone()],
+                _ => vec![frame],
+            },
+        );
+    let err = w.session(replay, &w.p("second.csv")).await.unwrap_err();
+    assert!(
+        matches!(&err, OnlineError::PeerAborted { reason, .. } if reason.contains("was already accepted by this node")),
+        "{err}"
+    );
+    assert!(!w.p("second.csv").exists());
+}

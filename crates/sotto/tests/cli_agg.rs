@@ -361,3 +361,110 @@ fn a_job_file_that_differs_from_the_coordinators_is_refused_by_the_client() {
     let _ = lender_2.wait_with_output();
     assert!(!w.p("result.csv").exists());
 }
+
+#[test]
+fn a_rerun_never_falls_below_min_clients() {
+    let w = World::new(3, 3, 30);
+    let job = text(&w.p("job.toml")).replace("min_clients = 2\n", "");
+    std::fs::write(w.p("job.toml"), job).unwrap();
+    let c = w.serve(&["--rerun-without-missing"]);
+    let clients: Vec<Child> = (1..=2).map(|i| w.join(i, &c.address)).collect();
+    for client in clients {
+        let out = client.wait_with_output().unwrap();
+        assert!(!out.status.success(), "no client may get a 2-client result");
+    }
+    let out = c.wait();
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("lender-3"), "{err}");
+    assert!(!w.p("result.csv").exists());
+    assert!(!w.p("lender-1-result.csv").exists() && !w.p("lender-2-result.csv").exists());
+    // A job file naming 2 clients without min_clients says what each learns.
+    let two = World::new(2, 3, 30);
+    let job = text(&two.p("job.toml")).replace("min_clients = 2\n", "");
+    std::fs::write(two.p("job.toml"), job).unwrap();
+    let out = two
+        .join_command("lender-1", "lender-1.csv", "127.0.0.1:9")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains("min_clients") && err.contains("each learns the other's exact figures"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_second_join_under_a_connected_name_does_not_drop_the_first() {
+    let w = World::new(3, 20, 30);
+    let c = w.serve(&[]);
+    let first = w.join(1, &c.address);
+    // Wait until the first connection is admitted, then join again as lender-1.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = w
+            .join_command("lender-1", "lender-1.csv", &c.address)
+            .arg("--force")
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        if err.contains("already connected to this job") {
+            assert!(!out.status.success());
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{err}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let others: Vec<Child> = (2..=3).map(|i| w.join(i, &c.address)).collect();
+    for client in std::iter::once(first).chain(others) {
+        let out = client.wait_with_output().unwrap();
+        assert!(out.status.success(), "client: {}", stderr(&out));
+    }
+    let out = c.wait();
+    assert!(out.status.success(), "coordinator: {}", stderr(&out));
+    assert_eq!(text(&w.p("result.csv")), EXPECTED_ALL);
+}
+
+#[test]
+fn outputs_of_a_job_never_replace_its_inputs_or_existing_files() {
+    let w = World::new(2, 60, 60);
+    let table_before = text(&w.p("lender-1.csv"));
+    let out = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["--quiet", "agg", "join", "--connect", "127.0.0.1:9"])
+        .arg("--home")
+        .arg(w.p("lender-1"))
+        .arg("--job")
+        .arg(w.p("job.toml"))
+        .arg("--table")
+        .arg(w.p("lender-1.csv"))
+        .arg("--output")
+        .arg(w.p("lender-1.csv"))
+        .arg("--force")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("is also an input of this command"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(text(&w.p("lender-1.csv")), table_before);
+    std::fs::write(w.p("result.csv"), "precious").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["--quiet", "agg", "serve", "--listen", "127.0.0.1:0"])
+        .arg("--home")
+        .arg(w.p("bureau"))
+        .arg("--job")
+        .arg(w.p("job.toml"))
+        .arg("--query")
+        .arg(w.p("query.csv"))
+        .arg("--output")
+        .arg(w.p("result.csv"))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "no 'listening on'"
+    );
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert_eq!(text(&w.p("result.csv")), "precious");
+}

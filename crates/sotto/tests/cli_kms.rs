@@ -737,3 +737,287 @@ fn s3_compatible_stores_for_escrow_and_the_sealed_bundle() {
     assert_no_plaintext(site.dir.path(), 20, &[secret]);
     assert_no_plaintext(s3_root.path(), 2, &[secret]);
 }
+
+/// The generation written in a stored bundle's signed header.
+fn bundle_generation(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"SOTTOKMB", "a format-2 bundle");
+    u64::from_be_bytes(bytes[41..49].try_into().unwrap())
+}
+
+#[test]
+fn a_backup_location_holding_a_bundle_is_never_overwritten() {
+    let site = Site::new(Vec::new(), None);
+    let bundle = site.p("third/kms-bundle.sealed");
+    let original = std::fs::read(&bundle).unwrap();
+    // A second `kms init` at the same location is refused; nothing written.
+    site.node("kms-2");
+    let err = site.fails(&[
+        &"kms",
+        &"init",
+        &"--home",
+        &site.p("kms-2"),
+        &"--backup",
+        &site.p("third"),
+        &"--password-file",
+        &site.p("pw"),
+    ]);
+    assert!(
+        err.contains("already holds the bundle of a KMS") && err.contains("generation 1"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&bundle).unwrap(), original);
+    assert!(!site.p("kms-2/kms.redb").exists());
+    // Another KMS's bundle in this KMS's location: serve refuses to start.
+    site.ok(&[
+        &"kms",
+        &"init",
+        &"--home",
+        &site.p("kms-2"),
+        &"--backup",
+        &site.p("third-2"),
+        &"--password-file",
+        &site.p("pw"),
+    ]);
+    let foreign = std::fs::read(site.p("third-2/kms-bundle.sealed")).unwrap();
+    std::fs::write(&bundle, &foreign).unwrap();
+    let err = site.fails(&[
+        &"kms",
+        &"serve",
+        &"--home",
+        &site.p("kms"),
+        &"--listen",
+        &"127.0.0.1:0",
+        &"--password-file",
+        &site.p("pw"),
+    ]);
+    assert!(err.contains("the bundle of another KMS"), "{err}");
+    assert_eq!(std::fs::read(&bundle).unwrap(), foreign);
+    std::fs::write(&bundle, &original).unwrap();
+    // A second instance of this KMS (restored from the same bundle) moves
+    // the bundle ahead; the first may then no longer replace it.
+    site.node("kms-3");
+    site.ok(&[
+        &"kms",
+        &"restore",
+        &"--home",
+        &site.p("kms-3"),
+        &"--from",
+        &site.p("third"),
+        &"--password-file",
+        &site.p("pw"),
+    ]);
+    let first = site.serve(&[]);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
+    c.args([
+        "--quiet",
+        "kms",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--home",
+    ])
+    .arg(site.p("kms-3"))
+    .arg("--password-file")
+    .arg(site.p("pw"))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let second = Kms {
+        child,
+        address: line.trim().trim_start_matches("listening on ").to_owned(),
+    };
+    site.ok(&[
+        &"kms",
+        &"keygen",
+        &"--home",
+        &site.p("kms-3"),
+        &"--connect",
+        &second.address,
+        &"--kms",
+        &"kms-3",
+        &"--owner",
+        &"bank-a",
+    ]);
+    assert_eq!(bundle_generation(&bundle), 2);
+    let err = site.fails(&[
+        &"kms",
+        &"keygen",
+        &"--home",
+        &site.p("kms"),
+        &"--connect",
+        &first.address,
+        &"--owner",
+        &"bank-b",
+    ]);
+    assert!(
+        err.contains("generation 2, newer than this KMS's state (generation 1)"),
+        "{err}"
+    );
+    assert_eq!(bundle_generation(&bundle), 2);
+}
+
+#[test]
+fn escrow_size_limit_and_rewrap_past_failures() {
+    let site = Site::new(Vec::new(), None);
+    let kms = site.serve(&[]);
+    for purpose in ["escrow", "inner", "mirror"] {
+        site.keygen(&kms, "bank-a", purpose);
+    }
+    let store = site.p("second");
+    site.agent(&kms, "bank-a", &store.display().to_string());
+    let limit = 1 << 20;
+    let over = vec![7u8; limit + 1];
+    let err = failed(run(
+        &[],
+        &[
+            &"secrets",
+            &"put",
+            &"--home",
+            &site.p("bank-a"),
+            &"--id",
+            &"big",
+            &"--kind",
+            &"final-result",
+        ],
+        Some(&over),
+    ));
+    assert!(err.contains("1048576-byte limit"), "{err}");
+    assert!(!store.join("escrow/bank-a/big.json").exists());
+    // The largest allowed secret, layered and mirrored, comes back whole.
+    let largest: Vec<u8> = (0..limit).map(|i| (i % 251) as u8).collect();
+    site.put(
+        "bank-a",
+        "big",
+        "final-result",
+        &largest,
+        &[
+            "--key",
+            "bank-a/inner",
+            "--key",
+            "bank-a/escrow",
+            "--mirror",
+        ],
+    );
+    assert_eq!(succeeded(site.recover("bank-a", "big", &[])), largest);
+    assert_eq!(
+        succeeded(site.recover("bank-a", "big", &["--mirror"])),
+        largest
+    );
+    // Rewrap goes on past a secret it cannot move and names it.
+    for id in ["s1", "s2", "s3"] {
+        site.put("bank-a", id, "session", id.as_bytes(), &[]);
+    }
+    let s2 = store.join("escrow/bank-a/s2.json");
+    let text = std::fs::read_to_string(&s2).unwrap();
+    let at = text.find("\"ciphertext\": \"").unwrap() + 20;
+    let mut tampered = text.into_bytes();
+    tampered[at] = if tampered[at] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&s2, tampered).unwrap();
+    site.ok(&[
+        &"kms",
+        &"rotate",
+        &"--home",
+        &site.p("kms"),
+        &"--connect",
+        &kms.address,
+        &"--key",
+        &"bank-a/escrow",
+    ]);
+    let out = run(
+        &[],
+        &[
+            &"kms",
+            &"rewrap",
+            &"--home",
+            &site.p("bank-a"),
+            &"--id",
+            &"s1",
+            &"--id",
+            &"s2",
+            &"--id",
+            &"s3",
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = failed(out);
+    assert!(
+        stdout.contains("s1: rewrapped to bank-a/escrow@v2")
+            && stdout.contains("s3: rewrapped to bank-a/escrow@v2"),
+        "{stdout}"
+    );
+    assert!(
+        err.contains("s2: NOT rewrapped") && err.contains("1 of 3 secrets could not be rewrapped"),
+        "{err}"
+    );
+}
+
+#[test]
+fn replacing_a_secret_replaces_its_mirror_copy() {
+    let site = Site::new(Vec::new(), None);
+    let kms = site.serve(&[]);
+    site.keygen(&kms, "bank-a", "escrow");
+    site.keygen(&kms, "bank-a", "mirror");
+    site.agent(&kms, "bank-a", &site.p("second").display().to_string());
+    site.put("bank-a", "token", "password", b"old value", &["--mirror"]);
+    site.put("bank-a", "token", "password", b"new value", &["--replace"]);
+    assert_eq!(
+        succeeded(site.recover("bank-a", "token", &[])),
+        b"new value"
+    );
+    assert_eq!(
+        succeeded(site.recover("bank-a", "token", &["--mirror"])),
+        b"new value"
+    );
+}
+
+#[test]
+fn restore_never_creates_its_source_and_caps_the_unsealing_cost() {
+    let site = Site::new(Vec::new(), None);
+    site.node("kms-2");
+    let restore = |from: &Path, extra: &[&str]| {
+        let home = site.p("kms-2");
+        let pw = site.p("pw");
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"kms",
+            &"restore",
+            &"--home",
+            &home,
+            &"--from",
+            &from,
+            &"--password-file",
+            &pw,
+        ];
+        for e in extra {
+            args.push(e);
+        }
+        failed(run(&[], &args, None))
+    };
+    let missing = site.p("thrid");
+    let err = restore(&missing, &[]);
+    assert!(err.contains("no such directory"), "{err}");
+    assert!(!missing.exists(), "restore must not create its source");
+    // A bundle (its signed header stripped) asking Argon2id for five times
+    // the sealing memory is refused before any derivation.
+    let bytes = std::fs::read(site.p("third/kms-bundle.sealed")).unwrap();
+    let mut legacy = bytes[121..].to_vec();
+    legacy[9..13].copy_from_slice(&(5 * 65536u32).to_be_bytes());
+    std::fs::create_dir(site.p("forged")).unwrap();
+    std::fs::write(site.p("forged/kms-bundle.sealed"), &legacy).unwrap();
+    let err = restore(&site.p("forged"), &[]);
+    assert!(
+        err.contains("m=327680 KiB") && err.contains("above the ceiling"),
+        "{err}"
+    );
+    let err = restore(&site.p("forged"), &["--max-unseal-memory-mib", "1024"]);
+    assert!(
+        err.contains("wrong password, or the sealed bundle was altered"),
+        "{err}"
+    );
+    assert!(!site.p("kms-2/kms.redb").exists());
+}

@@ -559,3 +559,137 @@ fn provider_frees_the_session_when_the_requester_dies() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn shard_parameters_that_differ_are_refused_before_any_element() {
+    let w = World::new(40);
+    let provider = w.serve(&["--shard", "0/2", "--shard-salt", "ours"]);
+    for (extra, ours, theirs) in [
+        (vec![], "0/2", "none (not sharded)"),
+        (vec!["--shard", "1/2", "--shard-salt", "ours"], "0/2", "1/2"),
+    ] {
+        let out = w.run(&provider, "sharded.csv", &extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            err.contains(&format!("shard (--shard) is {theirs} but ours is {ours}")),
+            "{err}"
+        );
+        assert!(!w.p("sharded.csv").exists());
+    }
+    let out = w.run(
+        &provider,
+        "sharded.csv",
+        &["--shard", "0/2", "--shard-salt", "theirs"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shard salt (--shard-salt)"), "{err}");
+    provider.wait_for_log("handshake refused: the peer's shard salt");
+}
+
+#[test]
+fn a_provider_refuses_to_start_with_settings_that_cannot_work() {
+    let w = World::new(10);
+    let start = |extra: &[&str]| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"psi",
+            &"serve",
+            &"--listen",
+            &"127.0.0.1:0",
+            &"--id",
+            &"id",
+        ];
+        let (home, input) = (w.p("bank-b"), w.p("b.csv"));
+        args.extend([
+            &"--home" as &dyn AsRef<std::ffi::OsStr>,
+            &home,
+            &"--input",
+            &input,
+        ]);
+        for e in extra {
+            args.push(e);
+        }
+        sotto(&args)
+    };
+    let out = start(&["--allow", "bank-c"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "no 'listening on'"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--allow names bank-c, which is not a pinned peer"),
+        "{err}"
+    );
+    let missing = w.p("no-such-dir");
+    let out = start(&["--output-dir", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "no 'listening on'"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!missing.exists(), "an output directory is never created");
+}
+
+#[test]
+fn a_provider_notices_its_input_changed_and_size_only_has_no_rows() {
+    let w = World::new(20);
+    let provider = w.serve(&[]);
+    let out = w.run(&provider, "size.csv", &["--reveal", "size"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reveal is `size`") && err.contains("no rows for --output"),
+        "{err}"
+    );
+    assert!(
+        !provider.log_text().contains("session started"),
+        "refused before connecting"
+    );
+    std::fs::write(w.p("b.csv"), "id\nsomeone-else\n").unwrap();
+    let out = w.run(&provider, "changed.csv", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("was changed after the provider read it at start-up"),
+        "{err}"
+    );
+    assert!(!w.p("changed.csv").exists());
+    std::fs::remove_file(w.p("b.csv")).unwrap();
+    let out = w.run(&provider, "deleted.csv", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("was deleted after the provider read it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn transport_failures_are_described_in_words() {
+    let w = World::new(10);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let out = sotto(&[
+        &"psi",
+        &"run",
+        &"--home",
+        &w.p("bank-a"),
+        &"--peer",
+        &"bank-b",
+        &"--connect",
+        &address,
+        &"--input",
+        &w.p("a.csv"),
+        &"--id",
+        &"id",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "peer bank-b at {address}: nothing listens at that address"
+        )),
+        "{err}"
+    );
+}

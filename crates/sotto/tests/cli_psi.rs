@@ -555,3 +555,278 @@ fn demo_passes_its_own_check() {
     ]);
     assert!(out.contains("CHECK PASSED"), "{out}");
 }
+
+/// `accept` of `hello` by b (ids in `customer`, case folded) with `extra`;
+/// returns the command's standard error, expecting a refusal.
+fn accept_fails(w: &World, hello: &str, out: &str, extra: &[&str]) -> String {
+    let (home, hello, input, out) = (w.p("b"), w.p(hello), w.p("b.csv"), w.p(out));
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"psi",
+        &"offline",
+        &"accept",
+        &"--home",
+        &home,
+        &"--in",
+        &hello,
+        &"--input",
+        &input,
+        &"--id",
+        &"customer",
+        &"--casefold",
+        &"--out",
+        &out,
+    ];
+    for e in extra {
+        args.push(e);
+    }
+    fails(&args)
+}
+
+/// The requester's `finish` with `extra` outputs; the command's output.
+fn finish_a(w: &World, extra: &[&dyn AsRef<std::ffi::OsStr>]) -> std::process::Output {
+    let (home, input) = (w.p("a"), w.p("r2.psi"));
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"psi", &"offline", &"finish", &"--home", &home, &"--in", &input,
+    ];
+    args.extend_from_slice(extra);
+    common::sotto(&args)
+}
+
+#[test]
+fn key_parameters_that_differ_are_refused_before_any_element() {
+    let w = World::new();
+    w.start(&["--shard", "1/4", "--shard-salt", "s"]);
+    let err = accept_fails(&w, "hello.psi", "accept.psi", &[]);
+    assert!(
+        err.contains("the peer's shard (--shard) is 1/4 but ours is none (not sharded)"),
+        "{err}"
+    );
+    let err = accept_fails(&w, "hello.psi", "accept.psi", &["--shard", "1/4"]);
+    assert!(
+        err.contains("the peer's shard salt (--shard-salt)"),
+        "{err}"
+    );
+    assert!(!w.p("accept.psi").exists());
+    w.start(&["--nfkc"]);
+    let err = accept_fails(&w, "hello.psi", "accept.psi", &[]);
+    assert!(
+        err.contains("the peer's NFKC normalization (--nfkc) is on but ours is off"),
+        "{err}"
+    );
+    let hello = w.p("hello.psi");
+    ok(&[
+        &"psi",
+        &"offline",
+        &"start",
+        &"--home",
+        &w.p("a"),
+        &"--peer",
+        &"b",
+        &"--input",
+        &w.p("a.csv"),
+        &"--id",
+        &"id,score",
+        &"--casefold",
+        &"--out",
+        &hello,
+        &"--force",
+    ]);
+    let err = accept_fails(&w, "hello.psi", "accept.psi", &[]);
+    assert!(
+        err.contains("the peer's number of key columns is 2 but ours is 1"),
+        "{err}"
+    );
+    assert!(!w.p("accept.psi").exists());
+}
+
+#[test]
+fn a_replayed_or_repeated_hello_is_refused() {
+    let w = World::new();
+    w.start(&[]);
+    std::fs::copy(w.p("hello.psi"), w.p("old-hello.psi")).unwrap();
+    w.accept(&[]);
+    let err = accept_fails(&w, "hello.psi", "accept-2.psi", &[]);
+    assert!(
+        err.contains("was already accepted by this node") && err.contains("replay"),
+        "{err}"
+    );
+    assert!(!w.p("accept-2.psi").exists());
+    w.send();
+    w.respond();
+    let out = finish_a(&w, &[&"--output", &w.p("out.csv")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Last week's hello, replayed after the session finished.
+    let err = accept_fails(&w, "old-hello.psi", "accept-3.psi", &[]);
+    assert!(err.contains("was already accepted by this node"), "{err}");
+    assert!(!w.p("accept-3.psi").exists());
+}
+
+#[test]
+fn outputs_never_replace_inputs_keys_or_existing_files() {
+    let w = World::new();
+    w.start(&[]);
+    w.accept(&[]);
+    w.send();
+    w.respond();
+    let input_before = std::fs::read(w.p("a.csv")).unwrap();
+    let (csv, received, in_home, existing) = (
+        w.p("a.csv"),
+        w.p("r2.psi"),
+        w.p("a").join("out.csv"),
+        w.p("hello.psi"),
+    );
+    let cases: [(Vec<&dyn AsRef<std::ffi::OsStr>>, &str); 4] = [
+        (
+            vec![&"--output", &csv, &"--force"],
+            "is also an input of this command",
+        ),
+        (
+            vec![&"--output", &received, &"--force"],
+            "is also an input of this command",
+        ),
+        (vec![&"--output", &in_home, &"--force"], "lies inside"),
+        (vec![&"--report", &existing], "already exists"),
+    ];
+    for (extra, expected) in &cases {
+        let out = finish_a(&w, extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(expected), "{err}");
+    }
+    assert_eq!(std::fs::read(w.p("a.csv")).unwrap(), input_before);
+    assert_eq!(w.session_files("a"), 1, "the session can still finish");
+    // The profile export cannot replace the node's identity key, even forced.
+    let key_before = std::fs::read(w.p("a/identity.key")).unwrap();
+    let err = fails(&[
+        &"identity",
+        &"export",
+        &"--home",
+        &w.p("a"),
+        &"--out",
+        &w.p("a/identity.key"),
+        &"--force",
+    ]);
+    assert!(err.contains("lies inside"), "{err}");
+    assert_eq!(std::fs::read(w.p("a/identity.key")).unwrap(), key_before);
+    let err = fails(&[
+        &"identity",
+        &"export",
+        &"--home",
+        &w.p("a"),
+        &"--out",
+        &w.p("a.json"),
+    ]);
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    ok(&[
+        &"identity",
+        &"export",
+        &"--home",
+        &w.p("a"),
+        &"--out",
+        &w.p("a.json"),
+        &"--force",
+    ]);
+}
+
+#[test]
+fn a_failing_finish_leaves_no_file_and_can_be_run_again() {
+    let w = World::new();
+    w.start(&["--reveal", "both"]);
+    w.accept(&[]);
+    w.send();
+    w.respond();
+    let before = std::fs::read_dir(w.dir.path()).unwrap().count();
+    let out = finish_a(
+        &w,
+        &[
+            &"--output",
+            &w.p("out.csv"),
+            &"--close",
+            &w.p("close.psi"),
+            &"--report",
+            &w.p("no-such-dir").join("report.json"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("does not exist"),
+        "{err}"
+    );
+    let after = std::fs::read_dir(w.dir.path()).unwrap().count();
+    assert_eq!(before, after, "no output, close file or temporary file");
+    assert!(!w.p("no-such-dir").exists());
+    let out = finish_a(
+        &w,
+        &[
+            &"--output",
+            &w.p("out.csv"),
+            &"--close",
+            &w.p("close.psi"),
+            &"--report",
+            &w.p("report.json"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(w.p("out.csv").exists() && w.p("close.psi").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(w.p("out.csv"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "matched customers are private");
+    }
+}
+
+#[test]
+fn what_cannot_work_is_refused_up_front() {
+    let w = World::new();
+    w.start(&["--reveal", "size"]);
+    w.accept(&[]);
+    w.send();
+    w.respond();
+    let out = finish_a(&w, &[&"--output", &w.p("rows.csv")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reveal is `size`") && err.contains("no rows for --output"),
+        "{err}"
+    );
+    assert_eq!(
+        w.session_files("a"),
+        1,
+        "refused before anything was verified"
+    );
+    std::fs::write(w.p("dup.csv"), "id,name,id\nx,y,z\n").unwrap();
+    let err = fails(&[
+        &"psi",
+        &"offline",
+        &"start",
+        &"--home",
+        &w.p("a"),
+        &"--peer",
+        &"b",
+        &"--input",
+        &w.p("dup.csv"),
+        &"--id",
+        &"id",
+        &"--out",
+        &w.p("dup-hello.psi"),
+    ]);
+    assert!(
+        err.contains("dup.csv:1:3: column name \"id\" appears again (first at column 1)"),
+        "{err}"
+    );
+    let err = fails(&[&"peer", &"add", &"--home", &w.p("a"), &w.p("a.json")]);
+    assert!(err.contains("is the profile of this node"), "{err}");
+}

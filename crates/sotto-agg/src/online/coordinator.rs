@@ -112,7 +112,7 @@ enum Event {
 
 impl Event {
     /// The connection an event came from (`None` for joins and shutdown).
-    fn from_connection(&self) -> Option<(&NodeName, u64)> {
+    fn connection(&self) -> Option<(&NodeName, u64)> {
         match self {
             Event::Envelope { name, conn, .. }
             | Event::Malformed { name, conn, .. }
@@ -547,7 +547,7 @@ impl JobRun<'_> {
             let event = self
                 .events
                 .recv_timeout(until.saturating_duration_since(Instant::now()))?;
-            match event.from_connection() {
+            match event.connection() {
                 Some((name, conn)) if self.links.get(name).is_none_or(|l| l.conn != conn) => {}
                 _ => return Ok(event),
             }
@@ -561,7 +561,9 @@ impl JobRun<'_> {
         self.send(
             outbound,
             abort_frame(
-                &format!("{name} is already connected to this job; this second connection is refused"),
+                &format!(
+                    "{name} is already connected to this job; this second connection is refused"
+                ),
                 false,
             ),
         );

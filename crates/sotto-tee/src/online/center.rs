@@ -109,9 +109,7 @@ fn refused(e: &RegistryError) -> Status {
     match e {
         RegistryError::Revoked { .. }
         | RegistryError::NotMember { .. }
-        | RegistryError::Suspended { .. } => {
-            Status::permission_denied(e.to_string())
-        }
+        | RegistryError::Suspended { .. } => Status::permission_denied(e.to_string()),
         _ => Status::failed_precondition(e.to_string()),
     }
 }
@@ -325,12 +323,10 @@ pub fn prepare(config: CenterConfig) -> Result<PreparedCenter, OnlineError> {
         key,
     };
     if !suspended.is_empty() {
-        inner
-            .persist()
-            .map_err(|status| OnlineError::Database {
-                path: inner.db_path.clone(),
-                reason: status.message().to_owned(),
-            })?;
+        inner.persist().map_err(|status| OnlineError::Database {
+            path: inner.db_path.clone(),
+            reason: status.message().to_owned(),
+        })?;
         for (node, reasons) in &suspended {
             tracing::warn!(
                 node = %node,

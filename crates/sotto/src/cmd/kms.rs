@@ -347,6 +347,7 @@ pub fn run(command: KmsCommand) -> Result<()> {
         match command {
             KmsCommand::Init(a) => {
                 let home = a.home.open()?;
+                lifecycle::refuse_existing(home.dir())?;
                 let password = read_password(a.password.password_file.as_deref(), true)?;
                 let backup = ObjectLocation::create(&a.backup)?;
                 let created =
