@@ -76,7 +76,9 @@ pub struct ServeArgs {
     /// Pinned peers allowed to start sessions (comma-separated; default: every pinned peer).
     #[arg(long, value_delimiter = ',')]
     allow: Option<Vec<NodeName>>,
-    /// Under reveal `both`, write each session's matched rows and report here.
+    /// Under reveal `both`, write each session's matched rows (mode 0600) and
+    /// report here, as SID.csv and SID.report.json. The directory must exist
+    /// and lie outside any node home.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
     /// Relays (certified node names, comma-separated) whose connections you
@@ -148,6 +150,11 @@ pub enum OfflineCommand {
     /// Requester: open a session with a pinned peer and write the hello file.
     Start(StartArgs),
     /// Provider: check a hello file, read your input, write the accept file.
+    ///
+    /// A hello is accepted once: its session id is remembered for 8 days
+    /// (a hello older than 7 days is refused by its date), so a replayed or
+    /// repeated hello is refused. Its key parameters (columns, normalization,
+    /// shard) must equal yours.
     Accept(AcceptArgs),
     /// Requester: check the accept file, encrypt and sign round 1.
     Send(StepArgs),
