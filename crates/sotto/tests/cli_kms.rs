@@ -136,6 +136,11 @@ impl Site {
     }
 
     fn serve(&self, extra: &[&str]) -> Kms {
+        self.serve_home("kms", extra)
+    }
+
+    /// `kms serve` of the KMS in the home `home`.
+    fn serve_home(&self, home: &str, extra: &[&str]) -> Kms {
         let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
         c.args([
             "--quiet",
@@ -145,7 +150,7 @@ impl Site {
             "127.0.0.1:0",
             "--home",
         ])
-        .arg(self.p("kms"))
+        .arg(self.p(home))
         .arg("--password-file")
         .arg(self.p("pw"))
         .args(extra)
@@ -808,29 +813,7 @@ fn a_backup_location_holding_a_bundle_is_never_overwritten() {
         &site.p("pw"),
     ]);
     let first = site.serve(&[]);
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
-    c.args([
-        "--quiet",
-        "kms",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--home",
-    ])
-    .arg(site.p("kms-3"))
-    .arg("--password-file")
-    .arg(site.p("pw"))
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let second = Kms {
-        child,
-        address: line.trim().trim_start_matches("listening on ").to_owned(),
-    };
+    let second = site.serve_home("kms-3", &[]);
     site.ok(&[
         &"kms",
         &"keygen",

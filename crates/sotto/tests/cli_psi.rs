@@ -80,12 +80,17 @@ impl World {
     }
 
     fn accept(&self, extra: &[&str]) {
-        let (home, hello, input, out) = (
-            self.p("b"),
-            self.p("hello.psi"),
-            self.p("b.csv"),
-            self.p("accept.psi"),
+        let out = self.accept_command("hello.psi", "accept.psi", extra);
+        assert!(
+            out.status.success(),
+            "accept failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// b's `accept` of `hello` (ids in `customer`, case folded), writing `out`.
+    fn accept_command(&self, hello: &str, out: &str, extra: &[&str]) -> std::process::Output {
+        let (home, hello, input, out) = (self.p("b"), self.p(hello), self.p("b.csv"), self.p(out));
         let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
             &"psi",
             &"offline",
@@ -106,7 +111,7 @@ impl World {
         for e in extra {
             args.push(e);
         }
-        ok(&args);
+        common::sotto(&args)
     }
 
     fn send(&self) {
@@ -556,30 +561,11 @@ fn demo_passes_its_own_check() {
     assert!(out.contains("CHECK PASSED"), "{out}");
 }
 
-/// `accept` of `hello` by b (ids in `customer`, case folded) with `extra`;
-/// returns the command's standard error, expecting a refusal.
+/// `accept` of `hello` by b, expected to be refused; its standard error.
 fn accept_fails(w: &World, hello: &str, out: &str, extra: &[&str]) -> String {
-    let (home, hello, input, out) = (w.p("b"), w.p(hello), w.p("b.csv"), w.p(out));
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-        &"psi",
-        &"offline",
-        &"accept",
-        &"--home",
-        &home,
-        &"--in",
-        &hello,
-        &"--input",
-        &input,
-        &"--id",
-        &"customer",
-        &"--casefold",
-        &"--out",
-        &out,
-    ];
-    for e in extra {
-        args.push(e);
-    }
-    fails(&args)
+    let result = w.accept_command(hello, out, extra);
+    assert!(!result.status.success(), "accept should have been refused");
+    String::from_utf8_lossy(&result.stderr).into_owned()
 }
 
 /// The requester's `finish` with `extra` outputs; the command's output.

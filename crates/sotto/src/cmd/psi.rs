@@ -367,28 +367,32 @@ pub fn run(command: PsiCommand, progress: std::sync::Arc<dyn ProgressSink + Send
             )?;
             println!("{}", summary.message);
         }
-        OfflineCommand::Send(a) => {
-            let summary = offline::send(
-                &a.home.open()?,
-                &a.input_file,
-                &a.out,
-                &a.force.rules(),
-                &*progress,
-            )?;
-            println!("{}", summary.message);
-        }
-        OfflineCommand::Respond(a) => {
-            let summary = offline::respond(
-                &a.home.open()?,
-                &a.input_file,
-                &a.out,
-                &a.force.rules(),
-                &*progress,
-            )?;
-            println!("{}", summary.message);
-        }
+        OfflineCommand::Send(a) => middle_step(offline::send, a, &*progress)?,
+        OfflineCommand::Respond(a) => middle_step(offline::respond, a, &*progress)?,
         OfflineCommand::Finish(a) => finish(a, &*progress)?,
     }
+    Ok(())
+}
+
+/// The signature shared by `send` and `respond`.
+type MiddleStep = fn(
+    &sotto_node::NodeHome,
+    &std::path::Path,
+    &std::path::Path,
+    &sotto_node::OutputRules,
+    &dyn ProgressSink,
+) -> Result<offline::StepSummary, offline::OfflineError>;
+
+/// Runs `send` or `respond`: one file in, the next file out.
+fn middle_step(step: MiddleStep, a: StepArgs, progress: &dyn ProgressSink) -> Result<()> {
+    let summary = step(
+        &a.home.open()?,
+        &a.input_file,
+        &a.out,
+        &a.force.rules(),
+        progress,
+    )?;
+    println!("{}", summary.message);
     Ok(())
 }
 
