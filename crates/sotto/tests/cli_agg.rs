@@ -397,32 +397,65 @@ fn a_rerun_never_falls_below_min_clients() {
 #[test]
 fn a_second_join_under_a_connected_name_does_not_drop_the_first() {
     let w = World::new(3, 20, 30);
-    let c = w.serve(&[]);
+    let log = w.p("coordinator.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args(["agg", "serve", "--listen", "127.0.0.1:0"])
+        .arg("--home")
+        .arg(w.p("bureau"))
+        .arg("--job")
+        .arg(w.p("job.toml"))
+        .arg("--query")
+        .arg(w.p("query.csv"))
+        .arg("--output")
+        .arg(w.p("result.csv"))
+        .env_remove("SOTTO_HOME")
+        .env_remove("SOTTO_LOG")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let c = Coordinator {
+        child: Some(child),
+        address: line.trim().trim_start_matches("listening on ").to_owned(),
+    };
     let first = w.join(1, &c.address);
-    // Wait until the first connection is admitted, then join again as lender-1.
+    // Once the first connection is admitted, join again as lender-1.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let out = w
-            .join_command("lender-1", "lender-1.csv", &c.address)
-            .arg("--force")
-            .output()
-            .unwrap();
-        let err = stderr(&out);
-        if err.contains("already connected to this job") {
-            assert!(!out.status.success());
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{err}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("joined")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lender-1 never joined"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let out = w
+        .join_command("lender-1", "lender-1.csv", &c.address)
+        .arg("--force")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("already connected to this job"),
+        "{err}"
+    );
     let others: Vec<Child> = (2..=3).map(|i| w.join(i, &c.address)).collect();
     for client in std::iter::once(first).chain(others) {
         let out = client.wait_with_output().unwrap();
         assert!(out.status.success(), "client: {}", stderr(&out));
     }
     let out = c.wait();
-    assert!(out.status.success(), "coordinator: {}", stderr(&out));
+    assert!(out.status.success(), "coordinator failed");
     assert_eq!(text(&w.p("result.csv")), EXPECTED_ALL);
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("a second connection under this name was refused"));
 }
 
 #[test]
