@@ -1,8 +1,9 @@
 //! Any bytes given to the KMS or the agent as an envelope, a reply channel
-//! id, a channel grant, a recovery answer or a public key statement are
-//! parsed and checked or refused, never a panic. (Password-sealed bundles
-//! are left out: a valid header makes each input cost an Argon2id
-//! evaluation; their header checks have unit tests.)
+//! id, a channel grant, a recovery answer, a public key statement or a
+//! stored bundle's signed header are parsed and checked or refused, never a
+//! panic. (Opening the password-sealed part is left out: a valid header
+//! makes each input cost an Argon2id evaluation; its header checks have
+//! unit tests.)
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sotto_crypto::hpke::HpkeSecretKey;
 use sotto_crypto::identity::{IdentityKey, SIGNATURE_LEN};
+use sotto_kms::bundle::StoredBundle;
 use sotto_kms::engine::{parse_channel, parse_envelope};
 use sotto_kms::reply;
 use sotto_kms::reply_channel::{ChannelGrant, ChannelRequest, ReplyChannels, DEFAULT_TTL};
@@ -49,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = ReplyChannels::grant(DEFAULT_TTL, &kms, "bank-a", data, &mut rng);
     let _ = reply::verify_statement(&signer, data, data);
+    let _ = StoredBundle::parse(data);
     if let Ok(pubkey_channel) = HpkeSecretKey::from_bytes(&[5u8; 32]) {
         let _ = reply::open_channel(&pubkey_channel, data);
     }
