@@ -189,6 +189,9 @@ pub enum EngineError {
         /// The peer's value.
         theirs: String,
     },
+    /// The requester asked for aligned output and this provider does not agree.
+    #[error("handshake refused: the requester asks for aligned output (--align) and this provider does not agree to it (accept/serve without --allow-align); nothing was computed")]
+    AlignRefused,
     /// The requester's hello is older than a provider accepts (or dated in
     /// the future): it may be a replay of a session no longer remembered.
     #[error("handshake refused: the hello was written at Unix time {created}, but this node's clock says {now}; a hello is accepted for 7 days (10 minutes ahead at most), so start a new session")]
@@ -302,6 +305,22 @@ pub enum TableError {
         path: PathBuf,
         /// `deleted` or `changed`.
         what: &'static str,
+    },
+    /// Under alignment, keys occur on several rows and duplicates are refused.
+    #[error("{path}: {count} row(s) repeat the key of an earlier row ({lines}); aligned output needs one row per key: remove the repeats, or pass --duplicates first to keep the first row of each key")]
+    DuplicateKeys {
+        /// The file.
+        path: PathBuf,
+        /// Rows that repeat a key.
+        count: u64,
+        /// The first few repeats, "line N repeats line M".
+        lines: String,
+    },
+    /// A flag column was asked for an aligned output.
+    #[error("{path}: aligned output writes one row per shared customer; --flag-column (every row, flagged) cannot be aligned: use --output alone or --keys-only")]
+    FlagWithAlign {
+        /// The output.
+        path: PathBuf,
     },
     /// The file has no header row.
     #[error("{path}: empty file; a CSV with a header row is required")]

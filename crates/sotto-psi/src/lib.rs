@@ -6,6 +6,7 @@
 //! - [`table`]: reading identifier columns from CSV and writing the outputs;
 //!   [`keystore`]: the compact store of distinct keys.
 //! - [`local`]: both roles in one process (benchmarks, tests).
+//! - [`aligned`]: outputs aligned row for row for federated learning.
 //! - [`accepted`]: the provider's durable memory of accepted sessions
 //!   (replayed hellos are refused).
 //! - [`offline`]: the file-based driver: each step reads the previous file and
@@ -14,6 +15,7 @@
 //!   `run` (requester), with retransmission of refused batches.
 
 pub mod accepted;
+pub mod aligned;
 pub mod codec;
 pub mod engine;
 pub mod error;

@@ -104,6 +104,7 @@ pub fn run_local<R: RngCore + CryptoRng>(
     let policy = AcceptPolicy {
         modes: SigningMode::ALL.to_vec(),
         keys,
+        allow_align: true,
     };
     let mut phases = Vec::new();
     let (n, m) = (a_keys.len() as u64, b_keys.len() as u64);

@@ -17,6 +17,7 @@ use sotto_node::files::{commit_all, read, write_atomic, AtomicFile, Visibility};
 use sotto_node::{NodeError, NodeHome, OutputRules, Profile};
 
 use crate::accepted::{AcceptedSessions, RecordError};
+use crate::aligned::{check_duplicates, stage_rows, Duplicates, FinishRows};
 use crate::engine::{
     AcceptPolicy, PeerKeys, Session, SessionParams, Signer, MAX_BATCH_SIZE, TRUNCATED_LEN,
 };
@@ -24,7 +25,7 @@ use crate::error::{DecodeError, EngineError, Replayed, TableError};
 use crate::files::{FileBody, FileKind, PsiFile};
 use crate::report::{timed, PhaseTiming, Report, ReportContext};
 use crate::steps::{self, ProgressSink};
-use crate::table::{read_keys, stage_matches, InputStats, KeySpec, KeyTable, OutputKind, Shard};
+use crate::table::{read_keys, InputStats, KeySpec, KeyTable, OutputKind, Shard};
 use crate::wire::{Receipt, Reveal, Role, SigningMode, StreamKind};
 
 const STATE_MAGIC: &[u8; 8] = b"SOTTOSTA";
@@ -221,6 +222,10 @@ pub struct StartOptions {
     pub reveal: Reveal,
     /// Elements per batch.
     pub batch_size: u32,
+    /// Ask for aligned output (needs reveal `both`).
+    pub align: bool,
+    /// Under alignment, what to do with keys on several rows.
+    pub duplicates: Duplicates,
 }
 
 /// What a provider accepts with, in `accept`.
@@ -231,6 +236,10 @@ pub struct AcceptOptions {
     pub spec: KeySpec,
     /// Signing modes accepted.
     pub modes: Vec<SigningMode>,
+    /// Agree to aligned output if the requester asks for it.
+    pub allow_align: bool,
+    /// Under alignment, what to do with keys on several rows.
+    pub duplicates: Duplicates,
 }
 
 /// Where a finishing party writes its results.
@@ -242,6 +251,9 @@ pub struct FinishOptions {
     pub report: Option<PathBuf>,
     /// Closing file for the provider (requester only; required under reveal `both`).
     pub close: Option<PathBuf>,
+    /// Under alignment: replace the key columns of the output by this
+    /// column of per-session pseudonyms.
+    pub id_column: Option<String>,
 }
 
 /// What a step tells its caller.
@@ -459,15 +471,21 @@ pub fn start<R: RngCore + CryptoRng>(
     rules.clone().with_input(&options.input).check(out)?;
     let peer = home.peer(&options.peer)?;
     let table = read_keys(&options.input, &options.spec)?;
+    if options.align {
+        check_duplicates(&table, options.duplicates)?;
+    }
     let signer = Signer::for_home(home);
-    let params = SessionParams::fresh(
-        options.mode,
-        options.reveal,
-        options.batch_size,
-        options.spec.params(),
-        unix_now(),
-        rng,
-    );
+    let params = SessionParams {
+        align: options.align,
+        ..SessionParams::fresh(
+            options.mode,
+            options.reveal,
+            options.batch_size,
+            options.spec.params(),
+            unix_now(),
+            rng,
+        )
+    };
     let (session, hello) = Session::request(
         params,
         &signer,
@@ -533,6 +551,7 @@ pub fn accept<R: RngCore + CryptoRng>(
     let policy = AcceptPolicy {
         modes: options.modes.clone(),
         keys: options.spec.params(),
+        allow_align: options.allow_align,
     };
     let now = unix_now();
     let (session, reply) = Session::accept(
@@ -545,6 +564,9 @@ pub fn accept<R: RngCore + CryptoRng>(
         rng,
     )
     .map_err(protocol(hello_path))?;
+    if hello.align {
+        check_duplicates(&table, options.duplicates)?;
+    }
     let accepted = AcceptedSessions::open(home)?;
     accepted
         .record(&hello.sid, hello.created, now)
@@ -801,6 +823,13 @@ fn check_finish_outputs(
         }
         _ => {}
     }
+    let align = session.params().align;
+    if align && matches!(options.output, Some((_, OutputKind::Flag(_)))) {
+        return unavailable("the session is aligned: it writes one row per shared customer, so --flag-column (every row, flagged) cannot be used");
+    }
+    if !align && options.id_column.is_some() {
+        return unavailable("--output-id-column needs an aligned session (start it with --align)");
+    }
     let outputs: Vec<&Path> = [
         options.output.as_ref().map(|(p, _)| p.as_path()),
         options.report.as_deref(),
@@ -861,6 +890,17 @@ fn finish_requester(
             steps::requester_finish(&mut session, &w, &v, &signer, &*bar).map_err(protocol(path))
         },
     )?;
+    let finished = if session.params().reveal == Reveal::Size {
+        None
+    } else {
+        Some(stage_finish(
+            &mut session,
+            &driver,
+            &result.matched,
+            options,
+            path,
+        )?)
+    };
     session
         .check_receipt(&receipt, &peer, Some(result.size))
         .map_err(protocol(path))?;
@@ -868,18 +908,12 @@ fn finish_requester(
         .receipt(&signer, Some(result.size))
         .map_err(protocol(path))?;
     let mut staged = Vec::new();
-    let matched_rows = if session.params().reveal == Reveal::Size {
-        None
-    } else {
-        let table = reload_input(&driver)?;
-        let matches = stage_matches(
-            &table,
-            &KeySpec::from(&driver.spec),
-            &result.matched,
-            options.output.as_ref(),
-        )?;
-        staged.extend(matches.file);
-        Some(matches.rows)
+    let (matched_rows, alignment) = match finished {
+        Some(rows) => {
+            staged.extend(rows.file);
+            (Some(rows.rows), rows.alignment)
+        }
+        None => (None, None),
     };
     if let Some(close) = &options.close {
         staged.push(stage_file(
@@ -895,7 +929,7 @@ fn finish_requester(
             },
         )?);
     }
-    let report = build_report(
+    let mut report = build_report(
         &session,
         &driver,
         Some(result.size),
@@ -903,6 +937,7 @@ fn finish_requester(
         options,
         (Some(&own), Some(&receipt)),
     );
+    report.alignment = alignment;
     finalize(
         home,
         &session,
@@ -935,6 +970,7 @@ fn finish_provider(
         unreachable!("dispatched on the kind")
     };
     let mut staged = Vec::new();
+    let mut alignment = None;
     let (size, matched_rows) = if session.params().reveal == Reveal::Both {
         let m = session.provider_size();
         let kept_path = kept_w_path(home, &session.params().sid);
@@ -959,18 +995,13 @@ fn finish_provider(
             },
         )?;
         let size = matched.len() as u64;
+        let rows = stage_finish(&mut session, &driver, &matched, options, path)?;
         session
             .check_receipt(&receipt, &peer, Some(size))
             .map_err(protocol(path))?;
-        let table = reload_input(&driver)?;
-        let matches = stage_matches(
-            &table,
-            &KeySpec::from(&driver.spec),
-            &matched,
-            options.output.as_ref(),
-        )?;
-        staged.extend(matches.file);
-        (Some(size), Some(matches.rows))
+        staged.extend(rows.file);
+        alignment = rows.alignment;
+        (Some(size), Some(rows.rows))
     } else {
         if !z.is_empty() {
             return Err(protocol(path)(EngineError::Phase(
@@ -984,7 +1015,7 @@ fn finish_provider(
     };
     let signer = Signer::for_home(home);
     let own = session.receipt(&signer, size).map_err(protocol(path))?;
-    let report = build_report(
+    let mut report = build_report(
         &session,
         &driver,
         size,
@@ -992,6 +1023,7 @@ fn finish_provider(
         options,
         (Some(&receipt), Some(&own)),
     );
+    report.alignment = alignment;
     finalize(
         home,
         &session,
@@ -1000,6 +1032,35 @@ fn finish_provider(
         options,
         staged,
     )
+}
+
+/// Re-reads the input and stages this party's rows (aligned in an aligned
+/// session, whose digest is then recorded for the receipts).
+fn stage_finish(
+    session: &mut Session,
+    driver: &DriverState,
+    matched: &[u32],
+    options: &FinishOptions,
+    path: &Path,
+) -> Result<FinishRows, OfflineError> {
+    let table = reload_input(driver)?;
+    let key = match session.params().align {
+        true => Some(session.pseudonym_key().map_err(protocol(path))?),
+        false => None,
+    };
+    let sid = session.params().sid;
+    let rows = stage_rows(
+        &table,
+        &KeySpec::from(&driver.spec),
+        matched,
+        options.output.as_ref(),
+        key.as_ref()
+            .map(|k| (&sid, k, options.id_column.as_deref())),
+    )?;
+    if let Some(digest) = rows.digest {
+        session.set_alignment(digest);
+    }
+    Ok(rows)
 }
 
 fn build_report(

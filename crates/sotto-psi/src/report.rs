@@ -106,6 +106,7 @@ impl Report {
                 provider: receipts.1.map(Receipt::to_hex),
             },
             peak_rss_bytes: sotto_node::process::peak_rss_bytes(None),
+            alignment: None,
         }
     }
 
@@ -158,6 +159,26 @@ pub struct Report {
     pub receipts: ReceiptsReport,
     /// Peak resident memory of this process so far, where the OS tells it.
     pub peak_rss_bytes: Option<u64>,
+    /// Under sample alignment: how the output is ordered and its digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alignment: Option<AlignmentReport>,
+}
+
+/// The aligned output of a session.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlignmentReport {
+    /// Hex of the alignment digest, signed in this party's receipt; equal in
+    /// both parties' reports when their outputs line up row for row.
+    pub digest: String,
+    /// Rows written, one per shared customer.
+    pub rows: u64,
+    /// Matched rows left out because their key occurred on an earlier row.
+    pub dropped_duplicates: u64,
+    /// The order of the rows.
+    pub order: &'static str,
+    /// The column of per-session pseudonyms that replaced the key columns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_column: Option<String>,
 }
 
 /// The input part of a report.

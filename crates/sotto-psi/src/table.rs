@@ -159,7 +159,7 @@ impl KeyTable {
     }
 }
 
-fn io_error<'a>(
+pub(crate) fn io_error<'a>(
     path: &'a Path,
     action: &'static str,
 ) -> impl FnOnce(std::io::Error) -> TableError + 'a {
@@ -170,7 +170,7 @@ fn io_error<'a>(
     }
 }
 
-fn csv_error(path: &Path, err: csv::Error) -> TableError {
+pub(crate) fn csv_error(path: &Path, err: csv::Error) -> TableError {
     let line = err.position().map_or(0, csv::Position::line);
     match err.into_kind() {
         csv::ErrorKind::UnequalLengths {
@@ -196,7 +196,7 @@ fn csv_error(path: &Path, err: csv::Error) -> TableError {
     }
 }
 
-fn reader<R: std::io::Read>(input: R) -> csv::Reader<R> {
+pub(crate) fn reader<R: std::io::Read>(input: R) -> csv::Reader<R> {
     csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -206,13 +206,13 @@ fn reader<R: std::io::Read>(input: R) -> csv::Reader<R> {
 
 /// Reads a file through SHA-256, so a file is read once, streaming, and its
 /// digest is known at the end.
-struct HashingReader {
+pub(crate) struct HashingReader {
     file: std::io::BufReader<std::fs::File>,
     hasher: sha2::Sha256,
 }
 
 impl HashingReader {
-    fn open(path: &Path) -> Result<Self, TableError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, TableError> {
         let file = std::fs::File::open(path).map_err(io_error(path, "open"))?;
         Ok(Self {
             file: std::io::BufReader::with_capacity(1 << 16, file),
@@ -220,7 +220,7 @@ impl HashingReader {
         })
     }
 
-    fn digest(self) -> [u8; 32] {
+    pub(crate) fn digest(self) -> [u8; 32] {
         sha2::Digest::finalize(self.hasher).into()
     }
 }
@@ -271,7 +271,7 @@ fn headers<R: std::io::Read>(
     Ok(names)
 }
 
-fn column_indices(
+pub(crate) fn column_indices(
     path: &Path,
     header: &[String],
     columns: &[String],

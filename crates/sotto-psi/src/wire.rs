@@ -203,6 +203,8 @@ impl Default for KeyParams {
     }
 }
 
+/// The hello's option bit for sample alignment.
+const HELLO_ALIGN: u8 = 1;
 const TRIM: u8 = 1;
 const CASEFOLD: u8 = 2;
 const NFKC: u8 = 4;
@@ -333,6 +335,9 @@ pub struct Hello {
     pub created: u64,
     /// How the sender's keys were made (the default in a version-1 hello).
     pub keys: KeyParams,
+    /// Sample alignment: both parties write their matched rows in one common
+    /// order (requires reveal `both`; the provider must agree).
+    pub align: bool,
     /// Identity signature over all of the above.
     pub signature: [u8; ID_SIG_LEN],
 }
@@ -356,6 +361,7 @@ impl Hello {
         if self.version >= 2 {
             w.u64(self.created);
             self.keys.encode(&mut w);
+            w.u8(if self.align { HELLO_ALIGN } else { 0 });
         }
         w.finish()
     }
@@ -379,10 +385,16 @@ impl Hello {
         let profile = r.array("hello.profile")?;
         let ephemeral = r.array("hello.ephemeral")?;
         let reply_to = r.array("hello.reply_to")?;
-        let (created, keys) = if version >= 2 {
-            (r.u64("hello.created")?, KeyParams::decode(r)?)
+        let (created, keys, align) = if version >= 2 {
+            let created = r.u64("hello.created")?;
+            let keys = KeyParams::decode(r)?;
+            let options = r.u8("hello.options")?;
+            if options & !HELLO_ALIGN != 0 {
+                return Err(r.invalid("hello.options", format!("unknown options {options:#04x}")));
+            }
+            (created, keys, options & HELLO_ALIGN != 0)
         } else {
-            (0, KeyParams::default())
+            (0, KeyParams::default(), false)
         };
         Ok(Self {
             version,
@@ -399,6 +411,7 @@ impl Hello {
             reply_to,
             created,
             keys,
+            align,
             signature: r.array("hello.signature")?,
         })
     }
@@ -619,6 +632,9 @@ pub struct Receipt {
     pub intersection_size: Option<u64>,
     /// Hash of the transcript (hellos and every batch header of rounds 1-2).
     pub transcript: [u8; 32],
+    /// Under sample alignment, the digest of the signer's aligned output
+    /// (see [`crate::engine::alignment_digest`]), once it knows it.
+    pub alignment: Option<[u8; 32]>,
     /// The signer's identity signature.
     pub signature: [u8; ID_SIG_LEN],
 }
@@ -639,6 +655,10 @@ impl Receipt {
             None => w.u8(0).u64(0),
         };
         w.raw(&self.transcript);
+        match &self.alignment {
+            Some(digest) => w.u8(1).raw(digest),
+            None => w.u8(0),
+        };
         w.finish()
     }
 
@@ -663,6 +683,12 @@ impl Receipt {
             1 => Some(size),
             other => return Err(r.invalid("receipt.intersection_known", format!("flag {other}"))),
         };
+        let transcript = r.array("receipt.transcript")?;
+        let alignment = match r.u8("receipt.alignment_known")? {
+            0 => None,
+            1 => Some(r.array("receipt.alignment")?),
+            other => return Err(r.invalid("receipt.alignment_known", format!("flag {other}"))),
+        };
         Ok(Self {
             version,
             sid,
@@ -672,7 +698,8 @@ impl Receipt {
             requester_size,
             provider_size,
             intersection_size,
-            transcript: r.array("receipt.transcript")?,
+            transcript,
+            alignment,
             signature: r.array("receipt.signature")?,
         })
     }

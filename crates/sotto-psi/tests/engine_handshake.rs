@@ -212,3 +212,122 @@ fn an_accept_that_changes_the_key_parameters_is_refused_by_the_requester() {
     );
     assert_eq!(parameter, "case folding (--casefold)");
 }
+
+/// Runs rounds 1 and 2 of an aligned session between a and b; returns both
+/// sessions, ready for receipts.
+fn aligned_rounds() -> (Session, Session, Parties) {
+    use sotto_psi::keystore::KeyStore;
+    use sotto_psi::steps::{check_stream, reencrypt_stream, send_own};
+    use sotto_psi::wire::StreamKind;
+    let mut p = parties();
+    let keys = KeyParams::default();
+    let params = SessionParams {
+        align: true,
+        ..SessionParams::fresh(SigningMode::Element, Reveal::Both, 8, keys, NOW, &mut p.rng)
+    };
+    let (a_keys, b_keys) = (
+        KeyStore::from_keys((0..6).map(|i| format!("k{i}"))),
+        KeyStore::from_keys((3..9).map(|i| format!("k{i}"))),
+    );
+    let (sa, sb, pa, pb) = (p.a.signer(), p.b.signer(), p.a.peer_keys(), p.b.peer_keys());
+    let (mut alice, hello) = Session::request(params, &sa, &pb, 6, &mut p.rng).unwrap();
+    let policy = AcceptPolicy {
+        allow_align: true,
+        ..AcceptPolicy::default()
+    };
+    let (mut bob, accept) = Session::accept(&hello, &sb, &pa, 6, &policy, NOW, &mut p.rng).unwrap();
+    alice.on_accept(&accept, &pb).unwrap();
+    let none = &|_| {};
+    let u = send_own(
+        &mut alice,
+        StreamKind::RequesterEncrypted,
+        &a_keys,
+        &sa,
+        none,
+    )
+    .unwrap();
+    check_stream(&mut bob, StreamKind::RequesterEncrypted, 6, &u, &pa, none).unwrap();
+    let w = reencrypt_stream(&mut bob, StreamKind::Reencrypted, &u, &sb, none).unwrap();
+    let v = send_own(&mut bob, StreamKind::ProviderEncrypted, &b_keys, &sb, none).unwrap();
+    check_stream(&mut alice, StreamKind::Reencrypted, 6, &w, &pb, none).unwrap();
+    check_stream(&mut alice, StreamKind::ProviderEncrypted, 6, &v, &pb, none).unwrap();
+    (alice, bob, p)
+}
+
+#[test]
+fn an_aligned_session_needs_reveal_both_and_the_providers_consent() {
+    let mut p = parties();
+    let keys = KeyParams::default();
+    let params = SessionParams {
+        align: true,
+        ..SessionParams::fresh(
+            SigningMode::Element,
+            Reveal::Requester,
+            8,
+            keys,
+            NOW,
+            &mut p.rng,
+        )
+    };
+    let err = Session::request(params, &p.a.signer(), &p.b.peer_keys(), 3, &mut p.rng)
+        .expect_err("align without reveal both");
+    assert!(
+        matches!(err, EngineError::Handshake(ref m) if m.contains("needs reveal `both`")),
+        "{err}"
+    );
+    let params = SessionParams {
+        reveal: Reveal::Both,
+        ..params
+    };
+    let (_, hello) =
+        Session::request(params, &p.a.signer(), &p.b.peer_keys(), 3, &mut p.rng).unwrap();
+    let err = Session::accept(
+        &hello,
+        &p.b.signer(),
+        &p.a.peer_keys(),
+        3,
+        &AcceptPolicy::default(),
+        NOW,
+        &mut p.rng,
+    )
+    .expect_err("provider does not agree");
+    assert_eq!(err, EngineError::AlignRefused);
+}
+
+#[test]
+fn the_pseudonym_key_is_shared_and_alignment_digests_are_compared_in_receipts() {
+    let (mut alice, mut bob, p) = aligned_rounds();
+    let (ka, kb) = (alice.pseudonym_key().unwrap(), bob.pseudonym_key().unwrap());
+    assert_eq!(ka.tag(b"customer"), kb.tag(b"customer"));
+    assert_ne!(ka.tag(b"customer"), ka.tag(b"customer2"));
+    let provider_round2 = bob.receipt(&p.b.signer(), None).unwrap();
+    alice.set_alignment([1; 32]);
+    alice
+        .check_receipt(&provider_round2, &p.b.peer_keys(), None)
+        .expect("the provider's round-2 receipt precedes its alignment");
+    let requester = alice.receipt(&p.a.signer(), Some(3)).unwrap();
+    assert_eq!(requester.alignment, Some([1; 32]));
+    bob.set_alignment([2; 32]);
+    assert_eq!(
+        bob.check_receipt(&requester, &p.a.peer_keys(), Some(3)),
+        Err(EngineError::ReceiptMismatch(
+            "alignment digest (the two aligned outputs would not line up)".into()
+        ))
+    );
+    bob.set_alignment([1; 32]);
+    bob.check_receipt(&requester, &p.a.peer_keys(), Some(3))
+        .expect("equal digests");
+}
+
+#[test]
+fn an_aligned_requester_receipt_without_a_digest_is_refused() {
+    let (mut alice, mut bob, p) = aligned_rounds();
+    let unaligned = alice.receipt(&p.a.signer(), Some(3)).unwrap();
+    bob.set_alignment([1; 32]);
+    assert_eq!(
+        bob.check_receipt(&unaligned, &p.a.peer_keys(), Some(3)),
+        Err(EngineError::ReceiptMismatch(
+            "alignment digest (missing from an aligned session's receipt)".into()
+        ))
+    );
+}

@@ -45,10 +45,12 @@ fn setup(mode: SigningMode, seed: u64) -> Setup {
         batch_size: BATCH,
         keys: KeyParams::default(),
         created: NOW,
+        align: false,
     };
     let policy = AcceptPolicy {
         modes: SigningMode::ALL.to_vec(),
         keys: KeyParams::default(),
+        allow_align: false,
     };
     let keys = sotto_psi::keystore::KeyStore::from_keys((0..N).map(|i| format!("k{i}")));
     let (mut alice, hello) =
@@ -279,6 +281,7 @@ fn hello_from_unpinned_peer_or_altered_hello_is_refused() {
         batch_size: 8,
         keys: KeyParams::default(),
         created: NOW,
+        align: false,
     };
     let policy = AcceptPolicy::default();
     let (_, hello) =

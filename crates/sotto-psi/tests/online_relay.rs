@@ -13,6 +13,7 @@ use rand_core::OsRng;
 use sotto_net::ca::ConsortiumCa;
 use sotto_node::files::{write_atomic, Visibility};
 use sotto_node::NodeHome;
+use sotto_psi::aligned::Duplicates;
 use sotto_psi::codec::{Reader, Writer};
 use sotto_psi::engine::AcceptPolicy;
 use sotto_psi::online::{
@@ -130,6 +131,8 @@ impl World {
             allow: None,
             relays: vec!["relay".parse().unwrap()],
             output_dir: None,
+            duplicates: Duplicates::Refuse,
+            id_column: None,
             limits,
         };
         tokio::spawn(online::serve(
@@ -160,6 +163,9 @@ impl World {
             mode: SigningMode::Element,
             reveal: Reveal::Requester,
             batch_size: 32,
+            align: false,
+            duplicates: Duplicates::Refuse,
+            id_column: None,
             output: Some((out.to_owned(), OutputKind::Rows)),
             report: report.map(Path::to_owned),
             rules: sotto_node::OutputRules::new(true),

@@ -693,3 +693,62 @@ fn transport_failures_are_described_in_words() {
         "{err}"
     );
 }
+
+#[test]
+fn aligned_online_outputs_share_pseudonyms_row_for_row() {
+    let w = World::new(60);
+    std::fs::create_dir(w.p("b-out")).unwrap();
+    let refusing = w.serve(&[]);
+    let out = w.run(&refusing, "refused.csv", &["--align"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not agree to it"), "{err}");
+    assert!(!w.p("refused.csv").exists());
+    drop(refusing);
+    let provider = w.serve(&[
+        "--allow-align",
+        "--output-dir",
+        w.p("b-out").to_str().unwrap(),
+        "--output-id-column",
+        "pid",
+    ]);
+    let out = w.run(
+        &provider,
+        "a-out.csv",
+        &[
+            "--align",
+            "--output-id-column",
+            "pid",
+            "--report",
+            w.p("a-report.json").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.p("a-report.json")).unwrap()).unwrap();
+    let sid = report["session"].as_str().unwrap().to_owned();
+    let provider_out = w.p("b-out").join(format!("{sid}.csv"));
+    let first_column = |path: &Path| -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').next().unwrap().to_owned())
+            .collect()
+    };
+    let (a, b) = (first_column(&w.p("a-out.csv")), first_column(&provider_out));
+    assert_eq!(a[0], "pid");
+    assert_eq!(a.len(), 31, "30 shared customers");
+    assert_eq!(a, b, "the same pseudonym on the same row on both sides");
+    let verified = ok(&[
+        &"psi",
+        &"verify-alignment",
+        &"--report",
+        &w.p("a-report.json"),
+        &"--peer-report",
+        &w.p("b-out").join(format!("{sid}.report.json")),
+    ]);
+    assert!(verified.contains("30 rows in each output"), "{verified}");
+}

@@ -816,3 +816,153 @@ fn what_cannot_work_is_refused_up_front() {
     let err = fails(&[&"peer", &"add", &"--home", &w.p("a"), &w.p("a.json")]);
     assert!(err.contains("is the profile of this node"), "{err}");
 }
+
+/// Two inputs for alignment: ids in mixed case and padded, some repeated.
+fn alignment_inputs(w: &World) {
+    let variant = |i: usize| match i % 3 {
+        0 => format!("user{i}"),
+        1 => format!(" USER{i} "),
+        _ => format!("User{i}"),
+    };
+    let mut a = String::from("id,score\n");
+    for i in 0..200 {
+        a.push_str(&format!("{},{i}\n", variant(i)));
+        if i % 17 == 0 {
+            a.push_str(&format!("{},again\n", variant(i + 1)));
+        }
+    }
+    let mut b = String::from("customer,flag\n");
+    for i in (100..300).rev() {
+        b.push_str(&format!("{},{}\n", variant(i + 2), i % 2));
+        if i % 23 == 0 {
+            b.push_str(&format!("{},dup\n", variant(i)));
+        }
+    }
+    std::fs::write(w.p("a.csv"), a).unwrap();
+    std::fs::write(w.p("b.csv"), b).unwrap();
+}
+
+fn csv_rows(path: &Path) -> Vec<Vec<String>> {
+    lines(path)
+        .iter()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+#[test]
+fn aligned_outputs_line_up_row_for_row_and_the_digests_prove_it() {
+    let w = World::new();
+    alignment_inputs(&w);
+    let start = |extra: &[&str]| {
+        let (home, input, out) = (w.p("a"), w.p("a.csv"), w.p("hello.psi"));
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"psi",
+            &"offline",
+            &"start",
+            &"--home",
+            &home,
+            &"--peer",
+            &"b",
+            &"--input",
+            &input,
+            &"--id",
+            &"id",
+            &"--casefold",
+            &"--align",
+            &"--out",
+            &out,
+            &"--force",
+        ];
+        for e in extra {
+            args.push(e);
+        }
+        common::sotto(&args)
+    };
+    let refused = start(&[]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("row(s) repeat the key of an earlier row (line 4 repeats line 3")
+            && err.contains("--duplicates first"),
+        "{err}"
+    );
+    assert!(start(&["--duplicates", "first"]).status.success());
+    let err = accept_fails(&w, "hello.psi", "accept.psi", &[]);
+    assert!(err.contains("does not agree to it"), "{err}");
+    let err = accept_fails(&w, "hello.psi", "accept.psi", &["--allow-align"]);
+    assert!(
+        err.contains("b.csv") && err.contains("repeat the key"),
+        "{err}"
+    );
+    w.accept(&["--allow-align", "--duplicates", "first"]);
+    w.send();
+    w.respond();
+    let out = finish_a(
+        &w,
+        &[
+            &"--output",
+            &w.p("a-out.csv"),
+            &"--report",
+            &w.p("a-report.json"),
+            &"--close",
+            &w.p("close.psi"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&[
+        &"psi",
+        &"offline",
+        &"finish",
+        &"--home",
+        &w.p("b"),
+        &"--in",
+        &w.p("close.psi"),
+        &"--output",
+        &w.p("b-out.csv"),
+        &"--report",
+        &w.p("b-report.json"),
+    ]);
+    let (a, b) = (csv_rows(&w.p("a-out.csv")), csv_rows(&w.p("b-out.csv")));
+    let shared: Vec<String> = {
+        let mut ids: Vec<String> = (102..200).map(|i| format!("user{i}")).collect();
+        ids.sort();
+        ids
+    };
+    let key = |row: &Vec<String>| row[0].trim().to_lowercase();
+    assert_eq!(a.iter().map(key).collect::<Vec<_>>(), shared);
+    assert_eq!(b.iter().map(key).collect::<Vec<_>>(), shared);
+    let verified = ok(&[
+        &"psi",
+        &"verify-alignment",
+        &"--report",
+        &w.p("a-report.json"),
+        &"--peer-report",
+        &w.p("b-report.json"),
+    ]);
+    assert!(
+        verified.contains(&format!("{} rows in each output", shared.len())),
+        "{verified}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.p("a-report.json")).unwrap()).unwrap();
+    assert!(report["alignment"]["dropped_duplicates"].as_u64().unwrap() > 0);
+    // A peer report whose digest was edited no longer verifies.
+    let digest = report["alignment"]["digest"].as_str().unwrap().to_owned();
+    let forged = std::fs::read_to_string(w.p("b-report.json"))
+        .unwrap()
+        .replace(&digest, &"0".repeat(64));
+    std::fs::write(w.p("forged.json"), forged).unwrap();
+    let err = fails(&[
+        &"psi",
+        &"verify-alignment",
+        &"--report",
+        &w.p("a-report.json"),
+        &"--peer-report",
+        &w.p("forged.json"),
+    ]);
+    assert!(err.contains("the report was edited"), "{err}");
+}

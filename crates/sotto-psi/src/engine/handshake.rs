@@ -10,7 +10,7 @@ use super::{
     HELLO_LIFETIME, MAX_BATCH_SIZE,
 };
 use crate::error::EngineError;
-use crate::wire::{Hello, KeyParams, Role, SigningMode, HELLO_DOMAIN, PROTOCOL_VERSION};
+use crate::wire::{Hello, KeyParams, Reveal, Role, SigningMode, HELLO_DOMAIN, PROTOCOL_VERSION};
 
 /// What a provider accepts from requesters.
 #[derive(Clone, Debug)]
@@ -19,6 +19,9 @@ pub struct AcceptPolicy {
     pub modes: Vec<SigningMode>,
     /// How the provider made its keys; a requester's hello must name the same.
     pub keys: KeyParams,
+    /// Whether the provider agrees to sample alignment (both parties write
+    /// their matched rows in one common order).
+    pub allow_align: bool,
 }
 
 impl Default for AcceptPolicy {
@@ -27,6 +30,7 @@ impl Default for AcceptPolicy {
         Self {
             modes: vec![SigningMode::Element, SigningMode::Digest],
             keys: KeyParams::default(),
+            allow_align: false,
         }
     }
 }
@@ -41,6 +45,16 @@ fn check_fresh(hello: &Hello, now: u64) -> Result<(), EngineError> {
             created: hello.created,
             now,
         });
+    }
+    Ok(())
+}
+
+/// Sample alignment needs both parties to learn the rows: reveal `both`.
+fn check_align(align: bool, reveal: Reveal) -> Result<(), EngineError> {
+    if align && reveal != Reveal::Both {
+        return Err(refuse(format!(
+            "aligned output needs reveal `both` (both parties write rows), not `{reveal}`"
+        )));
     }
     Ok(())
 }
@@ -119,6 +133,7 @@ impl Session {
         if params.batch_size == 0 || params.batch_size > MAX_BATCH_SIZE {
             return Err(refuse(format!("batch size must be 1..={MAX_BATCH_SIZE}")));
         }
+        check_align(params.align, params.reveal)?;
         let ephemeral = EphemeralKey::generate(rng);
         let hello = sign_hello(
             Hello {
@@ -136,6 +151,7 @@ impl Session {
                 reply_to: [0; 32],
                 created: params.created,
                 keys: params.keys,
+                align: params.align,
                 signature: [0; 64],
             },
             signer,
@@ -159,6 +175,7 @@ impl Session {
                 made: 1,
                 verified: 0,
             },
+            alignment: None,
         };
         Ok((session, hello))
     }
@@ -178,6 +195,10 @@ impl Session {
         check_common(hello, peer, Role::Requester)?;
         check_fresh(hello, now)?;
         check_keys(&policy.keys, &hello.keys)?;
+        check_align(hello.align, hello.reveal)?;
+        if hello.align && !policy.allow_align {
+            return Err(EngineError::AlignRefused);
+        }
         if hello.reply_to != [0; 32] {
             return Err(refuse("a requester's hello must not reply to anything"));
         }
@@ -201,6 +222,7 @@ impl Session {
             batch_size: hello.batch_size,
             keys: hello.keys,
             created: hello.created,
+            align: hello.align,
         };
         let ephemeral = EphemeralKey::generate(rng);
         let salt = ephemeral
@@ -242,6 +264,7 @@ impl Session {
                 made: 1,
                 verified: 1,
             },
+            alignment: None,
         };
         Ok((session, accept))
     }
@@ -260,14 +283,19 @@ impl Session {
             return Err(refuse("the accept answers a different hello"));
         }
         check_keys(&self.params.keys, &accept.keys)?;
-        if (accept.mode, accept.reveal, accept.batch_size, accept.group)
-            != (
-                self.params.mode,
-                self.params.reveal,
-                self.params.batch_size,
-                self.params.group,
-            )
-        {
+        if (
+            accept.mode,
+            accept.reveal,
+            accept.batch_size,
+            accept.group,
+            accept.align,
+        ) != (
+            self.params.mode,
+            self.params.reveal,
+            self.params.batch_size,
+            self.params.group,
+            self.params.align,
+        ) {
             return Err(refuse("the accept changes the proposed parameters"));
         }
         let ephemeral = self

@@ -13,6 +13,7 @@
 //! 5. Reveal `both`: A re-encrypts v into stream z; B matches z against w.
 //! 6. Each side signs a [`Receipt`](crate::wire::Receipt) over the transcript.
 
+mod alignment;
 mod batches;
 mod handshake;
 mod matching;
@@ -32,6 +33,7 @@ use sotto_node::{NodeHome, Profile};
 use crate::error::EngineError;
 use crate::wire::{KeyParams, Reveal, Role, SigningMode, StreamKind};
 
+pub use alignment::{alignment_digest, KeyTag, PseudonymKey};
 pub use batches::{OutgoingChain, StreamReceiver};
 pub use handshake::AcceptPolicy;
 pub use matching::{shuffle_order, Matcher, TRUNCATED_LEN};
@@ -58,6 +60,9 @@ pub struct SessionParams {
     pub keys: KeyParams,
     /// When the requester opened the session, Unix seconds.
     pub created: u64,
+    /// Sample alignment: both parties write their matched rows in ascending
+    /// order of the normalized key (reveal `both` only).
+    pub align: bool,
 }
 
 /// How long a requester's hello may be accepted after it was written, in
@@ -108,6 +113,7 @@ impl SessionParams {
             batch_size,
             keys,
             created: now,
+            align: false,
         }
     }
 }
@@ -189,6 +195,7 @@ pub struct Session {
     shuffle_seed: SecretBytes<32>,
     transcript: Transcript,
     counts: SignatureCounts,
+    alignment: Option<[u8; 32]>,
 }
 
 impl Session {

@@ -32,6 +32,7 @@ impl Session {
             provider_size: self.provider_size,
             intersection_size,
             transcript: self.transcript_or_phase()?,
+            alignment: self.alignment,
             signature: [0; 64],
         };
         receipt.signature = signer
@@ -83,6 +84,21 @@ impl Session {
         if let (Some(theirs), Some(ours)) = (receipt.intersection_size, our_intersection) {
             if theirs != ours {
                 return mismatch("intersection size");
+            }
+        }
+        if let Some(ours) = self.alignment {
+            match receipt.alignment {
+                Some(theirs) if theirs != ours => {
+                    return mismatch(
+                        "alignment digest (the two aligned outputs would not line up)",
+                    );
+                }
+                None if receipt.signer == Role::Requester => {
+                    return mismatch(
+                        "alignment digest (missing from an aligned session's receipt)",
+                    );
+                }
+                _ => {}
             }
         }
         self.counts.verified += 1;

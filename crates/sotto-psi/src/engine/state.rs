@@ -42,7 +42,8 @@ impl Session {
             .u32(p.batch_size)
             .u64(p.created);
         p.keys.encode(&mut w);
-        w.u8(self.role.code())
+        w.u8(u8::from(p.align))
+            .u8(self.role.code())
             .raw(&self.local.to_bytes())
             .raw(&self.peer.to_bytes())
             .u64(self.requester_size)
@@ -84,6 +85,11 @@ impl Session {
             batch_size: r.u32("state.batch_size")?,
             created: r.u64("state.created")?,
             keys: KeyParams::decode(&mut r)?,
+            align: match r.u8("state.align")? {
+                0 => false,
+                1 => true,
+                other => return Err(r.invalid("state.align", format!("flag {other}"))),
+            },
         };
         let role = decode_enum(&mut r, "state.role", Role::from_code)?;
         let local = decode_identity(&mut r, "state.local")?;
@@ -123,6 +129,7 @@ impl Session {
             shuffle_seed,
             transcript,
             counts,
+            alignment: None,
         })
     }
 }

@@ -24,12 +24,13 @@ use super::streams::{
 };
 use super::{Limits, OnlineError, StepError};
 use crate::accepted::{AcceptedSessions, RecordError};
+use crate::aligned::{check_duplicates, stage_rows, Duplicates, FinishRows};
 use crate::codec::Writer;
 use crate::engine::{AcceptPolicy, Matcher, PeerKeys, Session, Signer};
 use crate::error::EngineError;
 use crate::report::{Report, ReportContext};
 use crate::steps;
-use crate::table::{stage_matches, KeySpec, KeyTable, OutputKind};
+use crate::table::{KeySpec, KeyTable, OutputKind};
 use crate::wire::{Batch, Hello, Receipt, Reveal, StreamKind};
 
 /// What a provider serves.
@@ -49,6 +50,11 @@ pub struct ProviderConfig {
     pub relays: Vec<NodeName>,
     /// Where to write per-session results under reveal `both`.
     pub output_dir: Option<PathBuf>,
+    /// Under alignment, what to do with keys on several rows.
+    pub duplicates: Duplicates,
+    /// Under alignment, replace the key columns of the output by this column
+    /// of per-session pseudonyms.
+    pub id_column: Option<String>,
     /// Timeouts and retries.
     pub limits: Limits,
 }
@@ -262,6 +268,14 @@ fn run_session(
     let (mut session, accept) =
         Session::accept(&hello, &signer, &peer, m, &config.policy, now, &mut OsRng)
             .map_err(protocol(hello.sid))?;
+    if hello.align {
+        check_duplicates(&config.table, config.duplicates).inspect_err(|e| {
+            tracing::warn!(peer = %link.peer, "aligned session refused: {e}");
+        }).map_err(|_| OnlineError::Protocol {
+            sid: hello.sid,
+            source: EngineError::Handshake("the session asks for aligned output, and the provider's input repeats keys on several rows while it refuses duplicates (--duplicates refuse); nothing was computed".into()),
+        })?;
+    }
     accepted
         .record(&hello.sid, hello.created, now)
         .map_err(|e| match e {
@@ -355,52 +369,107 @@ fn run_session(
             other => return Err(link.unexpected(&other, "the requester's receipt")),
         }
     }
-    let (size, rows) = match round3 {
+    let Some(their_receipt) = requester_receipt else {
+        unreachable!("the loop ends only with a receipt")
+    };
+    let result = match round3 {
         Some(z_in) => {
             let refused = z_in.refused + z_in.duplicates;
             z_in.finish(&mut session).map_err(&fail)?;
             let matched = steps::provider_finish(&session, kept_w.probe(), &z).map_err(&fail)?;
-            let size = matched.len() as u64;
-            let rows = write_provider_result(config, &session, profile, &matched, refused)?;
-            (Some(size), Some(rows))
+            Some(stage_provider_rows(
+                config,
+                &mut session,
+                &matched,
+                refused,
+            )?)
         }
-        None => (None, None),
-    };
-    let Some(their_receipt) = requester_receipt else {
-        unreachable!("the loop ends only with a receipt")
+        None => None,
     };
     session
-        .check_receipt(&their_receipt, &peer, size)
+        .check_receipt(&their_receipt, &peer, result.as_ref().map(|r| r.size))
         .map_err(&fail)?;
-    link.send(Body::End(StreamEnd {
-        stream: SESSION_COMPLETE,
-    }))?;
-    Ok(match (size, rows) {
-        (Some(size), Some(rows)) => format!(
-            "session {} with {}: {size} shared keys, {rows} rows",
-            hello.sid, profile.name
-        ),
-        _ => format!(
+    let summary = match result {
+        Some(result) => {
+            let (size, rows) = (result.size, result.rows.rows);
+            commit_provider_result(
+                config,
+                &mut session,
+                &signer,
+                profile,
+                result,
+                &their_receipt,
+            )?;
+            format!(
+                "session {} with {}: {size} shared keys, {rows} rows",
+                hello.sid, profile.name
+            )
+        }
+        None => format!(
             "session {} with {} complete; the requester holds the result",
             hello.sid, profile.name
         ),
-    })
+    };
+    link.send(Body::End(StreamEnd {
+        stream: SESSION_COMPLETE,
+    }))?;
+    Ok(summary)
 }
 
-fn write_provider_result(
+/// The provider's result under reveal `both`, staged until the requester's
+/// receipt is checked.
+struct ProviderResult {
+    size: u64,
+    refused: u64,
+    rows: FinishRows,
+}
+
+fn stage_provider_rows(
     config: &ProviderConfig,
-    session: &Session,
-    profile: &Profile,
+    session: &mut Session,
     matched: &[u32],
     refused: u64,
-) -> Result<u64, OnlineError> {
+) -> Result<ProviderResult, OnlineError> {
     let sid = session.params().sid;
     let output = config
         .output_dir
         .as_ref()
         .map(|dir| (dir.join(format!("{sid}.csv")), OutputKind::Rows));
-    let matches = stage_matches(&config.table, &config.spec, matched, output.as_ref())?;
-    let mut staged: Vec<_> = matches.file.into_iter().collect();
+    let key = match session.params().align {
+        true => Some(session.pseudonym_key().map_err(protocol(sid))?),
+        false => None,
+    };
+    let rows = stage_rows(
+        &config.table,
+        &config.spec,
+        matched,
+        output.as_ref(),
+        key.as_ref().map(|k| (&sid, k, config.id_column.as_deref())),
+    )?;
+    if let Some(digest) = rows.digest {
+        session.set_alignment(digest);
+    }
+    Ok(ProviderResult {
+        size: matched.len() as u64,
+        refused,
+        rows,
+    })
+}
+
+/// Signs the provider's own receipt and places its rows and report.
+fn commit_provider_result(
+    config: &ProviderConfig,
+    session: &mut Session,
+    signer: &Signer<'_>,
+    profile: &Profile,
+    result: ProviderResult,
+    their_receipt: &Receipt,
+) -> Result<(), OnlineError> {
+    let sid = session.params().sid;
+    let own = session
+        .receipt(signer, Some(result.size))
+        .map_err(protocol(sid))?;
+    let mut staged: Vec<_> = result.rows.file.into_iter().collect();
     if let Some(dir) = &config.output_dir {
         let context = ReportContext {
             peer: profile.name.as_str(),
@@ -408,19 +477,21 @@ fn write_provider_result(
             columns: &config.spec.columns,
             stats: config.table.stats,
             timings: Vec::new(),
-            failed_batches: refused,
+            failed_batches: result.refused,
             duplicate_batches: 0,
         };
-        let report = Report::new(
+        let output = dir.join(format!("{sid}.csv"));
+        let mut report = Report::new(
             session,
             context,
-            Some(matched.len() as u64),
-            Some(matches.rows),
-            output.as_ref().map(|(p, _)| p.as_path()),
-            (None, None),
+            Some(result.size),
+            Some(result.rows.rows),
+            Some(output.as_path()),
+            (Some(their_receipt), Some(&own)),
         );
+        report.alignment = result.rows.alignment;
         staged.push(report.stage(&dir.join(format!("{sid}.report.json")))?);
     }
     commit_all(staged)?;
-    Ok(matches.rows)
+    Ok(())
 }

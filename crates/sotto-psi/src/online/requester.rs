@@ -17,12 +17,13 @@ use tonic::transport::Channel;
 use super::link::Link;
 use super::streams::{is_late_copy, offer_bytes, Inbound, Outbound, SESSION_COMPLETE};
 use super::{Limits, OnlineError, StepError};
+use crate::aligned::{check_duplicates, stage_rows, Duplicates};
 use crate::codec::Writer;
 use crate::engine::{PeerKeys, Session, SessionParams, Signer};
 use crate::offline::FinishSummary;
 use crate::report::{timed, Report, ReportContext};
 use crate::steps::{self, ProgressSink, RequesterMatching};
-use crate::table::{read_keys, stage_matches, KeySpec, OutputKind};
+use crate::table::{read_keys, KeySpec, OutputKind};
 use crate::wire::{Hello, Receipt, Reveal, SigningMode, StreamKind};
 
 /// What a requester runs.
@@ -45,6 +46,13 @@ pub struct RequesterConfig {
     pub reveal: Reveal,
     /// Elements per batch.
     pub batch_size: u32,
+    /// Ask for aligned output (needs reveal `both`).
+    pub align: bool,
+    /// Under alignment, what to do with keys on several rows.
+    pub duplicates: Duplicates,
+    /// Under alignment, replace the key columns of the output by this column
+    /// of per-session pseudonyms.
+    pub id_column: Option<String>,
     /// Output CSV.
     pub output: Option<(PathBuf, OutputKind)>,
     /// JSON report.
@@ -61,10 +69,19 @@ impl RequesterConfig {
     /// Refuses, before connecting, outputs that cannot be produced or that
     /// would overwrite an input, a key or an existing file.
     fn check_outputs(&self) -> Result<(), OnlineError> {
+        let unavailable = |reason: &str| {
+            Err(OnlineError::OutputUnavailable {
+                reason: reason.to_owned(),
+            })
+        };
         if self.reveal == Reveal::Size && self.output.is_some() {
-            return Err(OnlineError::OutputUnavailable {
-                reason: "reveal is `size`: you learn only how many keys are shared, so there are no rows for --output (drop it)".into(),
-            });
+            return unavailable("reveal is `size`: you learn only how many keys are shared, so there are no rows for --output (drop it)");
+        }
+        if self.align && matches!(self.output, Some((_, OutputKind::Flag(_)))) {
+            return unavailable("aligned output writes one row per shared customer, so --flag-column (every row, flagged) cannot be used");
+        }
+        if !self.align && self.id_column.is_some() {
+            return unavailable("--output-id-column needs aligned output (--align)");
         }
         let outputs: Vec<&std::path::Path> = [
             self.output.as_ref().map(|(p, _)| p.as_path()),
@@ -151,14 +168,20 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
     let peer = PeerKeys::from(&profile);
     let signer = Signer::for_home(home);
     let table = read_keys(&config.input, &config.spec)?;
-    let params = SessionParams::fresh(
-        config.mode,
-        config.reveal,
-        config.batch_size,
-        config.spec.params(),
-        unix_now(),
-        &mut OsRng,
-    );
+    if config.align {
+        check_duplicates(&table, config.duplicates)?;
+    }
+    let params = SessionParams {
+        align: config.align,
+        ..SessionParams::fresh(
+            config.mode,
+            config.reveal,
+            config.batch_size,
+            config.spec.params(),
+            unix_now(),
+            &mut OsRng,
+        )
+    };
     let fail = |source| OnlineError::Protocol {
         sid: params.sid,
         source,
@@ -266,6 +289,25 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
     let Some(their_receipt) = provider_receipt else {
         unreachable!("round 2 ends only with the provider's receipt")
     };
+    let finished = if config.reveal == Reveal::Size {
+        None
+    } else {
+        let key = match config.align {
+            true => Some(session.pseudonym_key().map_err(fail)?),
+            false => None,
+        };
+        let rows = stage_rows(
+            &table,
+            &config.spec,
+            &result.matched,
+            config.output.as_ref(),
+            key.as_ref().map(|k| (&sid, k, config.id_column.as_deref())),
+        )?;
+        if let Some(digest) = rows.digest {
+            session.set_alignment(digest);
+        }
+        Some(rows)
+    };
     session
         .check_receipt(&their_receipt, &peer, Some(result.size))
         .map_err(fail)?;
@@ -290,17 +332,12 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
         }
     }
     let mut staged = Vec::new();
-    let matched_rows = if config.reveal == Reveal::Size {
-        None
-    } else {
-        let matches = stage_matches(
-            &table,
-            &config.spec,
-            &result.matched,
-            config.output.as_ref(),
-        )?;
-        staged.extend(matches.file);
-        Some(matches.rows)
+    let (matched_rows, alignment) = match finished {
+        Some(rows) => {
+            staged.extend(rows.file);
+            (Some(rows.rows), rows.alignment)
+        }
+        None => (None, None),
     };
     let context = ReportContext {
         peer: config.peer.as_str(),
@@ -311,7 +348,7 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
         failed_batches,
         duplicate_batches,
     };
-    let report = Report::new(
+    let mut report = Report::new(
         &session,
         context,
         Some(result.size),
@@ -319,6 +356,7 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
         config.output.as_ref().map(|(p, _)| p.as_path()),
         (Some(&own_receipt), Some(&their_receipt)),
     );
+    report.alignment = alignment;
     if let Some(path) = &config.report {
         staged.push(report.stage(path)?);
     }

@@ -253,15 +253,26 @@ fn run_psi(dir: &Path, args: &PsiDemoArgs, quiet: bool) -> Result<()> {
     let truth = generate(dir, args.rows)?;
     let setup_steps = r.steps.len();
     let started = Instant::now();
-    let provider_rows = if args.offline {
-        offline_exchange(&mut r, dir, &args.mode.to_string())?
-    } else {
-        online_exchange(&mut r, dir, &args.mode.to_string())?
+    let exchange = |r: &mut Runner, v: &Variant| {
+        if args.offline {
+            offline_exchange(r, dir, &args.mode.to_string(), v)
+        } else {
+            online_exchange(r, dir, &args.mode.to_string(), v)
+        }
     };
+    let provider_rows = exchange(&mut r, &Variant { aligned: false })?;
     let elapsed = started.elapsed().as_secs_f64();
     check(dir, &truth, &provider_rows)?;
+    let plain_steps = r.steps.len();
+    let aligned = exchange(&mut r, &Variant { aligned: true })?;
+    let aligned_rows = check_aligned(&mut r, dir, &truth, &aligned)?;
     println!("\nsession steps (each a separate process):");
-    for (label, secs) in r.steps.iter().skip(setup_steps) {
+    for (label, secs) in r
+        .steps
+        .iter()
+        .skip(setup_steps)
+        .take(plain_steps - setup_steps)
+    {
         println!("  {label:<12} {secs:>7.2} s");
     }
     println!(
@@ -271,21 +282,74 @@ fn run_psi(dir: &Path, args: &PsiDemoArgs, quiet: bool) -> Result<()> {
         truth.provider_rows,
         args.mode
     );
-    println!("CHECK PASSED: both banks' results equal the plaintext intersection");
+    println!(
+        "aligned session (--align, for federated learning): both banks wrote the {aligned_rows} shared customers in the same order, one row each; the signed digests match (psi verify-alignment)"
+    );
+    println!("CHECK PASSED: both banks' results equal the plaintext intersection, and the aligned outputs line up row for row");
     Ok(())
 }
 
 /// The provider's matched keys as written by either exchange.
 struct ProviderRows {
     file: PathBuf,
+    report: PathBuf,
     key_column: &'static str,
     flag_column: Option<&'static str>,
 }
 
-fn offline_exchange(r: &mut Runner, dir: &Path, mode: &str) -> Result<ProviderRows> {
-    let p = |name: &str| dir.join(name);
-    let (home_a, home_b) = (p("bank-a"), p("bank-b"));
-    r.sotto(
+/// The flags and file names of the plain and the aligned exchange.
+struct Variant {
+    aligned: bool,
+}
+
+impl Variant {
+    fn name(&self, base: &str) -> String {
+        if self.aligned {
+            format!("aligned-{base}")
+        } else {
+            base.to_owned()
+        }
+    }
+
+    /// The requester's session flags.
+    fn session(&self, mode: &str) -> Vec<String> {
+        let mut flags = vec!["--mode".to_owned(), mode.to_owned()];
+        if self.aligned {
+            flags.extend(["--align", "--duplicates", "first"].map(String::from));
+        } else {
+            flags.extend(["--reveal", "both"].map(String::from));
+        }
+        flags
+    }
+
+    /// The provider's flags.
+    fn provider(&self) -> Vec<String> {
+        let mut flags = vec!["--allow-mode".to_owned(), "element,digest,none".to_owned()];
+        if self.aligned {
+            flags.extend(["--allow-align", "--duplicates", "first"].map(String::from));
+        }
+        flags
+    }
+}
+
+/// Runs `label` with fixed arguments followed by `extra` ones.
+fn sotto_with(
+    r: &mut Runner,
+    label: &str,
+    fixed: &[&dyn AsRef<std::ffi::OsStr>],
+    extra: &[String],
+) -> Result<String> {
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = fixed.to_vec();
+    args.extend(extra.iter().map(|e| e as &dyn AsRef<std::ffi::OsStr>));
+    r.sotto(label, &args)
+}
+
+fn offline_exchange(r: &mut Runner, dir: &Path, mode: &str, v: &Variant) -> Result<ProviderRows> {
+    let p = |name: &str| dir.join(v.name(name));
+    let (home_a, home_b) = (dir.join("bank-a"), dir.join("bank-b"));
+    let (input_a, input_b) = (dir.join("bank-a.csv"), dir.join("bank-b.csv"));
+    sotto_with(
+        r,
         "a: start",
         &[
             &"psi",
@@ -296,19 +360,17 @@ fn offline_exchange(r: &mut Runner, dir: &Path, mode: &str) -> Result<ProviderRo
             &"--peer",
             &"bank-b",
             &"--input",
-            &p("bank-a.csv"),
+            &input_a,
             &"--id",
             &"email",
             &"--casefold",
-            &"--mode",
-            &mode,
-            &"--reveal",
-            &"both",
             &"--out",
             &p("1-hello.psi"),
         ],
+        &v.session(mode),
     )?;
-    r.sotto(
+    sotto_with(
+        r,
         "b: accept",
         &[
             &"psi",
@@ -319,15 +381,14 @@ fn offline_exchange(r: &mut Runner, dir: &Path, mode: &str) -> Result<ProviderRo
             &"--in",
             &p("1-hello.psi"),
             &"--input",
-            &p("bank-b.csv"),
+            &input_b,
             &"--id",
             &"customer_email",
             &"--casefold",
-            &"--allow-mode",
-            &"element,digest,none",
             &"--out",
             &p("2-accept.psi"),
         ],
+        &v.provider(),
     )?;
     r.sotto(
         "a: send",
@@ -375,7 +436,16 @@ fn offline_exchange(r: &mut Runner, dir: &Path, mode: &str) -> Result<ProviderRo
             &p("5-close.psi"),
         ],
     )?;
-    r.sotto(
+    let (output, flag): (PathBuf, Vec<String>) = if v.aligned {
+        (p("bank-b.matched.csv"), Vec::new())
+    } else {
+        (
+            p("bank-b.flagged.csv"),
+            vec!["--flag-column".into(), "shared".into()],
+        )
+    };
+    sotto_with(
+        r,
         "b: finish",
         &[
             &"psi",
@@ -386,76 +456,114 @@ fn offline_exchange(r: &mut Runner, dir: &Path, mode: &str) -> Result<ProviderRo
             &"--in",
             &p("5-close.psi"),
             &"--output",
-            &p("bank-b.flagged.csv"),
-            &"--flag-column",
-            &"shared",
+            &output,
             &"--report",
             &p("bank-b.report.json"),
         ],
+        &flag,
     )?;
     Ok(ProviderRows {
-        file: p("bank-b.flagged.csv"),
+        report: p("bank-b.report.json"),
+        file: output,
         key_column: "customer_email",
-        flag_column: Some("shared"),
+        flag_column: (!v.aligned).then_some("shared"),
     })
 }
 
-fn online_exchange(r: &mut Runner, dir: &Path, mode: &str) -> Result<ProviderRows> {
-    let p = |name: &str| dir.join(name);
+fn online_exchange(r: &mut Runner, dir: &Path, mode: &str, v: &Variant) -> Result<ProviderRows> {
+    let p = |name: &str| dir.join(v.name(name));
     let out_dir = p("bank-b.results");
     std::fs::create_dir_all(&out_dir)?;
+    let mut provider_flags = vec![
+        "--id".to_owned(),
+        "customer_email".into(),
+        "--casefold".into(),
+    ];
+    provider_flags.extend(v.provider());
+    let provider_flags: Vec<&str> = provider_flags.iter().map(String::as_str).collect();
     let (provider, address) = start_provider(
         &r.exe,
-        &[
-            "--id",
-            "customer_email",
-            "--casefold",
-            "--allow-mode",
-            "element,digest,none",
-        ],
-        &p("bank-b"),
-        &p("bank-b.csv"),
+        &provider_flags,
+        &dir.join("bank-b"),
+        &dir.join("bank-b.csv"),
         Some(&out_dir),
     )?;
     if !r.quiet {
         println!("  [b: serve] listening on {address}");
     }
-    r.sotto(
+    sotto_with(
+        r,
         "a: run",
         &[
             &"psi",
             &"run",
             &"--home",
-            &p("bank-a"),
+            &dir.join("bank-a"),
             &"--peer",
             &"bank-b",
             &"--connect",
             &address,
             &"--input",
-            &p("bank-a.csv"),
+            &dir.join("bank-a.csv"),
             &"--id",
             &"email",
             &"--casefold",
-            &"--mode",
-            &mode,
-            &"--reveal",
-            &"both",
             &"--output",
             &p("bank-a.matched.csv"),
             &"--report",
             &p("bank-a.report.json"),
         ],
+        &v.session(mode),
     )?;
     drop(provider);
-    let file = std::fs::read_dir(&out_dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|path| path.extension().is_some_and(|e| e == "csv"))
-        .context("the provider wrote no result")?;
+    let in_results = |ending: &str| {
+        std::fs::read_dir(&out_dir)
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|path| path.to_string_lossy().ends_with(ending))
+    };
     Ok(ProviderRows {
-        file,
+        file: in_results(".csv").context("the provider wrote no result")?,
+        report: in_results(".report.json").context("the provider wrote no report")?,
         key_column: "customer_email",
         flag_column: None,
     })
+}
+
+/// The second step of the demo: an aligned session, whose two outputs must
+/// hold the shared customers in the same order, one row each, with equal
+/// signed digests.
+fn check_aligned(
+    r: &mut Runner,
+    dir: &Path,
+    truth: &Truth,
+    provider: &ProviderRows,
+) -> Result<usize> {
+    let a = read_column(&dir.join("aligned-bank-a.matched.csv"), "email")?;
+    let b = read_column(&provider.file, provider.key_column)?;
+    let expected: Vec<String> = truth.shared_keys.iter().cloned().collect();
+    ensure!(
+        a == expected,
+        "bank-a's aligned output is not the shared customers in ascending order"
+    );
+    ensure!(
+        b == a,
+        "bank-b's aligned output does not line up with bank-a's row for row"
+    );
+    r.sotto(
+        "verify-alignment",
+        &[
+            &"psi",
+            &"verify-alignment",
+            &"--report",
+            &dir.join("aligned-bank-a.report.json"),
+            &"--peer-report",
+            &provider.report,
+        ],
+    )?;
+    Ok(a.len())
 }
 
 fn check(dir: &Path, truth: &Truth, provider: &ProviderRows) -> Result<()> {

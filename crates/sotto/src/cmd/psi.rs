@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use rand::rngs::OsRng;
 use sotto_node::NodeName;
+use sotto_psi::aligned::{self, Duplicates};
 use sotto_psi::engine::{AcceptPolicy, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
 use sotto_psi::offline::{self, AcceptOptions, FinishOptions, StartOptions};
 use sotto_psi::online::{self, Limits, ProviderConfig, RequesterConfig};
@@ -34,6 +35,24 @@ pub enum PsiCommand {
     Serve(ServeArgs),
     /// Requester: run one session with a provider over gRPC with mutual TLS.
     Run(RunArgs),
+    /// Check, from the two parties' JSON reports of an aligned session
+    /// (--align), that their outputs line up row for row: one session, each
+    /// party's own receipt signed by the identity it names and signing the
+    /// digest its report states, equal digests and row counts. Neither
+    /// output file is needed.
+    VerifyAlignment(VerifyAlignmentArgs),
+}
+
+/// Arguments of `psi verify-alignment`.
+#[derive(Args)]
+pub struct VerifyAlignmentArgs {
+    /// Your report (`--report` of `finish` or `run`, or the provider's
+    /// SID.report.json).
+    #[arg(long, value_name = "JSON")]
+    report: PathBuf,
+    /// The other party's report of the same session.
+    #[arg(long, value_name = "JSON")]
+    peer_report: PathBuf,
 }
 
 /// Limits of an online session.
@@ -86,6 +105,12 @@ pub struct ServeArgs {
     #[arg(long, value_delimiter = ',')]
     relay: Vec<NodeName>,
     #[command(flatten)]
+    align: ProviderAlignArgs,
+    /// Under alignment, replace the key columns of the rows written to
+    /// --output-dir by this column of per-session pseudonyms.
+    #[arg(long, value_name = "NAME", requires = "output_dir")]
+    output_id_column: Option<String>,
+    #[command(flatten)]
     limits: LimitArgs,
 }
 
@@ -125,6 +150,11 @@ pub struct OutputArgs {
     /// With --output: write every row plus this column, true when the key matched.
     #[arg(long, value_name = "NAME", requires = "output")]
     flag_column: Option<String>,
+    /// Aligned sessions only: replace the key column(s) of the output by
+    /// this column of per-session pseudonyms (the same on both sides for
+    /// the same customer, meaningless outside the session).
+    #[arg(long, value_name = "NAME")]
+    output_id_column: Option<String>,
     /// Write a JSON report.
     #[arg(long, value_name = "JSON")]
     report: Option<PathBuf>,
@@ -243,6 +273,18 @@ pub struct SessionArgs {
     /// Same as --reveal size: the requester learns only how many keys are shared.
     #[arg(long, conflicts_with = "reveal")]
     size_only: bool,
+    /// Sample alignment for federated learning: both parties write their
+    /// matched rows in one common order (ascending normalized key), one row
+    /// per shared customer, and sign a digest of that order in their
+    /// receipts. Implies --reveal both; the provider must agree
+    /// (--allow-align).
+    #[arg(long, conflicts_with_all = ["reveal", "size_only"])]
+    align: bool,
+    /// With --align: what to do with a key on several rows of your input:
+    /// refuse (before anything is computed, naming the lines) or first
+    /// (keep the first row of each key).
+    #[arg(long, default_value_t = Duplicates::Refuse, requires = "align")]
+    duplicates: Duplicates,
     /// Elements per batch (1 to 1048576).
     #[arg(long, default_value_t = DEFAULT_BATCH_SIZE,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_BATCH_SIZE)))]
@@ -253,10 +295,24 @@ impl SessionArgs {
     fn reveal(&self) -> Reveal {
         if self.size_only {
             Reveal::Size
+        } else if self.align {
+            Reveal::Both
         } else {
             self.reveal
         }
     }
+}
+
+/// A provider's answer to requests for aligned output.
+#[derive(Args)]
+pub struct ProviderAlignArgs {
+    /// Agree to aligned output (--align) when a requester asks for it.
+    #[arg(long)]
+    allow_align: bool,
+    /// Under alignment: what to do with a key on several rows of your input
+    /// (refuse the session before anything is computed, or keep the first row).
+    #[arg(long, default_value_t = Duplicates::Refuse)]
+    duplicates: Duplicates,
 }
 
 /// Arguments of `psi offline start`.
@@ -291,6 +347,8 @@ pub struct AcceptArgs {
     /// Signing modes you accept (comma-separated). `none` gives no integrity.
     #[arg(long, value_delimiter = ',', default_values_t = [SigningMode::Element, SigningMode::Digest])]
     allow_mode: Vec<SigningMode>,
+    #[command(flatten)]
+    align: ProviderAlignArgs,
     /// Where to write the accept file for the requester.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -335,6 +393,7 @@ pub fn run(command: PsiCommand, progress: std::sync::Arc<dyn ProgressSink + Send
         PsiCommand::Offline(step) => step,
         PsiCommand::Serve(a) => return serve(a),
         PsiCommand::Run(a) => return run_online(a, progress),
+        PsiCommand::VerifyAlignment(a) => return verify_alignment(&a),
     };
     match step {
         OfflineCommand::Start(a) => {
@@ -346,6 +405,8 @@ pub fn run(command: PsiCommand, progress: std::sync::Arc<dyn ProgressSink + Send
                 mode: a.session.mode,
                 reveal: a.session.reveal(),
                 batch_size: a.session.batch_size,
+                align: a.session.align,
+                duplicates: a.session.duplicates,
             };
             let summary = offline::start(&home, &options, &a.out, &a.force.rules(), &mut OsRng)?;
             println!("{}", summary.message);
@@ -356,6 +417,8 @@ pub fn run(command: PsiCommand, progress: std::sync::Arc<dyn ProgressSink + Send
                 input: a.keys.input.clone(),
                 spec: a.keys.spec(),
                 modes: a.allow_mode,
+                allow_align: a.align.allow_align,
+                duplicates: a.align.duplicates,
             };
             let summary = offline::accept(
                 &home,
@@ -371,6 +434,22 @@ pub fn run(command: PsiCommand, progress: std::sync::Arc<dyn ProgressSink + Send
         OfflineCommand::Respond(a) => middle_step(offline::respond, a, &*progress)?,
         OfflineCommand::Finish(a) => finish(a, &*progress)?,
     }
+    Ok(())
+}
+
+fn verify_alignment(a: &VerifyAlignmentArgs) -> Result<()> {
+    let mine =
+        std::fs::read(&a.report).with_context(|| format!("reading {}", a.report.display()))?;
+    let theirs = std::fs::read(&a.peer_report)
+        .with_context(|| format!("reading {}", a.peer_report.display()))?;
+    let verdict = aligned::verify_alignment(
+        (&a.report.display().to_string(), &mine),
+        (&a.peer_report.display().to_string(), &theirs),
+    )?;
+    println!(
+        "aligned: session {}, {} rows in each output, digest {}\nrequester identity {}\nprovider identity {}\n(compare the identities with the pinned profiles)",
+        verdict.session, verdict.rows, verdict.digest, verdict.requester, verdict.provider
+    );
     Ok(())
 }
 
@@ -414,7 +493,10 @@ fn serve(a: ServeArgs) -> Result<()> {
         policy: AcceptPolicy {
             modes: a.allow_mode,
             keys: a.keys.spec().params(),
+            allow_align: a.align.allow_align,
         },
+        duplicates: a.align.duplicates,
+        id_column: a.output_id_column,
         allow: a.allow,
         relays: a.relay,
         output_dir: a.output_dir,
@@ -456,6 +538,9 @@ fn run_online(a: RunArgs, progress: std::sync::Arc<dyn ProgressSink + Send>) -> 
         mode: a.session.mode,
         reveal: a.session.reveal(),
         batch_size: a.session.batch_size,
+        align: a.session.align,
+        duplicates: a.session.duplicates,
+        id_column: a.outputs.output_id_column.clone(),
         output: a.outputs.output()?,
         report: a.outputs.report.clone(),
         rules: a.outputs.force.rules(),
@@ -490,6 +575,7 @@ fn finish(a: FinishArgs, progress: &dyn ProgressSink) -> Result<()> {
         output: a.outputs.output()?,
         report: a.outputs.report.clone(),
         close: a.close,
+        id_column: a.outputs.output_id_column.clone(),
     };
     let summary = offline::finish(
         &a.home.open()?,
