@@ -95,6 +95,10 @@ pub struct PsiBenchArgs {
     /// (`psi serve` and `psi run`), and report each one's peak memory.
     #[arg(long)]
     online: bool,
+    /// With --online: an aligned session (--align; both parties write their
+    /// rows, as under --reveal both, which writes them too).
+    #[arg(long, requires = "online")]
+    align: bool,
 }
 
 /// Where a benchmark writes its figures as JSON.
@@ -242,19 +246,33 @@ fn online(args: &PsiBenchArgs, m: u64, shared: u64) -> Result<()> {
     two_certified_banks(&mut r, dir.path())?;
     write_keys(&p("a.csv"), 0..args.n)?;
     write_keys(&p("b.csv"), args.n - shared..args.n - shared + m)?;
+    let writes_rows = args.align || args.reveal == Reveal::Both;
+    let results = p("provider-results");
+    std::fs::create_dir(&results)?;
     let (provider, address) = start_provider(
         &r.exe,
-        &["--id", "id", "--allow-mode", "element,digest,none"],
+        &[
+            "--id",
+            "id",
+            "--allow-mode",
+            "element,digest,none",
+            "--allow-align",
+        ],
         &p("bank-b"),
         &p("b.csv"),
-        None,
+        writes_rows.then_some(results.as_path()),
     )?;
     println!(
-        "sotto bench psi --online: n={} m={m} shared={shared} mode={} reveal={} batch={}, two processes over mutual TLS on loopback",
-        args.n, args.mode, args.reveal, args.batch_size
+        "sotto bench psi --online: n={} m={m} shared={shared} mode={} reveal={}{} batch={}, two processes over mutual TLS on loopback",
+        args.n,
+        args.mode,
+        if args.align { "both" } else { args.reveal.name() },
+        if args.align { " (aligned)" } else { "" },
+        args.batch_size
     );
     let mut totals = Vec::new();
     let mut requester_rss = Vec::new();
+    let (home_a, input_a) = (p("bank-a"), p("a.csv"));
     for run in 1..=args.runs {
         let report = p(&format!("report-{run}.json"));
         let (mode, reveal, batch) = (
@@ -262,32 +280,37 @@ fn online(args: &PsiBenchArgs, m: u64, shared: u64) -> Result<()> {
             args.reveal.to_string(),
             args.batch_size.to_string(),
         );
+        let output = p(&format!("rows-{run}.csv"));
+        let mut args_run: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"psi",
+            &"run",
+            &"--home",
+            &home_a,
+            &"--peer",
+            &"bank-b",
+            &"--connect",
+            &address,
+            &"--input",
+            &input_a,
+            &"--id",
+            &"id",
+            &"--mode",
+            &mode,
+            &"--batch-size",
+            &batch,
+            &"--report",
+            &report,
+        ];
+        if args.align {
+            args_run.push(&"--align");
+        } else {
+            args_run.extend([&"--reveal" as &dyn AsRef<std::ffi::OsStr>, &reveal]);
+        }
+        if writes_rows {
+            args_run.extend([&"--output" as &dyn AsRef<std::ffi::OsStr>, &output]);
+        }
         let start = Instant::now();
-        r.sotto(
-            "run",
-            &[
-                &"psi",
-                &"run",
-                &"--home",
-                &p("bank-a"),
-                &"--peer",
-                &"bank-b",
-                &"--connect",
-                &address,
-                &"--input",
-                &p("a.csv"),
-                &"--id",
-                &"id",
-                &"--mode",
-                &mode,
-                &"--reveal",
-                &reveal,
-                &"--batch-size",
-                &batch,
-                &"--report",
-                &report,
-            ],
-        )?;
+        r.sotto("run", &args_run)?;
         let total = start.elapsed().as_secs_f64();
         let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&report)?)?;
         ensure!(
@@ -312,7 +335,7 @@ fn online(args: &PsiBenchArgs, m: u64, shared: u64) -> Result<()> {
         mib(provider_rss)
     );
     args.json.write(&serde_json::json!({
-        "online": true, "n": args.n, "m": m, "shared": shared, "mode": args.mode.to_string(),
+        "online": true, "align": args.align, "n": args.n, "m": m, "shared": shared, "mode": args.mode.to_string(),
         "reveal": args.reveal.to_string(), "batch_size": args.batch_size,
         "totals_seconds": totals, "median_seconds": median,
         "requester_peak_rss_bytes": requester_rss, "provider_peak_rss_bytes": provider_rss,
