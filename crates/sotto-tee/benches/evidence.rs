@@ -10,13 +10,8 @@ use sotto_tee::enclave::Enclave;
 use sotto_tee::snp::{parse_ca_chain, parse_report, verify_report};
 use sotto_tee::software::{verify_evidence, PlatformKey, SoftwareEnclave};
 
-fn testdata() -> Option<PathBuf> {
-    let dir = std::env::var_os("SOTTO_ATTESTATION_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/attestation")
-        });
-    dir.join("README.md").exists().then_some(dir)
+fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/attestation")
 }
 
 fn read(dir: &std::path::Path, file: &str) -> Option<Vec<u8>> {
@@ -40,34 +35,31 @@ fn bench_dcap(c: &mut Criterion, dir: &std::path::Path, name: &str, quote: &str,
 }
 
 fn verification(c: &mut Criterion) {
-    if let Some(dir) = testdata() {
-        bench_dcap(
-            c,
-            &dir,
-            "verify SGX quote",
-            "sgx/sgx_quote",
-            "sgx/sgx_quote_collateral.json",
-        );
-        bench_dcap(
-            c,
-            &dir,
-            "verify TDX quote",
-            "tdx/tdx_quote",
-            "tdx/tdx_quote_collateral.json",
-        );
-        if let (Some(report), Some(vcek), Some(chain)) = (
-            read(&dir, "sev-snp/report_milan.hex"),
-            read(&dir, "sev-snp/vcek_milan.der"),
-            read(&dir, "sev-snp/cert_chain_milan"),
-        ) {
-            if let (Ok(_), Ok(ca)) = (parse_report(&report), parse_ca_chain(&chain)) {
-                c.bench_function("verify SEV-SNP report (chain and report)", |b| {
-                    b.iter(|| verify_report(&report, &vcek, ca.clone()))
-                });
-            }
+    let dir = testdata();
+    bench_dcap(
+        c,
+        &dir,
+        "verify SGX quote",
+        "sgx/sgx_quote",
+        "sgx/sgx_quote_collateral.json",
+    );
+    bench_dcap(
+        c,
+        &dir,
+        "verify TDX quote",
+        "tdx/tdx_quote",
+        "tdx/tdx_quote_collateral.json",
+    );
+    if let (Some(report), Some(vcek), Some(chain)) = (
+        read(&dir, "sev-snp/report_milan.hex"),
+        read(&dir, "sev-snp/vcek_milan.der"),
+        read(&dir, "sev-snp/cert_chain_milan"),
+    ) {
+        if let (Ok(_), Ok(ca)) = (parse_report(&report), parse_ca_chain(&chain)) {
+            c.bench_function("verify SEV-SNP report (chain and report)", |b| {
+                b.iter(|| verify_report(&report, &vcek, ca.clone()))
+            });
         }
-    } else {
-        eprintln!("attestation test data not found: hardware evidence benchmarks skipped");
     }
     let key = PlatformKey::generate(&mut rand_core::OsRng);
     let platform = key.public();

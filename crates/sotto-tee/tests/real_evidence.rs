@@ -1,9 +1,6 @@
-//! Verification of genuine SGX, TDX and SEV-SNP evidence from the shared
-//! test data (never copied into this repository). The directory comes from
-//! `SOTTO_ATTESTATION_TESTDATA`, by default `../shared/testdata/attestation`
-//! beside the checkout; where it is absent these tests say so and pass,
-//! unless `SOTTO_REQUIRE_ATTESTATION_TESTDATA=1` (set by `.ci/run`) makes
-//! that a failure.
+//! Verification of genuine SGX, TDX and SEV-SNP evidence, kept in this
+//! repository (`tests/data/attestation`, with its origin and licence in the
+//! README there), so every `cargo test` checks it.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -14,26 +11,8 @@ use sotto_tee::evidence::{Platform, TcbStatus};
 use sotto_tee::snp::{parse_ca_chain, parse_report, verify_report};
 use sotto_tee::TeeError;
 
-fn testdata() -> Option<PathBuf> {
-    let dir = std::env::var_os("SOTTO_ATTESTATION_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/attestation")
-        });
-    if dir.join("README.md").exists() {
-        return Some(dir);
-    }
-    let required = std::env::var("SOTTO_REQUIRE_ATTESTATION_TESTDATA").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "attestation test data not found at {} and SOTTO_REQUIRE_ATTESTATION_TESTDATA=1",
-        dir.display()
-    );
-    eprintln!(
-        "\n*** SKIPPED: attestation test data not found at {}; set SOTTO_ATTESTATION_TESTDATA to run the real-evidence tests ***\n",
-        dir.display()
-    );
-    None
+fn testdata() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/attestation")
 }
 
 fn read(dir: &std::path::Path, file: &str) -> Vec<u8> {
@@ -59,7 +38,7 @@ fn dcap(
 
 #[test]
 fn sgx_quote_verifies_with_its_known_status_and_advisories() {
-    let Some(dir) = testdata() else { return };
+    let dir = testdata();
     let (quote, collateral, now) = dcap(&dir, "sgx/sgx_quote", "sgx/sgx_quote_collateral.json");
     let v = verify_quote(&quote, &collateral, now).expect("verifies");
     assert_eq!(v.platform, Platform::Sgx);
@@ -74,7 +53,7 @@ fn sgx_quote_verifies_with_its_known_status_and_advisories() {
 
 #[test]
 fn tdx_quotes_verify_up_to_date_and_out_of_date() {
-    let Some(dir) = testdata() else { return };
+    let dir = testdata();
     let (quote, collateral, now) = dcap(&dir, "tdx/tdx_quote", "tdx/tdx_quote_collateral.json");
     let v = verify_quote(&quote, &collateral, now).expect("verifies");
     assert_eq!(v.platform, Platform::Tdx);
@@ -91,7 +70,7 @@ fn tdx_quotes_verify_up_to_date_and_out_of_date() {
 
 #[test]
 fn collateral_outside_its_window_or_of_another_quote_is_refused() {
-    let Some(dir) = testdata() else { return };
+    let dir = testdata();
     let (quote, collateral, now) = dcap(&dir, "sgx/sgx_quote", "sgx/sgx_quote_collateral.json");
     let (_, until) = validity_window(&collateral).expect("window");
     assert!(verify_quote(&quote, &collateral, until + 86_400 * 400).is_err());
@@ -160,7 +139,7 @@ fn assert_every_flip_refused(quote: &[u8], collateral: &dcap_qvl::QuoteCollatera
 
 #[test]
 fn a_flipped_byte_anywhere_in_a_quote_is_refused() {
-    let Some(dir) = testdata() else { return };
+    let dir = testdata();
     let (quote, collateral, now) = dcap(&dir, "sgx/sgx_quote", "sgx/sgx_quote_collateral.json");
     assert_every_flip_refused(&quote, &collateral, now);
     let (quote, collateral, now) = dcap(&dir, "tdx/tdx_quote", "tdx/tdx_quote_collateral.json");
@@ -177,7 +156,7 @@ fn snp(dir: &std::path::Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 
 #[test]
 fn sev_snp_report_verifies_against_vcek_and_milan_chain() {
-    let Some(dir) = testdata() else { return };
+    let dir = testdata();
     let (report, vcek, chain) = snp(&dir);
     assert!(parse_report(&report).is_ok());
     let v =
@@ -189,7 +168,7 @@ fn sev_snp_report_verifies_against_vcek_and_milan_chain() {
 
 #[test]
 fn sev_snp_flips_in_the_signed_report_vcek_or_chain_are_refused() {
-    let Some(dir) = testdata() else { return };
+    let dir = testdata();
     let (report_hex, vcek, chain) = snp(&dir);
     let raw = hex::decode(String::from_utf8(report_hex).unwrap().trim()).unwrap();
     let ca = parse_ca_chain(&chain).expect("chain");

@@ -94,23 +94,8 @@ fn software_evidence_is_accepted_only_in_dev_mode_and_for_the_listed_measurement
 
 #[test]
 fn genuine_sgx_quote_gets_a_verdict_from_the_policy() {
-    let data = std::env::var_os("SOTTO_ATTESTATION_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/attestation")
-        });
-    if !data.join("README.md").exists() {
-        assert!(
-            std::env::var("SOTTO_REQUIRE_ATTESTATION_TESTDATA").map_or(true, |v| v != "1"),
-            "attestation test data missing at {}",
-            data.display()
-        );
-        eprintln!(
-            "*** SKIPPED: attestation test data not found at {} ***",
-            data.display()
-        );
-        return;
-    }
+    let data =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sotto-tee/tests/data/attestation");
     let dir = tempfile::tempdir().unwrap();
     let quote = data.join("sgx/sgx_quote");
     let collateral = data.join("sgx/sgx_quote_collateral.json");
