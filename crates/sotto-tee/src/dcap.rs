@@ -4,32 +4,67 @@
 //! that must fall inside the collateral's validity.
 
 use dcap_qvl::quote::Report;
+use dcap_qvl::tcb_info::{Tcb, TcbComponents, TcbInfo, TcbLevel};
 use dcap_qvl::QuoteCollateralV3;
 
 use crate::error::TeeError;
 use crate::evidence::{Platform, TcbStatus, Verified};
 
 /// What `dcap-qvl` says when the platform's TCB is older than every level
-/// the TCB info lists. It checks that only after every signature (PCK
-/// chain and CRLs, QE report, QE identity, quote), so such a quote is
-/// authentic and its platform is out of date.
+/// the TCB info lists. It says so at its TCB-matching step, before its
+/// later checks (the TDX module's TCB level and identity, a TD 1.5's current
+/// TCB, the QE's revocation, debug and migration attributes), so that error
+/// alone proves nothing about them.
 const BELOW_EVERY_TCB_LEVEL: &str = "No matching TCB level found";
 
-/// An authentic quote whose platform TCB is below every listed level.
-fn below_every_level(quote: &[u8], platform: Platform) -> Result<Verified, TeeError> {
-    let parsed = dcap_qvl::quote::Quote::parse(quote).map_err(|e| TeeError::Malformed {
-        what: "DCAP quote",
-        reason: format!("{e:#}"),
-    })?;
-    let (measurement, report_data) = report_fields(&parsed.report);
-    Ok(Verified {
-        platform,
-        measurement,
-        report_data,
-        tcb_status: TcbStatus::OutOfDate,
-        advisories: vec!["platform TCB below every level in the TCB info".into()],
-        hardware_protected: true,
-    })
+/// Advisory recorded for a platform below every listed TCB level.
+const BELOW_EVERY_LEVEL_ADVISORY: &str = "platform TCB below every level in the TCB info";
+
+/// Verifies a quote whose platform TCB is below every listed level: again,
+/// from the start, with one more level in the (already signature-checked)
+/// TCB info that every platform meets and that is `OutOfDate`. Every check
+/// the first pass skipped then runs, and the verdict is at best out of date.
+fn verify_below_every_level(
+    quote: &[u8],
+    collateral: &QuoteCollateralV3,
+    now_unix: u64,
+    tweak: &dyn Fn(&mut TcbInfo),
+) -> Result<dcap_qvl::verify::VerifiedReport, String> {
+    dcap_qvl::verify::rustcrypto::dangerous_verify_with_tcb_override(
+        quote,
+        collateral,
+        now_unix,
+        |mut info| {
+            let floor = floor_level(&info);
+            info.tcb_levels.push(floor);
+            tweak(&mut info);
+            info
+        },
+    )
+    .map_err(|e| format!("{e:#}"))
+}
+
+/// A TCB level met by every platform (every SVN 0), out of date, dated as
+/// the oldest listed level.
+fn floor_level(info: &TcbInfo) -> TcbLevel {
+    let zeros = |n: usize| vec![TcbComponents { svn: 0 }; n];
+    let tdx = info.version >= 3 && info.id == "TDX";
+    let oldest = info
+        .tcb_levels
+        .iter()
+        .map(|l| l.tcb_date.clone())
+        .min()
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned());
+    TcbLevel {
+        tcb: Tcb {
+            sgx_components: zeros(16),
+            tdx_components: if tdx { zeros(16) } else { Vec::new() },
+            pce_svn: 0,
+        },
+        tcb_date: oldest,
+        tcb_status: dcap_qvl::tcb_info::TcbStatus::OutOfDate,
+        advisory_ids: vec![BELOW_EVERY_LEVEL_ADVISORY.to_owned()],
+    }
 }
 
 /// Measurement and report data of a quote's report body.
@@ -100,19 +135,30 @@ pub fn verify_quote(
     collateral: &QuoteCollateralV3,
     now_unix: u64,
 ) -> Result<Verified, TeeError> {
+    verify_quote_with(quote, collateral, now_unix, &|_| {})
+}
+
+/// [`verify_quote`], with `tweak` applied to the TCB info of a second pass
+/// for a platform below every listed level (tests change it to show that
+/// the later checks run).
+fn verify_quote_with(
+    quote: &[u8],
+    collateral: &QuoteCollateralV3,
+    now_unix: u64,
+    tweak: &dyn Fn(&mut TcbInfo),
+) -> Result<Verified, TeeError> {
     check_quote_header(quote)?;
     let platform = claimed_platform(quote);
+    let failed = |e: &dyn std::fmt::Display| TeeError::Verification {
+        platform,
+        reason: e.to_string(),
+    };
     let report = match dcap_qvl::verify::rustcrypto::verify(quote, collateral, now_unix) {
         Ok(report) => report,
         Err(e) if format!("{e:#}").contains(BELOW_EVERY_TCB_LEVEL) => {
-            return below_every_level(quote, platform)
+            verify_below_every_level(quote, collateral, now_unix, tweak).map_err(|e| failed(&e))?
         }
-        Err(e) => {
-            return Err(TeeError::Verification {
-                platform,
-                reason: format!("{e:#}"),
-            })
-        }
+        Err(e) => return Err(failed(&format_args!("{e:#}"))),
     };
     let tcb_status = report
         .status
@@ -161,4 +207,69 @@ pub fn validity_window(collateral: &QuoteCollateralV3) -> Result<(u64, u64), Tee
         until = until.min(date("nextUpdate")?);
     }
     Ok((from, until))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(quote: &str, collateral: &str) -> (Vec<u8>, QuoteCollateralV3, u64) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/attestation");
+        let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let collateral = parse_collateral(&read(collateral)).expect("collateral");
+        let (from, _) = validity_window(&collateral).expect("window");
+        (read(quote), collateral, from + 3600)
+    }
+
+    /// The outdated TDX sample's platform is below every level of its TCB
+    /// info, so it is judged by the second pass.
+    fn outdated() -> (Vec<u8>, QuoteCollateralV3, u64) {
+        sample(
+            "tdx/tdx_quote_outdated",
+            "tdx/tdx_quote_outdated_collateral.json",
+        )
+    }
+
+    #[test]
+    fn a_platform_below_every_level_is_judged_after_every_check() {
+        let (quote, collateral, now) = outdated();
+        let v = verify_quote(&quote, &collateral, now).expect("authentic, out of date");
+        assert!(v.tcb_status >= TcbStatus::OutOfDate, "{:?}", v.tcb_status);
+        assert!(
+            v.advisories.iter().any(|a| a == BELOW_EVERY_LEVEL_ADVISORY),
+            "{:?}",
+            v.advisories
+        );
+        // The TDX module identity check runs in that pass: a module signer
+        // other than the one the quote shows is refused, not reported out
+        // of date.
+        let err = verify_quote_with(&quote, &collateral, now, &|info| {
+            if let Some(module) = info.tdx_module.as_mut() {
+                module.mrsigner = "ff".repeat(48);
+            }
+            for identity in &mut info.tdx_module_identities {
+                identity.mrsigner = "ff".repeat(48);
+            }
+        })
+        .expect_err("module identity");
+        assert!(
+            matches!(&err, TeeError::Verification { platform: Platform::Tdx, reason } if reason.contains("TDX module")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_floor_level_that_would_be_revoked_is_refused_not_out_of_date() {
+        let (quote, collateral, now) = outdated();
+        let err = verify_quote_with(&quote, &collateral, now, &|info| {
+            if let Some(floor) = info.tcb_levels.last_mut() {
+                floor.tcb_status = dcap_qvl::tcb_info::TcbStatus::Revoked;
+            }
+        })
+        .expect_err("revoked");
+        assert!(
+            matches!(&err, TeeError::Verification { reason, .. } if reason.contains("Revoked")),
+            "{err}"
+        );
+    }
 }
