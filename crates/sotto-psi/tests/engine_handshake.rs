@@ -6,28 +6,16 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 use sotto_psi::engine::{AcceptPolicy, Session, SessionParams, CLOCK_SKEW, HELLO_LIFETIME};
-use sotto_psi::local::LocalParty;
 use sotto_psi::wire::{KeyParams, Reveal, ShardParams, SigningMode, HELLO_DOMAIN};
 use sotto_psi::EngineError;
 
-const NOW: u64 = 1_800_000_000;
+mod support;
 
-struct Parties {
-    a: LocalParty,
-    b: LocalParty,
-    rng: ChaCha20Rng,
-}
+use support::{Parties, NOW};
 
 fn parties() -> Parties {
-    let mut rng = ChaCha20Rng::seed_from_u64(7);
-    Parties {
-        a: LocalParty::generate(&"a".parse().unwrap(), 2, &mut rng),
-        b: LocalParty::generate(&"b".parse().unwrap(), 2, &mut rng),
-        rng,
-    }
+    support::parties(7)
 }
 
 /// The requester opens with `ours` at `created`; the provider accepts with
@@ -213,45 +201,9 @@ fn an_accept_that_changes_the_key_parameters_is_refused_by_the_requester() {
     assert_eq!(parameter, "case folding (--casefold)");
 }
 
-/// Runs rounds 1 and 2 of an aligned session between a and b; returns both
-/// sessions, ready for receipts.
 fn aligned_rounds() -> (Session, Session, Parties) {
-    use sotto_psi::keystore::KeyStore;
-    use sotto_psi::steps::{check_stream, reencrypt_stream, send_own};
-    use sotto_psi::wire::StreamKind;
-    let mut p = parties();
-    let keys = KeyParams::default();
-    let params = SessionParams {
-        align: true,
-        ..SessionParams::fresh(SigningMode::Element, Reveal::Both, 8, keys, NOW, &mut p.rng)
-    };
-    let (a_keys, b_keys) = (
-        KeyStore::from_keys((0..6).map(|i| format!("k{i}"))),
-        KeyStore::from_keys((3..9).map(|i| format!("k{i}"))),
-    );
-    let (sa, sb, pa, pb) = (p.a.signer(), p.b.signer(), p.a.peer_keys(), p.b.peer_keys());
-    let (mut alice, hello) = Session::request(params, &sa, &pb, 6, &mut p.rng).unwrap();
-    let policy = AcceptPolicy {
-        allow_align: true,
-        ..AcceptPolicy::default()
-    };
-    let (mut bob, accept) = Session::accept(&hello, &sb, &pa, 6, &policy, NOW, &mut p.rng).unwrap();
-    alice.on_accept(&accept, &pb).unwrap();
-    let none = &|_| {};
-    let u = send_own(
-        &mut alice,
-        StreamKind::RequesterEncrypted,
-        &a_keys,
-        &sa,
-        none,
-    )
-    .unwrap();
-    check_stream(&mut bob, StreamKind::RequesterEncrypted, 6, &u, &pa, none).unwrap();
-    let w = reencrypt_stream(&mut bob, StreamKind::Reencrypted, &u, &sb, none).unwrap();
-    let v = send_own(&mut bob, StreamKind::ProviderEncrypted, &b_keys, &sb, none).unwrap();
-    check_stream(&mut alice, StreamKind::Reencrypted, 6, &w, &pb, none).unwrap();
-    check_stream(&mut alice, StreamKind::ProviderEncrypted, 6, &v, &pb, none).unwrap();
-    (alice, bob, p)
+    let r = support::rounds(7, Reveal::Both, true);
+    (r.alice, r.bob, r.parties)
 }
 
 #[test]

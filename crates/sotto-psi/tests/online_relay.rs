@@ -507,3 +507,98 @@ async fn a_hello_replayed_from_a_finished_session_is_refused() {
     );
     assert!(!w.p("second.csv").exists());
 }
+
+fn is_receipt(direction: Direction, frame: &Frame, towards: Direction) -> bool {
+    direction == towards && matches!(frame.body, Some(Body::Receipt(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_swapped_from_another_session_or_altered_is_refused() {
+    let w = World::new();
+    let recorded: Arc<Mutex<Option<Frame>>> = Arc::default();
+    let keep = Arc::clone(&recorded);
+    let record: FrameHook = Arc::new(move |direction, frame: Frame| {
+        if is_receipt(direction, &frame, Direction::ToRequester) {
+            *keep.lock().unwrap() = Some(frame.clone());
+        }
+        vec![frame]
+    });
+    w.session(record, &w.p("first.csv")).await.unwrap();
+    let old = recorded.lock().unwrap().clone().unwrap();
+    let swap: FrameHook = Arc::new(move |direction, frame: Frame| {
+        if is_receipt(direction, &frame, Direction::ToRequester) {
+            return vec![old.clone()];
+        }
+        vec![frame]
+    });
+    let err = w.session(swap, &w.p("swapped.csv")).await.unwrap_err();
+    assert!(
+        matches!(&err, OnlineError::Protocol { source: sotto_psi::EngineError::ReceiptMismatch(what), .. } if what == "session id"),
+        "{err}"
+    );
+    let flip: FrameHook = Arc::new(|direction, mut frame: Frame| {
+        if is_receipt(direction, &frame, Direction::ToRequester) {
+            if let Some(Body::Receipt(bytes)) = &mut frame.body {
+                bytes[40] ^= 1;
+            }
+        }
+        vec![frame]
+    });
+    let err = w.session(flip, &w.p("flipped.csv")).await.unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            OnlineError::Protocol {
+                source: sotto_psi::EngineError::BadSignature { what: "receipt" },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The requester's receipt, altered on its way: the provider refuses it
+    // and tells the requester.
+    let flip_back: FrameHook = Arc::new(|direction, mut frame: Frame| {
+        if is_receipt(direction, &frame, Direction::ToProvider) {
+            if let Some(Body::Receipt(bytes)) = &mut frame.body {
+                bytes[40] ^= 1;
+            }
+        }
+        vec![frame]
+    });
+    let err = w.session(flip_back, &w.p("back.csv")).await.unwrap_err();
+    assert!(
+        matches!(&err, OnlineError::PeerAborted { reason, .. } if reason.contains("receipt signature does not verify")),
+        "{err}"
+    );
+    for out in ["swapped.csv", "flipped.csv", "back.csv"] {
+        assert!(!w.p(out).exists(), "{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signed_batch_of_the_other_stream_in_place_is_refused_as_such() {
+    let w = World::new();
+    // Hold back the last batch of w; put the first batch of v (correctly
+    // signed, same session and sender) in its place.
+    let last_w = 300u32.div_ceil(32) - 1;
+    let held = Mutex::new(false);
+    let attack = move |direction: Direction, frame: Frame| {
+        let mut held = held.lock().unwrap();
+        if direction == Direction::ToRequester && !*held {
+            if is_batch(&frame, StreamKind::Reencrypted, last_w) {
+                return Vec::new();
+            }
+            if is_batch(&frame, StreamKind::ProviderEncrypted, 0) {
+                *held = true;
+                return vec![frame];
+            }
+        }
+        vec![frame]
+    };
+    expect_repaired(
+        &w,
+        attack,
+        "is a v (provider's encrypted ids) batch where a w (re-encrypted requester ids) batch was expected",
+    )
+    .await;
+}

@@ -966,3 +966,100 @@ fn aligned_outputs_line_up_row_for_row_and_the_digests_prove_it() {
     ]);
     assert!(err.contains("the report was edited"), "{err}");
 }
+
+/// Rewrites the receipt inside a round-2 or closing file with `change`,
+/// signed again by `signer_home`'s identity key when given.
+fn rewrite_receipt(
+    path: &Path,
+    out: &Path,
+    signer_home: Option<&Path>,
+    change: impl Fn(&mut sotto_psi::wire::Receipt),
+) {
+    use sotto_psi::files::{FileBody, PsiFile};
+    let mut file = PsiFile::decode(&std::fs::read(path).unwrap(), 1 << 20).unwrap();
+    let receipt = match &mut file.body {
+        FileBody::Round2 { receipt, .. } | FileBody::Close { receipt, .. } => receipt,
+        _ => panic!("no receipt in {}", path.display()),
+    };
+    change(receipt);
+    if let Some(home) = signer_home {
+        let home = sotto_node::NodeHome::open(home).unwrap();
+        receipt.signature = home
+            .identity()
+            .sign(sotto_psi::wire::RECEIPT_DOMAIN, &receipt.signed_bytes());
+    }
+    std::fs::write(out, file.encode()).unwrap();
+}
+
+#[test]
+fn receipts_are_checked_field_by_field_offline() {
+    let w = World::new();
+    w.start(&["--reveal", "both"]);
+    w.accept(&[]);
+    w.send();
+    w.respond();
+    let finish = |input: &str| {
+        fails(&[
+            &"psi",
+            &"offline",
+            &"finish",
+            &"--home",
+            &w.p("a"),
+            &"--in",
+            &w.p(input),
+            &"--close",
+            &w.p("close.psi"),
+        ])
+    };
+    rewrite_receipt(&w.p("r2.psi"), &w.p("r2-flipped.psi"), None, |r| {
+        r.provider_size += 1
+    });
+    let err = finish("r2-flipped.psi");
+    assert!(err.contains("receipt signature does not verify"), "{err}");
+    rewrite_receipt(&w.p("r2.psi"), &w.p("r2-sizes.psi"), Some(&w.p("b")), |r| {
+        r.provider_size += 1
+    });
+    let err = finish("r2-sizes.psi");
+    assert!(
+        err.contains("receipt disagrees with this session: input sizes"),
+        "{err}"
+    );
+    rewrite_receipt(
+        &w.p("r2.psi"),
+        &w.p("r2-transcript.psi"),
+        Some(&w.p("b")),
+        |r| r.transcript[5] ^= 1,
+    );
+    let err = finish("r2-transcript.psi");
+    assert!(
+        err.contains("transcript hash (the two sides saw different messages)"),
+        "{err}"
+    );
+    assert!(!w.p("close.psi").exists());
+    // The provider checks the requester's closing receipt the same way.
+    let out = finish_a(&w, &[&"--close", &w.p("close.psi")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rewrite_receipt(
+        &w.p("close.psi"),
+        &w.p("close-size.psi"),
+        Some(&w.p("a")),
+        |r| r.intersection_size = r.intersection_size.map(|n| n + 1),
+    );
+    let err = fails(&[
+        &"psi",
+        &"offline",
+        &"finish",
+        &"--home",
+        &w.p("b"),
+        &"--in",
+        &w.p("close-size.psi"),
+    ]);
+    assert!(
+        err.contains("receipt disagrees with this session: intersection size"),
+        "{err}"
+    );
+}

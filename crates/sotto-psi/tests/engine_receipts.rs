@@ -1,0 +1,157 @@
+//! Receipts and streams: every field a receipt is checked on, receipts swapped
+//! between sessions, two sides whose transcripts differ, and a correctly
+//! signed batch of the peer's other stream offered in place of the one
+//! expected. Each is refused with its one specific error.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use sotto_psi::error::Rejection;
+use sotto_psi::wire::{Receipt, Reveal, Role, StreamKind, RECEIPT_DOMAIN};
+use sotto_psi::EngineError;
+use support::rounds;
+
+fn mismatch(what: &str) -> Result<(), EngineError> {
+    Err(EngineError::ReceiptMismatch(what.to_owned()))
+}
+
+/// Each field of the provider's receipt, changed and signed again by the
+/// provider itself (a buggy or dishonest peer): the requester names the
+/// field. Changed without a new signature: the signature fails.
+#[test]
+fn every_field_of_a_receipt_is_checked() {
+    type Change = fn(&mut Receipt);
+    let cases: [(&str, Change, &str); 6] = [
+        (
+            "sid",
+            |r| r.sid = sotto_crypto::ids::SessionId::from_bytes([9; 16]),
+            "session id",
+        ),
+        ("signer", |r| r.signer = Role::Requester, "identities"),
+        ("requester", |r| r.requester = r.provider, "identities"),
+        ("provider", |r| r.provider = r.requester, "identities"),
+        ("sizes", |r| r.provider_size += 1, "input sizes"),
+        (
+            "transcript",
+            |r| r.transcript[0] ^= 1,
+            "transcript hash (the two sides saw different messages)",
+        ),
+    ];
+    for (field, change, expected) in cases {
+        let mut r = rounds(1, Reveal::Requester, false);
+        let honest = r.bob.receipt(&r.parties.b.signer(), None).unwrap();
+        let mut altered = honest.clone();
+        change(&mut altered);
+        assert_eq!(
+            r.alice
+                .check_receipt(&altered, &r.parties.b.peer_keys(), Some(3)),
+            Err(EngineError::BadSignature { what: "receipt" }),
+            "{field}, unsigned"
+        );
+        altered.signature = r
+            .parties
+            .b
+            .signer()
+            .identity
+            .sign(RECEIPT_DOMAIN, &altered.signed_bytes());
+        assert_eq!(
+            r.alice
+                .check_receipt(&altered, &r.parties.b.peer_keys(), Some(3)),
+            mismatch(expected),
+            "{field}, signed again"
+        );
+        r.alice
+            .check_receipt(&honest, &r.parties.b.peer_keys(), Some(3))
+            .expect("the honest receipt still passes");
+    }
+}
+
+#[test]
+fn a_stated_intersection_size_must_equal_ours() {
+    let mut r = rounds(2, Reveal::Both, false);
+    let mut requester = r.alice.receipt(&r.parties.a.signer(), Some(3)).unwrap();
+    requester.intersection_size = Some(4);
+    requester.signature = r
+        .parties
+        .a
+        .signer()
+        .identity
+        .sign(RECEIPT_DOMAIN, &requester.signed_bytes());
+    assert_eq!(
+        r.bob
+            .check_receipt(&requester, &r.parties.a.peer_keys(), Some(3)),
+        mismatch("intersection size")
+    );
+}
+
+#[test]
+fn a_receipt_of_another_session_is_refused_by_its_session_id() {
+    let mut first = rounds(3, Reveal::Requester, false);
+    let mut second = rounds(4, Reveal::Requester, false);
+    let other = second
+        .bob
+        .receipt(&second.parties.b.signer(), None)
+        .unwrap();
+    assert_eq!(
+        first
+            .alice
+            .check_receipt(&other, &first.parties.b.peer_keys(), Some(3)),
+        mismatch("session id")
+    );
+}
+
+#[test]
+fn sides_that_saw_different_streams_disagree_only_in_the_transcript() {
+    let mut r = rounds(5, Reveal::Requester, false);
+    // The provider's record of stream u differs from what the requester
+    // sent (everything else equal): its honest receipt names another
+    // transcript.
+    r.bob.record_stream(StreamKind::RequesterEncrypted, [7; 32]);
+    let receipt = r.bob.receipt(&r.parties.b.signer(), None).unwrap();
+    assert_eq!(
+        r.alice
+            .check_receipt(&receipt, &r.parties.b.peer_keys(), Some(3)),
+        mismatch("transcript hash (the two sides saw different messages)")
+    );
+}
+
+#[test]
+fn a_signed_batch_of_the_other_stream_is_refused_as_such() {
+    let mut r = rounds(6, Reveal::Requester, false);
+    let peer = r.parties.b.peer_keys();
+    let mut receiver = r.alice.receiver(StreamKind::Reencrypted, 6);
+    let err = receiver
+        .check(&r.v[0], &peer)
+        .expect_err("v batch where w is expected");
+    assert_eq!(
+        err,
+        EngineError::BatchRejected {
+            round: 2,
+            stream: StreamKind::Reencrypted,
+            batch: 0,
+            reason: Rejection::WrongStream {
+                expected: StreamKind::Reencrypted,
+                found: StreamKind::ProviderEncrypted,
+            },
+        }
+    );
+    // A batch of another round (the requester's own u, replayed back).
+    let mut receiver = r.alice.receiver(StreamKind::ProviderEncrypted, 6);
+    let err = receiver
+        .check(&r.u[0], &peer)
+        .expect_err("u batch where v is expected");
+    assert!(
+        matches!(
+            err,
+            EngineError::BatchRejected {
+                reason: Rejection::WrongStream {
+                    expected: StreamKind::ProviderEncrypted,
+                    found: StreamKind::RequesterEncrypted,
+                },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

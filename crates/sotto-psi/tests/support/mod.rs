@@ -1,0 +1,94 @@
+//! A whole PSI session between two in-memory parties, stopped after round 2
+//! (or run to its end), for the engine tests of receipts and streams.
+
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
+
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use sotto_psi::engine::{AcceptPolicy, Session, SessionParams};
+use sotto_psi::keystore::KeyStore;
+use sotto_psi::local::LocalParty;
+use sotto_psi::steps::{check_stream, reencrypt_stream, send_own};
+use sotto_psi::wire::{Batch, KeyParams, Reveal, SigningMode, StreamKind};
+
+/// The clock of every party in these tests, Unix seconds.
+pub const NOW: u64 = 1_800_000_000;
+
+/// Requester a and provider b.
+pub struct Parties {
+    pub a: LocalParty,
+    pub b: LocalParty,
+    pub rng: ChaCha20Rng,
+}
+
+/// The same two parties for every session (fixed keys), with a session
+/// randomness of `seed`.
+pub fn parties(seed: u64) -> Parties {
+    let mut keys = ChaCha20Rng::seed_from_u64(7);
+    Parties {
+        a: LocalParty::generate(&"a".parse().unwrap(), 2, &mut keys),
+        b: LocalParty::generate(&"b".parse().unwrap(), 2, &mut keys),
+        rng: ChaCha20Rng::seed_from_u64(seed),
+    }
+}
+
+/// A session after rounds 1 and 2: both sessions and every stream.
+pub struct Rounds {
+    pub alice: Session,
+    pub bob: Session,
+    pub parties: Parties,
+    pub u: Vec<Batch>,
+    pub w: Vec<Batch>,
+    pub v: Vec<Batch>,
+}
+
+/// Runs the handshake and rounds 1 and 2 (a has k0..k5, b has k3..k8;
+/// batches of 4), every stream checked by its receiver.
+pub fn rounds(seed: u64, reveal: Reveal, align: bool) -> Rounds {
+    let mut p = parties(seed);
+    let params = SessionParams {
+        align,
+        ..SessionParams::fresh(
+            SigningMode::Element,
+            reveal,
+            4,
+            KeyParams::default(),
+            NOW,
+            &mut p.rng,
+        )
+    };
+    let (a_keys, b_keys) = (
+        KeyStore::from_keys((0..6).map(|i| format!("k{i}"))),
+        KeyStore::from_keys((3..9).map(|i| format!("k{i}"))),
+    );
+    let (sa, sb, pa, pb) = (p.a.signer(), p.b.signer(), p.a.peer_keys(), p.b.peer_keys());
+    let (mut alice, hello) = Session::request(params, &sa, &pb, 6, &mut p.rng).unwrap();
+    let policy = AcceptPolicy {
+        allow_align: true,
+        ..AcceptPolicy::default()
+    };
+    let (mut bob, accept) = Session::accept(&hello, &sb, &pa, 6, &policy, NOW, &mut p.rng).unwrap();
+    alice.on_accept(&accept, &pb).unwrap();
+    let none = &|_| {};
+    let u = send_own(
+        &mut alice,
+        StreamKind::RequesterEncrypted,
+        &a_keys,
+        &sa,
+        none,
+    )
+    .unwrap();
+    check_stream(&mut bob, StreamKind::RequesterEncrypted, 6, &u, &pa, none).unwrap();
+    let w = reencrypt_stream(&mut bob, StreamKind::Reencrypted, &u, &sb, none).unwrap();
+    let v = send_own(&mut bob, StreamKind::ProviderEncrypted, &b_keys, &sb, none).unwrap();
+    check_stream(&mut alice, StreamKind::Reencrypted, 6, &w, &pb, none).unwrap();
+    check_stream(&mut alice, StreamKind::ProviderEncrypted, 6, &v, &pb, none).unwrap();
+    Rounds {
+        alice,
+        bob,
+        parties: p,
+        u,
+        w,
+        v,
+    }
+}
