@@ -118,7 +118,7 @@ fn sides_that_saw_different_streams_disagree_only_in_the_transcript() {
 
 #[test]
 fn a_signed_batch_of_the_other_stream_is_refused_as_such() {
-    let mut r = rounds(6, Reveal::Requester, false);
+    let r = rounds(6, Reveal::Requester, false);
     let peer = r.parties.b.peer_keys();
     let mut receiver = r.alice.receiver(StreamKind::Reencrypted, 6);
     let err = receiver
