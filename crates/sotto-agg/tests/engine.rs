@@ -288,14 +288,16 @@ fn altered_payloads_are_refused_in_both_directions() {
 }
 
 #[test]
-fn altered_statements_fail_their_signature() {
-    for step in [
-        Step::Offer,
-        Step::Accept,
-        Step::Dealing,
-        Step::SealedShare,
-        Step::Masked,
-        Step::Result,
+fn altered_statements_fail_their_signature_at_the_first_party_that_reads_them() {
+    // Who reads each step first: the coordinator (from clients) or a
+    // client (from the coordinator, or from the lead through it).
+    for (step, first_reader_sees) in [
+        (Step::Offer, "bureau"),
+        (Step::Accept, "bank-1"),
+        (Step::Dealing, "bureau"),
+        (Step::SealedShare, "bank-1"),
+        (Step::Masked, "bank-2"),
+        (Step::Result, "bureau"),
     ] {
         let err = refused(&mut |_, _, mut e: Envelope| {
             if e.statement.step == step {
@@ -303,14 +305,136 @@ fn altered_statements_fail_their_signature() {
             }
             Some(e)
         });
-        assert!(
-            matches!(
-                err,
-                ProtocolError::BadSignature { .. } | ProtocolError::OfferMismatch { .. }
-            ),
-            "{step}: {err}"
+        assert_eq!(
+            err,
+            ProtocolError::BadSignature {
+                peer: first_reader_sees.into(),
+                what: step.name(),
+            },
+            "{step}"
         );
     }
+}
+
+/// A hook for the coordinator as the attacker: it changes what it forwards
+/// to clients (it cannot sign as a client), nothing on its way in.
+fn coordinator_attack(
+    step: Step,
+    mut change: impl FnMut(&mut Envelope),
+) -> impl FnMut(bool, &NodeName, Envelope) -> Option<Envelope> {
+    move |to_coordinator, _, mut e: Envelope| {
+        if !to_coordinator && e.statement.step == step {
+            change(&mut e);
+        }
+        Some(e)
+    }
+}
+
+#[test]
+fn a_coordinator_swapping_a_followers_ephemeral_key_is_refused_by_the_lead() {
+    let err = refused(&mut coordinator_attack(Step::Accept, |e| {
+        e.statement.extra = vec![7; 32];
+    }));
+    assert_eq!(
+        err,
+        ProtocolError::BadSignature {
+            peer: "bank-2".into(),
+            what: "accept",
+        }
+    );
+}
+
+#[test]
+fn a_coordinator_signing_a_forwarded_accept_itself_is_refused_by_the_lead() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let key = h.coordinator.key();
+    let bureau = h.coordinator.name.clone();
+    let err = refused(&mut coordinator_attack(Step::Accept, move |e| {
+        let s = &e.statement;
+        e.statement = sotto_agg::message::Draft {
+            job: s.job,
+            attempt: s.attempt,
+            step: s.step,
+            recipient: &s.recipient.clone(),
+            rows: s.rows,
+            cols: s.cols,
+            digest: s.digest,
+            extra: vec![7; 32],
+        }
+        .sign(&bureau, &key);
+    }));
+    assert_eq!(
+        err,
+        ProtocolError::WrongSender {
+            peer: "bureau".into(),
+            what: "accept",
+            reason: "it is not a follower of this attempt".into(),
+        }
+    );
+}
+
+#[test]
+fn a_coordinator_altering_a_forwarded_sealed_share_is_refused_by_the_follower() {
+    let err = refused(&mut coordinator_attack(Step::SealedShare, |e| {
+        *e = alter_payload(e.clone());
+    }));
+    assert_eq!(
+        err,
+        ProtocolError::DigestMismatch {
+            peer: "bank-1".into(),
+            what: "sealed share",
+        }
+    );
+}
+
+#[test]
+fn a_coordinator_altering_its_offer_to_one_client_is_refused_by_that_client() {
+    let err = refused(&mut coordinator_attack(Step::Offer, |e| {
+        e.statement.rows += 1;
+    }));
+    assert_eq!(
+        err,
+        ProtocolError::BadSignature {
+            peer: "bureau".into(),
+            what: "offer",
+        }
+    );
+}
+
+#[test]
+fn a_sealed_share_that_does_not_decrypt_is_refused_by_the_follower() {
+    // The lead itself (buggy or malicious) seals garbage, correctly signed:
+    // the coordinator forwards what it cannot open, the follower refuses.
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let key = h.clients[0].key();
+    let err = refused(&mut |to_coordinator, who: &NodeName, e: Envelope| {
+        if to_coordinator && who.as_str() == "bank-1" && e.statement.step == Step::SealedShare {
+            let payload: Vec<u8> = e.payload.iter().map(|b| b ^ 0x5a).collect();
+            let s = &e.statement;
+            let statement = sotto_agg::message::Draft {
+                job: s.job,
+                attempt: s.attempt,
+                step: s.step,
+                recipient: &s.recipient,
+                rows: s.rows,
+                cols: s.cols,
+                digest: sotto_crypto::hash::sha256(&payload),
+                extra: s.extra.clone(),
+            }
+            .sign(who, &key);
+            return Some(Envelope {
+                statement,
+                payload: Arc::new(payload),
+            });
+        }
+        Some(e)
+    });
+    assert!(
+        matches!(&err, ProtocolError::Sealed { peer, reason } if peer == "bank-1" && reason.contains("does not decrypt under the agreed key")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -369,14 +493,19 @@ fn a_statement_from_another_job_is_refused() {
         .find(|(_, e)| e.statement.step == Step::Masked)
         .cloned()
         .expect("masked");
-    let err = refused(&mut |to_c, _, e: Envelope| {
-        Some(if to_c && e.statement.step == Step::Masked {
-            replay.clone()
-        } else {
-            e
-        })
+    let err = refused(&mut |to_c, who: &NodeName, e: Envelope| {
+        Some(
+            if to_c && who.as_str() == "bank-2" && e.statement.step == Step::Masked {
+                replay.clone()
+            } else {
+                e
+            },
+        )
     });
-    assert!(matches!(err, ProtocolError::WrongJob { .. }), "{err}");
+    assert!(
+        matches!(&err, ProtocolError::WrongJob { peer, what: "masked vector", found, .. } if peer == "bank-2" && found.starts_with(&sotto_crypto::ids::JobId::from_bytes([6; 16]).to_string())),
+        "{err}"
+    );
 }
 
 #[test]

@@ -198,7 +198,7 @@ impl KmsClient {
         };
         let (channel, lifetime) = request
             .accept(signer, &self.me, &grant)
-            .map_err(|e| self.bad(e))?;
+            .map_err(|e| self.bad(e.to_string()))?;
         Ok(OpenReplyChannel {
             channel: Arc::new(channel),
             until: Instant::now() + lifetime,
@@ -258,7 +258,7 @@ impl KmsClient {
                         &answer.salt,
                         &answer.sealed,
                     )
-                    .map_err(|e| self.bad(e));
+                    .map_err(|e| self.bad(e.to_string()));
                 }
             }
         }

@@ -309,21 +309,31 @@ mod tests {
     fn tampered_truncated_or_foreign_envelopes_are_refused() {
         let (k1, p1) = key("root-1");
         let env = seal(header(), b"secret", &[p1], &mut OsRng).expect("seal");
+        let layer_fails = |version: u32| {
+            Err(EscrowError::Layer {
+                layer: 0,
+                key_id: "root-1".into(),
+                version,
+            })
+        };
         let mut tampered = env.clone();
         tampered.ciphertext[40] ^= 1;
-        assert!(open(&tampered, &[&k1]).is_err());
+        assert_eq!(open(&tampered, &[&k1]), layer_fails(1));
         let mut truncated = env.clone();
         truncated.ciphertext.truncate(20);
-        assert!(open(&truncated, &[&k1]).is_err());
+        assert_eq!(open(&truncated, &[&k1]), layer_fails(1));
         let mut foreign = env.clone();
         foreign.header.owner = "bank-b".into();
-        assert!(open(&foreign, &[&k1]).is_err());
+        assert_eq!(open(&foreign, &[&k1]), layer_fails(1));
         let mut relabeled = env.clone();
         relabeled.header.kind = SecretKind::Password;
-        assert!(open(&relabeled, &[&k1]).is_err());
+        assert_eq!(open(&relabeled, &[&k1]), layer_fails(1));
+        let mut renamed = env.clone();
+        renamed.header.secret_id = "other".into();
+        assert_eq!(open(&renamed, &[&k1]), layer_fails(1));
         let mut other_version = env.clone();
         other_version.layers[0].version = 2;
-        assert!(open(&other_version, &[&k1]).is_err());
+        assert_eq!(open(&other_version, &[&k1]), layer_fails(2));
         // An envelope naming no key would hand back its "ciphertext" as is.
         let mut unsealed = env;
         unsealed.layers.clear();
@@ -338,6 +348,13 @@ mod tests {
         let (a, b) = seal_mirrored(&header(), b"secret", &[p1], &[p2], &mut OsRng).expect("seal");
         assert_eq!(open(&a, &[&k1]).expect("a").as_slice(), b"secret");
         assert_eq!(open(&b, &[&k2]).expect("b").as_slice(), b"secret");
-        assert!(open(&a, &[&k2]).is_err());
+        assert_eq!(
+            open(&a, &[&k2]),
+            Err(EscrowError::Layer {
+                layer: 0,
+                key_id: "site-a".into(),
+                version: 1
+            })
+        );
     }
 }

@@ -162,6 +162,28 @@ pub fn seal_recovered<R: RngCore + CryptoRng>(
     Ok(SealedAnswer { salt, sealed })
 }
 
+/// Why a recovery answer was refused by the agent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// The salt that draws the answer's key has the wrong length.
+    #[error("the answer's salt is {len} bytes, expected {ANSWER_SALT_LEN}")]
+    SaltLength {
+        /// Its length.
+        len: usize,
+    },
+    /// The answer does not decrypt under the key drawn from this request's
+    /// channel and salt: altered, or for another request or channel.
+    #[error("the answer does not open with this request's reply channel (altered, or for another request)")]
+    DoesNotOpen,
+    /// The decrypted answer cannot hold a signature.
+    #[error("the answer is too short to hold a signature")]
+    TooShort,
+    /// The secret is not signed by the pinned KMS signing key for this
+    /// request.
+    #[error("the recovered secret is not signed by the pinned KMS signing key")]
+    NotSigned,
+}
+
 /// At the agent: opens the answer with the reply channel and checks the
 /// KMS's signature over the secret and the request it answers.
 pub fn open_recovered(
@@ -170,20 +192,16 @@ pub fn open_recovered(
     channel: &ReplyChannel,
     salt: &[u8],
     sealed: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, String> {
+) -> Result<Zeroizing<Vec<u8>>, AnswerError> {
     if salt.len() != ANSWER_SALT_LEN {
-        return Err(format!(
-            "the answer's salt is {} bytes, expected {ANSWER_SALT_LEN}",
-            salt.len()
-        ));
+        return Err(AnswerError::SaltLength { len: salt.len() });
     }
     let context = reply_context(envelope, channel, salt);
     let key = channel.answer_key(salt, &context);
-    let body = Zeroizing::new(aead::open(&key, &context, sealed).map_err(|_| {
-        "the answer does not open with this request's reply channel (altered, or for another request)".to_owned()
-    })?);
+    let body =
+        Zeroizing::new(aead::open(&key, &context, sealed).map_err(|_| AnswerError::DoesNotOpen)?);
     if body.len() < SIGNATURE_LEN {
-        return Err("the answer is too short to hold a signature".into());
+        return Err(AnswerError::TooShort);
     }
     let (signature, secret) = body.split_at(SIGNATURE_LEN);
     signer
@@ -193,7 +211,7 @@ pub fn open_recovered(
             signature,
             "recovered secret",
         )
-        .map_err(|e| format!("{e} (not signed by the pinned KMS signing key)"))?;
+        .map_err(|_| AnswerError::NotSigned)?;
     Ok(Zeroizing::new(secret.to_vec()))
 }
 
@@ -249,52 +267,70 @@ mod tests {
             b"hunter2"
         );
         let impostor = IdentityKey::generate(&mut OsRng);
-        assert!(open(
-            &impostor.public(),
-            &env,
-            &mine,
-            &answer.salt,
-            &answer.sealed
-        )
-        .is_err());
-        assert!(open(
-            &kms.public(),
-            &envelope("other"),
-            &mine,
-            &answer.salt,
-            &answer.sealed
-        )
-        .is_err());
+        let refused =
+            |signer: &IdentityPublic,
+             env: &Envelope,
+             ch: &ReplyChannel,
+             salt: &[u8],
+             sealed: &[u8]| { open(signer, env, ch, salt, sealed).map(|_| ()) };
+        assert_eq!(
+            refused(
+                &impostor.public(),
+                &env,
+                &mine,
+                &answer.salt,
+                &answer.sealed
+            ),
+            Err(AnswerError::NotSigned)
+        );
+        assert_eq!(
+            refused(
+                &kms.public(),
+                &envelope("other"),
+                &mine,
+                &answer.salt,
+                &answer.sealed
+            ),
+            Err(AnswerError::DoesNotOpen)
+        );
         let (other_channel, _) = channel(&kms);
-        assert!(open(
-            &kms.public(),
-            &env,
-            &other_channel,
-            &answer.salt,
-            &answer.sealed
-        )
-        .is_err());
+        assert_eq!(
+            refused(
+                &kms.public(),
+                &env,
+                &other_channel,
+                &answer.salt,
+                &answer.sealed
+            ),
+            Err(AnswerError::DoesNotOpen)
+        );
         let mut salt = answer.salt;
         salt[0] ^= 1;
-        assert!(open(&kms.public(), &env, &mine, &salt, &answer.sealed).is_err());
-        assert!(open(
-            &kms.public(),
-            &env,
-            &mine,
-            &answer.salt[..31],
-            &answer.sealed
-        )
-        .expect_err("short salt")
-        .contains("salt"));
+        assert_eq!(
+            refused(&kms.public(), &env, &mine, &salt, &answer.sealed),
+            Err(AnswerError::DoesNotOpen)
+        );
+        assert_eq!(
+            refused(
+                &kms.public(),
+                &env,
+                &mine,
+                &answer.salt[..31],
+                &answer.sealed
+            ),
+            Err(AnswerError::SaltLength { len: 31 })
+        );
         let mut sealed = answer.sealed.clone();
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
-        assert!(open(&kms.public(), &env, &mine, &answer.salt, &sealed).is_err());
+        assert_eq!(
+            refused(&kms.public(), &env, &mine, &answer.salt, &sealed),
+            Err(AnswerError::DoesNotOpen)
+        );
         let forged = seal_recovered(&impostor, &env, &theirs, b"evil", &mut OsRng).expect("seal");
-        assert!(
-            open(&kms.public(), &env, &mine, &forged.salt, &forged.sealed)
-                .expect_err("forged")
-                .contains("not signed by the pinned KMS signing key")
+        assert_eq!(
+            refused(&kms.public(), &env, &mine, &forged.salt, &forged.sealed),
+            Err(AnswerError::NotSigned)
         );
     }
 

@@ -142,7 +142,7 @@ impl ChannelRequest {
         signer: &IdentityPublic,
         participant: &str,
         grant: &ChannelGrant,
-    ) -> Result<(ReplyChannel, Duration), String> {
+    ) -> Result<(ReplyChannel, Duration), GrantError> {
         let fields = bound_fields(grant.channel, participant, &self.public(), &grant.kms_key);
         signer
             .verify(
@@ -151,11 +151,9 @@ impl ChannelRequest {
                 &grant.signature,
                 "reply channel grant",
             )
-            .map_err(|e| {
-                format!("{e} (not signed by the pinned KMS signing key, or for another request)")
-            })?;
+            .map_err(|_| GrantError::NotSigned)?;
         let secret = channel_secret(&self.key, &grant.kms_key, &fields)
-            .map_err(|e| format!("reply channel: {e}"))?;
+            .map_err(|e| GrantError::Agreement(e.to_string()))?;
         let lifetime = Duration::from_secs(grant.ttl_secs)
             .min(MAX_TTL)
             .saturating_sub(AGENT_MARGIN);
@@ -167,6 +165,18 @@ impl ChannelRequest {
             lifetime,
         ))
     }
+}
+
+/// Why the agent refused the KMS's channel grant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    /// The grant is not signed by the pinned KMS signing key over this
+    /// request's key, this participant, the channel and its lifetime.
+    #[error("the reply channel grant is not signed by the pinned KMS signing key for this request (forged, altered, or for another request or participant)")]
+    NotSigned,
+    /// The KMS's ephemeral key gives no usable agreement (a low-order key).
+    #[error("reply channel: {0}")]
+    Agreement(String),
 }
 
 struct OpenChannel {
@@ -348,25 +358,43 @@ mod tests {
             ChannelRequest::new(&mut OsRng),
         );
         let for_other_request = grant_to(&kms, "bank-a", &other);
-        assert!(request
-            .accept(&kms.public(), "bank-a", &for_other_request)
-            .is_err());
+        let refused = |request: ChannelRequest, grant: &ChannelGrant| {
+            request.accept(&kms.public(), "bank-a", grant).map(|_| ())
+        };
+        assert_eq!(
+            refused(request, &for_other_request),
+            Err(GrantError::NotSigned)
+        );
         let request = ChannelRequest::new(&mut OsRng);
         let for_bank_b = grant_to(&kms, "bank-b", &request);
-        assert!(request
-            .accept(&kms.public(), "bank-a", &for_bank_b)
-            .is_err());
+        assert_eq!(refused(request, &for_bank_b), Err(GrantError::NotSigned));
         let request = ChannelRequest::new(&mut OsRng);
         let mut longer = grant_to(&kms, "bank-a", &request);
         longer.ttl_secs += 1;
-        assert!(request.accept(&kms.public(), "bank-a", &longer).is_err());
+        assert_eq!(refused(request, &longer), Err(GrantError::NotSigned));
         let request = ChannelRequest::new(&mut OsRng);
         let impostor = IdentityKey::generate(&mut OsRng);
         let forged = grant_to(&impostor, "bank-a", &request);
-        assert!(request
-            .accept(&kms.public(), "bank-a", &forged)
-            .expect_err("impostor")
-            .contains("not signed by the pinned KMS signing key"));
+        assert_eq!(refused(request, &forged), Err(GrantError::NotSigned));
+        let request = ChannelRequest::new(&mut OsRng);
+        let mut low_order = grant_to(&kms, "bank-a", &request);
+        low_order.kms_key = [0; 32];
+        low_order.signature = kms.sign(
+            GRANT_DOMAIN,
+            &grant_message(
+                &bound_fields(
+                    low_order.channel,
+                    "bank-a",
+                    &request.public(),
+                    &low_order.kms_key,
+                ),
+                low_order.ttl_secs,
+            ),
+        );
+        assert!(matches!(
+            refused(request, &low_order),
+            Err(GrantError::Agreement(_))
+        ));
     }
 
     #[test]
@@ -377,7 +405,8 @@ mod tests {
         let (first, _) = open(&mut table, &kms, "bank-a", now);
         assert!(matches!(
             table.get("bank-b", first.id(), now),
-            Err(KmsError::NotOwner { .. })
+            Err(KmsError::NotOwner { ref caller, ref owner, ref what })
+                if caller == "bank-b" && owner == "bank-a" && *what == format!("reply channel {}", first.id())
         ));
         assert!(matches!(
             table.get("bank-a", first.id(), now + Duration::from_secs(10)),
@@ -426,14 +455,23 @@ mod tests {
         assert_eq!(table.ttl(), MAX_TTL);
         let now = Instant::now();
         table.insert("bank-a", kept, now);
-        assert!(table.get("bank-a", grant.channel, now + MAX_TTL).is_err());
+        assert!(matches!(
+            table.get("bank-a", grant.channel, now + MAX_TTL),
+            Err(KmsError::UnknownChannel { channel }) if channel == grant.channel
+        ));
     }
 
     #[test]
     fn a_malformed_or_low_order_agent_key_is_refused() {
         let kms = IdentityKey::generate(&mut OsRng);
         let grant = |key: &[u8]| ReplyChannels::grant(DEFAULT_TTL, &kms, "bank-a", key, &mut OsRng);
-        assert!(grant(&[1; 31]).is_err());
-        assert!(grant(&[0; 32]).is_err());
+        assert!(matches!(
+            grant(&[1; 31]),
+            Err(KmsError::Malformed { ref reason, .. }) if reason == "31 bytes, expected 32"
+        ));
+        assert!(matches!(
+            grant(&[0; 32]),
+            Err(KmsError::Malformed { ref what, .. }) if what == "agent_key (reply channel)"
+        ));
     }
 }
