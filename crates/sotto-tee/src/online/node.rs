@@ -23,6 +23,23 @@ use crate::registry::{group_key_aad, registration_report_data, Membership, GROUP
 
 const HPKE_KEY_FILE: &str = "tee-hpke.key";
 
+/// Evidence as a node sends it to the center: which verifier reads it
+/// (`software`, `dcap` for SGX and TDX quotes, `sev-snp`) and the bytes each
+/// needs.
+#[derive(Clone, Debug, Default)]
+pub struct EvidenceBundle {
+    /// The kind of evidence.
+    pub kind: String,
+    /// The evidence itself (software evidence, quote, or report).
+    pub evidence: Vec<u8>,
+    /// DCAP collateral (JSON), for quotes.
+    pub collateral: Vec<u8>,
+    /// The VCEK certificate (DER), for SEV-SNP.
+    pub vcek: Vec<u8>,
+    /// The ARK/ASK chain (PEM), for SEV-SNP.
+    pub ark_ask: Vec<u8>,
+}
+
 /// A connection to the center.
 pub struct CenterClient {
     client: RegistryClient<Channel>,
@@ -107,6 +124,23 @@ impl CenterClient {
         home: &NodeHome,
         enclave: &dyn Enclave,
     ) -> Result<Membership, OnlineError> {
+        self.register_with(home, |data| {
+            Ok(EvidenceBundle {
+                kind: "software".into(),
+                evidence: enclave.evidence(data)?,
+                ..EvidenceBundle::default()
+            })
+        })
+        .await
+    }
+
+    /// Registers with the evidence `make` produces for the 64 bytes of
+    /// report data that bind the center's nonce and this node's keys.
+    pub async fn register_with(
+        &mut self,
+        home: &NodeHome,
+        make: impl FnOnce(&[u8; 64]) -> Result<EvidenceBundle, OnlineError>,
+    ) -> Result<Membership, OnlineError> {
         let hpke = hpke_key(home)?.public();
         let challenge = self
             .client
@@ -129,15 +163,17 @@ impl CenterClient {
             &home.identity().public(),
             &hpke,
         );
-        let evidence = enclave.evidence(&data)?;
+        let bundle = make(&data)?;
         let update = self
             .client
             .register(RegisterRequest {
                 nonce: nonce.to_vec(),
                 hpke_public: hpke.to_bytes(),
-                kind: "software".into(),
-                evidence,
-                ..Default::default()
+                kind: bundle.kind,
+                evidence: bundle.evidence,
+                collateral: bundle.collateral,
+                vcek: bundle.vcek,
+                ark_ask: bundle.ark_ask,
             })
             .await
             .map_err(|s| self.refused(&s))?
