@@ -7,6 +7,7 @@ pub mod clock;
 pub mod error;
 pub mod files;
 pub mod home;
+pub mod leaks;
 pub mod name;
 pub mod outputs;
 pub mod process;

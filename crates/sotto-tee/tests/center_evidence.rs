@@ -168,4 +168,22 @@ async fn the_center_refuses_forged_tampered_and_mislabelled_evidence_of_every_ki
         .unwrap();
     let membership = client.register(&home, &honest).await.unwrap();
     assert_eq!(membership.members.len(), 1);
+    // The group key the member now holds is nowhere in the center's files
+    // (sealed at rest), in any encoding.
+    let (_, key) = client.group_key(&home).await.unwrap();
+    let mut scanned = 0;
+    for entry in std::fs::read_dir(dir.path().join("center")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(
+                sotto_node::leaks::leaked_encoding(&bytes, &key),
+                None,
+                "{}",
+                path.display()
+            );
+            scanned += 1;
+        }
+    }
+    assert!(scanned >= 3, "the database, keys and config were scanned");
 }
