@@ -222,8 +222,9 @@ fn a_client_that_never_joins_aborts_the_job_naming_it() {
         assert!(!out.status.success());
         assert!(stderr(&out).contains("lender-3"), "{}", stderr(&out));
     }
-    assert!(!w.p("result.csv").exists());
-    assert!(!w.p("lender-1-result.csv").exists());
+    for file in ["result.csv", "lender-1-result.csv", "lender-2-result.csv"] {
+        assert!(!w.p(file).exists(), "{file}");
+    }
 }
 
 #[test]
