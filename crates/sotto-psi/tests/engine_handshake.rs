@@ -283,3 +283,65 @@ fn an_aligned_requester_receipt_without_a_digest_is_refused() {
         ))
     );
 }
+
+/// A batch size outside 1..=MAX_BATCH_SIZE: the requester refuses to open
+/// the session; a provider refuses a hello stating it (signed correctly).
+#[test]
+fn batch_sizes_outside_the_bounds_are_refused_on_both_sides() {
+    use sotto_psi::engine::MAX_BATCH_SIZE;
+    let open = |batch_size: u32| {
+        let mut p = parties();
+        let params = SessionParams::fresh(
+            SigningMode::Element,
+            Reveal::Requester,
+            batch_size,
+            KeyParams::default(),
+            NOW,
+            &mut p.rng,
+        );
+        Session::request(params, &p.a.signer(), &p.b.peer_keys(), 3, &mut p.rng).map(|_| ())
+    };
+    let bounds = format!("batch size must be 1..={MAX_BATCH_SIZE}");
+    assert_eq!(open(0), Err(EngineError::Handshake(bounds.clone())));
+    assert_eq!(
+        open(MAX_BATCH_SIZE + 1),
+        Err(EngineError::Handshake(bounds))
+    );
+    open(1).expect("one is allowed");
+    open(MAX_BATCH_SIZE).expect("the maximum is allowed");
+
+    for stated in [0, MAX_BATCH_SIZE + 1] {
+        let mut p = parties();
+        let params = SessionParams::fresh(
+            SigningMode::Element,
+            Reveal::Requester,
+            8,
+            KeyParams::default(),
+            NOW,
+            &mut p.rng,
+        );
+        let (_, mut hello) =
+            Session::request(params, &p.a.signer(), &p.b.peer_keys(), 3, &mut p.rng).unwrap();
+        hello.batch_size = stated;
+        hello.signature =
+            p.a.signer()
+                .identity
+                .sign(HELLO_DOMAIN, &hello.signed_bytes());
+        let refused = Session::accept(
+            &hello,
+            &p.b.signer(),
+            &p.a.peer_keys(),
+            3,
+            &AcceptPolicy::default(),
+            NOW,
+            &mut p.rng,
+        )
+        .map(|_| ());
+        assert_eq!(
+            refused,
+            Err(EngineError::Handshake(format!(
+                "batch size {stated} is outside 1..={MAX_BATCH_SIZE}"
+            )))
+        );
+    }
+}

@@ -155,3 +155,25 @@ fn a_signed_batch_of_the_other_stream_is_refused_as_such() {
         "{err}"
     );
 }
+
+/// The report's signature counts: making a receipt counts one signature
+/// made, and only a receipt that passes every check counts one verified.
+#[test]
+fn receipts_are_counted_once_each_and_only_when_they_pass() {
+    let mut r = rounds(7, Reveal::Requester, false);
+    let (alice_before, bob_before) = (r.alice.counts(), r.bob.counts());
+    let receipt = r.bob.receipt(&r.parties.b.signer(), None).unwrap();
+    assert_eq!(r.bob.counts().made, bob_before.made + 1);
+    assert_eq!(r.bob.counts().verified, bob_before.verified);
+    let mut altered = receipt.clone();
+    altered.provider_size += 1;
+    r.alice
+        .check_receipt(&altered, &r.parties.b.peer_keys(), Some(3))
+        .expect_err("altered");
+    assert_eq!(r.alice.counts(), alice_before);
+    r.alice
+        .check_receipt(&receipt, &r.parties.b.peer_keys(), Some(3))
+        .unwrap();
+    assert_eq!(r.alice.counts().verified, alice_before.verified + 1);
+    assert_eq!(r.alice.counts().made, alice_before.made);
+}
