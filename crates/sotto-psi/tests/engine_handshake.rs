@@ -310,7 +310,7 @@ fn batch_sizes_outside_the_bounds_are_refused_on_both_sides() {
     open(1).expect("one is allowed");
     open(MAX_BATCH_SIZE).expect("the maximum is allowed");
 
-    for stated in [0, MAX_BATCH_SIZE + 1] {
+    for stated in [0, MAX_BATCH_SIZE + 1, MAX_BATCH_SIZE] {
         let mut p = parties();
         let params = SessionParams::fresh(
             SigningMode::Element,
@@ -337,6 +337,10 @@ fn batch_sizes_outside_the_bounds_are_refused_on_both_sides() {
             &mut p.rng,
         )
         .map(|_| ());
+        if stated == MAX_BATCH_SIZE {
+            refused.expect("the maximum is accepted");
+            continue;
+        }
         assert_eq!(
             refused,
             Err(EngineError::Handshake(format!(
@@ -344,4 +348,38 @@ fn batch_sizes_outside_the_bounds_are_refused_on_both_sides() {
             )))
         );
     }
+}
+
+/// The accept carries the provider's own time (it signs when it answered),
+/// not a copy of the hello's; the requester counts its signature once.
+#[test]
+fn the_accept_is_dated_by_the_provider_and_counted_once() {
+    let mut p = parties();
+    let created = NOW - 3600;
+    let params = SessionParams::fresh(
+        SigningMode::Element,
+        Reveal::Requester,
+        8,
+        KeyParams::default(),
+        created,
+        &mut p.rng,
+    );
+    let (mut requester, hello) =
+        Session::request(params, &p.a.signer(), &p.b.peer_keys(), 3, &mut p.rng).unwrap();
+    assert_eq!(hello.created, created);
+    let (_, accept) = Session::accept(
+        &hello,
+        &p.b.signer(),
+        &p.a.peer_keys(),
+        3,
+        &AcceptPolicy::default(),
+        NOW,
+        &mut p.rng,
+    )
+    .unwrap();
+    assert_eq!(accept.created, NOW);
+    // The requester counts the accept's signature as verified, once.
+    assert_eq!(requester.counts().verified, 0);
+    requester.on_accept(&accept, &p.b.peer_keys()).unwrap();
+    assert_eq!(requester.counts().verified, 1);
 }
