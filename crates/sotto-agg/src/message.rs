@@ -305,7 +305,63 @@ mod tests {
             );
         }
         let other = IdentityKey::generate(&mut OsRng);
-        assert!(good.verify(&other.public(), "bank-a").is_err());
+        assert!(matches!(
+            good.verify(&other.public(), "bank-a"),
+            Err(ProtocolError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn step_numbers_round_trip_and_nothing_else_decodes() {
+        for n in 0..=9 {
+            let step = Step::from_number(n);
+            assert_eq!(step.map(|s| s as u32), (1..=8).contains(&n).then_some(n));
+            if let Some(step) = step {
+                assert_eq!(step.to_string(), step.name());
+            }
+        }
+        assert_eq!(Step::from_number(7), Some(Step::Masked));
+        assert_eq!(Step::Masked.to_string(), "masked vector");
+    }
+
+    #[test]
+    fn the_transcript_entry_covers_every_field_and_the_signature() {
+        let key = IdentityKey::generate(&mut OsRng);
+        let name: NodeName = "bank-a".parse().expect("name");
+        let good = draft().sign(&name, &key);
+        assert_eq!(good.transcript_hash(), good.clone().transcript_hash());
+        let mutations: Vec<fn(&mut Statement)> = vec![
+            |s| s.version = 2,
+            |s| s.job = JobId::from_bytes([9; 16]),
+            |s| s.attempt = 2,
+            |s| s.step = Step::LeadShare,
+            |s| s.sender = "bank-b".into(),
+            |s| s.recipient = "*".into(),
+            |s| s.rows = 11,
+            |s| s.cols = 4,
+            |s| s.digest[0] ^= 1,
+            |s| s.extra = vec![0],
+            |s| s.signature[5] ^= 1,
+        ];
+        for (i, mutate) in mutations.into_iter().enumerate() {
+            let mut other = good.clone();
+            mutate(&mut other);
+            assert_ne!(other.transcript_hash(), good.transcript_hash(), "{i}");
+        }
+    }
+
+    #[test]
+    fn debug_shows_the_route_not_the_payload_or_signature() {
+        let key = IdentityKey::generate(&mut OsRng);
+        let name: NodeName = "bank-a".parse().expect("name");
+        let good = draft().sign(&name, &key);
+        assert_eq!(
+            format!("{good:?}"),
+            format!(
+                "Statement(masked vector job={} attempt=1 bank-a->bureau 10x3)",
+                JobId::from_bytes([1; 16])
+            )
+        );
     }
 
     #[test]

@@ -260,6 +260,28 @@ mod tests {
     use super::*;
     use rand_core::OsRng;
 
+    #[test]
+    fn kinds_parse_from_their_labels_only_and_keys_print_with_their_version() {
+        for kind in SecretKind::ALL {
+            assert_eq!(kind.label().parse::<SecretKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.label());
+        }
+        let err = "token".parse::<SecretKind>().expect_err("unknown");
+        assert!(
+            err.starts_with("unknown secret kind \"token\"; one of "),
+            "{err}"
+        );
+        assert!(
+            SecretKind::ALL.iter().all(|k| err.contains(k.label())),
+            "{err}"
+        );
+        let key = KeyRef {
+            key_id: "bank-a/escrow".into(),
+            version: 3,
+        };
+        assert_eq!(key.to_string(), "bank-a/escrow@v3");
+    }
+
     fn key(id: &str) -> (HpkeSecretKey, (KeyRef, HpkePublicKey)) {
         let (sk, pk) = HpkeSecretKey::generate(&mut OsRng);
         (
