@@ -334,6 +334,62 @@ mod tests {
         );
     }
 
+    /// Seals `body` as an answer would be sealed, under the channel's key
+    /// for `salt`: what a party holding the channel secret could send.
+    fn sealed_as_answer(env: &Envelope, ch: &ReplyChannel, salt: &[u8], body: &[u8]) -> Vec<u8> {
+        let context = reply_context(env, ch, salt);
+        aead::seal(&ch.answer_key(salt, &context), &context, body, &mut OsRng).expect("seal")
+    }
+
+    /// The KMS's signature binds the secret itself, not only the request: a
+    /// genuine signature resealed beside another secret by someone holding
+    /// the channel secret is refused. Bodies too short for a signature are
+    /// refused as such; one of exactly a signature's length is checked.
+    #[test]
+    fn the_signature_binds_the_secret_and_short_bodies_are_refused() {
+        let kms = IdentityKey::generate(&mut OsRng);
+        let (mine, theirs) = channel(&kms);
+        let env = envelope("pw");
+        let answer = seal_recovered(&kms, &env, &theirs, b"hunter2", &mut OsRng).expect("seal");
+        let context = reply_context(&env, &theirs, &answer.salt);
+        let body = aead::open(
+            &theirs.answer_key(&answer.salt, &context),
+            &context,
+            &answer.sealed,
+        )
+        .expect("open");
+        let mut swapped = body[..SIGNATURE_LEN].to_vec();
+        swapped.extend_from_slice(b"hunter3");
+        let open = |body: &[u8]| {
+            let sealed = sealed_as_answer(&env, &theirs, &answer.salt, body);
+            open_recovered(&kms.public(), &env, &mine, &answer.salt, &sealed).map(|_| ())
+        };
+        open(&body).expect("the genuine body opens");
+        assert_eq!(open(&swapped), Err(AnswerError::NotSigned));
+        assert_eq!(open(&[7; 10]), Err(AnswerError::TooShort));
+        assert_eq!(open(&[7; SIGNATURE_LEN - 1]), Err(AnswerError::TooShort));
+        assert_eq!(open(&[7; SIGNATURE_LEN]), Err(AnswerError::NotSigned));
+    }
+
+    #[test]
+    fn channel_statements_shorter_than_a_signature_are_refused() {
+        let (sk, pk) = HpkeSecretKey::generate(&mut OsRng);
+        let seal = |body: &[u8]| pk.seal(CHANNEL_INFO, b"", body, &mut OsRng).expect("seal");
+        let too_short = Err("channel answer is too short".to_owned());
+        assert_eq!(open_channel(&sk, &seal(&[1; 10])), too_short);
+        assert_eq!(open_channel(&sk, &seal(&[1; SIGNATURE_LEN - 1])), too_short);
+        assert_eq!(
+            open_channel(&sk, &seal(&[1; SIGNATURE_LEN])),
+            Ok((Vec::new(), vec![1; SIGNATURE_LEN]))
+        );
+        let mut body = vec![2; SIGNATURE_LEN];
+        body.extend_from_slice(b"{}");
+        assert_eq!(
+            open_channel(&sk, &seal(&body)),
+            Ok((b"{}".to_vec(), vec![2; SIGNATURE_LEN]))
+        );
+    }
+
     #[test]
     fn every_answer_has_its_own_salt_and_key() {
         let kms = IdentityKey::generate(&mut OsRng);
