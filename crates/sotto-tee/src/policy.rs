@@ -222,6 +222,24 @@ mod tests {
         assert!(p.decide(&other, false).reasons[0].contains("allowlist"));
     }
 
+    /// Hardware evidence without a TCB verdict (an SNP report verified
+    /// without TCB data): refused with its reason unless the policy sets
+    /// `accept_not_assessed`, then accepted.
+    #[test]
+    fn no_tcb_verdict_is_accepted_only_when_the_policy_says_so() {
+        let unassessed = verified(Platform::Sgx, TcbStatus::NotAssessed);
+        let d = policy("").decide(&unassessed, false);
+        assert_eq!(
+            d.reasons,
+            vec![
+                "sgx evidence has no TCB verdict and the policy does not set accept_not_assessed"
+                    .to_owned()
+            ]
+        );
+        let d = policy("accept_not_assessed = true").decide(&unassessed, false);
+        assert!(d.accepted, "{:?}", d.reasons);
+    }
+
     #[test]
     fn software_only_when_allowed_and_in_dev_mode() {
         let sw = verified(Platform::Software, TcbStatus::NotAssessed);
