@@ -230,6 +230,45 @@ mod tests {
         )
     }
 
+    /// The floor level fits the TCB info it is added to: TDX components for
+    /// TDX (version 3) only, every SVN zero, dated as the oldest level.
+    #[test]
+    fn the_floor_level_has_tdx_components_only_for_tdx() {
+        for (quote, collateral, tdx) in [
+            ("sgx/sgx_quote", "sgx/sgx_quote_collateral.json", false),
+            ("tdx/tdx_quote", "tdx/tdx_quote_collateral.json", true),
+        ] {
+            let (_, collateral, _) = sample(quote, collateral);
+            let info: TcbInfo = serde_json::from_str(&collateral.tcb_info).expect("TCB info");
+            let floor = floor_level(&info);
+            assert_eq!(floor.tcb.tdx_components.len(), if tdx { 16 } else { 0 });
+            assert_eq!(floor.tcb.sgx_components.len(), 16);
+            assert!(floor.tcb.sgx_components.iter().all(|c| c.svn == 0));
+            assert_eq!(floor.tcb.pce_svn, 0);
+            let oldest = info.tcb_levels.iter().map(|l| &l.tcb_date).min();
+            assert_eq!(Some(&floor.tcb_date), oldest);
+        }
+    }
+
+    /// The header check refuses bytes shorter than a header by their
+    /// length, and lets a full header of a known version and type through.
+    #[test]
+    fn the_quote_header_check_is_exact_at_its_length() {
+        let mut header = vec![0u8; QUOTE_HEADER_LEN];
+        header[0] = 4;
+        check_quote_header(&header).expect("a full SGX v4 header");
+        header[4] = 0x81;
+        check_quote_header(&header).expect("a full TDX v4 header");
+        for len in [0, 4, QUOTE_HEADER_LEN - 1] {
+            let err = check_quote_header(&header[..len]).expect_err("short");
+            assert!(
+                matches!(&err, TeeError::Malformed { reason, .. }
+                    if reason.starts_with(&format!("{len} bytes, shorter than a quote's 48-byte header"))),
+                "{err}"
+            );
+        }
+    }
+
     #[test]
     fn a_platform_below_every_level_is_judged_after_every_check() {
         let (quote, collateral, now) = outdated();
