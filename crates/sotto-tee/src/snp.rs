@@ -173,3 +173,76 @@ fn der_integer(value: &[u8]) -> Option<u64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn genuine() -> (AttestationReport, Vec<u8>) {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/attestation/sev-snp");
+        let read = |f: &str| std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        let report = parse_report(&read("report_milan.hex")).expect("report");
+        (report, read("vcek_milan.der"))
+    }
+
+    fn reason(result: Result<(), TeeError>) -> String {
+        match result {
+            Err(TeeError::Verification { reason, .. }) => reason,
+            other => panic!("expected a verification failure, got {other:?}"),
+        }
+    }
+
+    /// The binding check on its own (a real chip's VCEK cannot sign a
+    /// report of another chip or TCB, so the signature check would refuse
+    /// such a report first): another chip id, or any TCB component other
+    /// than the one the VCEK certifies, is refused by name.
+    #[test]
+    fn the_vcek_must_be_the_reporting_chips_at_its_tcb() {
+        let (report, vcek) = genuine();
+        check_vcek_binds_report(&vcek, &report).expect("the genuine pair");
+        let mut other_chip = report;
+        other_chip.chip_id[7] ^= 1;
+        assert!(reason(check_vcek_binds_report(&vcek, &other_chip))
+            .starts_with("the VCEK is not the reporting chip's"));
+        type Change = fn(&mut AttestationReport);
+        let changes: [(Change, &str); 4] = [
+            (|r| r.reported_tcb.bootloader ^= 1, "bootloader"),
+            (|r| r.reported_tcb.tee ^= 1, "TEE"),
+            (|r| r.reported_tcb.snp ^= 1, "SNP firmware"),
+            (|r| r.reported_tcb.microcode ^= 1, "microcode"),
+        ];
+        for (change, name) in changes {
+            let (mut report, _) = genuine();
+            change(&mut report);
+            let reason = reason(check_vcek_binds_report(&vcek, &report));
+            assert!(
+                reason.starts_with(&format!("the VCEK certifies {name} SPL Some(")),
+                "{reason}"
+            );
+        }
+    }
+
+    #[test]
+    fn der_values_are_read_only_when_their_length_matches() {
+        assert_eq!(der_octets(&[0x04, 2, 0xaa, 0xbb]), vec![0xaa, 0xbb]);
+        assert_eq!(
+            der_octets(&[0x04, 3, 0xaa, 0xbb]),
+            vec![0x04, 3, 0xaa, 0xbb]
+        );
+        assert_eq!(
+            der_octets(&[0x04, 1, 0xaa, 0xbb]),
+            vec![0x04, 1, 0xaa, 0xbb]
+        );
+        assert_eq!(der_integer(&[0x02, 1, 0x7f]), Some(0x7f));
+        assert_eq!(der_integer(&[0x02, 2, 0x01, 0x02]), Some(0x0102));
+        assert_eq!(
+            der_integer(&[0x02, 8, 1, 2, 3, 4, 5, 6, 7, 8]),
+            Some(0x0102_0304_0506_0708)
+        );
+        assert_eq!(der_integer(&[0x02, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9]), None);
+        assert_eq!(der_integer(&[0x02, 3, 0x01, 0x02]), None);
+        assert_eq!(der_integer(&[0x02, 1, 0x01, 0x02]), None);
+        assert_eq!(der_integer(&[0x04, 1, 0x01]), None);
+    }
+}
