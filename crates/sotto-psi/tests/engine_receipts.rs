@@ -1,7 +1,8 @@
 //! Receipts and streams: every field a receipt is checked on, receipts swapped
 //! between sessions, two sides whose transcripts differ, and a correctly
 //! signed batch of the peer's other stream offered in place of the one
-//! expected. Each is refused with its one specific error.
+//! expected, and an invalid element named by its position in the stream.
+//! Each is refused with its one specific error.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -176,4 +177,27 @@ fn receipts_are_counted_once_each_and_only_when_they_pass() {
         .unwrap();
     assert_eq!(r.alice.counts().verified, alice_before.verified + 1);
     assert_eq!(r.alice.counts().made, alice_before.made);
+}
+
+/// An element that is not a valid encoding is named by its position in the
+/// whole stream (the batch's first position plus its index), not in the
+/// batch.
+#[test]
+fn an_invalid_element_is_named_by_its_stream_position() {
+    let r = rounds(8, Reveal::Requester, false);
+    let mut batch = r.u[1].clone();
+    assert!(batch.header.first_position > 0);
+    batch.elements[1] = [0xff; 32];
+    let err = r.bob.multiply(&batch).expect_err("not a point");
+    assert_eq!(
+        err,
+        EngineError::BatchRejected {
+            round: 1,
+            stream: StreamKind::RequesterEncrypted,
+            batch: 1,
+            reason: Rejection::InvalidElement {
+                position: batch.header.first_position + 1,
+            },
+        }
+    );
 }
