@@ -201,3 +201,23 @@ fn an_invalid_element_is_named_by_its_stream_position() {
         }
     );
 }
+
+/// A receiver's progress (what the online driver asks it to know what to
+/// wait for and when a stream is done) follows the batches it accepted.
+#[test]
+fn a_receivers_progress_follows_the_batches_it_accepted() {
+    let r = rounds(9, Reveal::Requester, false);
+    let peer = r.parties.a.peer_keys();
+    let mut receiver = r.bob.receiver(StreamKind::RequesterEncrypted, 6);
+    assert_eq!((receiver.received(), receiver.next_batch()), (0, 0));
+    assert!(!receiver.is_complete());
+    let mut received = 0;
+    for (i, batch) in r.u.iter().enumerate() {
+        receiver.check(batch, &peer).unwrap();
+        received += batch.elements.len() as u64;
+        assert_eq!(receiver.received(), received);
+        assert_eq!(receiver.next_batch() as usize, i + 1);
+        assert_eq!(receiver.is_complete(), i + 1 == r.u.len());
+    }
+    assert_eq!((received, r.u.len()), (6, 2));
+}

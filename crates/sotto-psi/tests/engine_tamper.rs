@@ -347,3 +347,31 @@ fn hello_from_unpinned_peer_or_altered_hello_is_refused() {
         "{err}"
     );
 }
+
+/// Sealing a batch counts every signature it made, in every mode: the
+/// header's, the digest's, one per element (none in mode none).
+#[test]
+fn sealing_counts_every_signature_made_in_every_mode() {
+    let provider = LocalParty::generate(
+        &"b".parse().expect("name"),
+        2,
+        &mut ChaCha20Rng::seed_from_u64(2),
+    );
+    for &mode in SigningMode::ALL {
+        let mut s = setup(mode, 20);
+        let before = s.provider.counts().made;
+        let elements = s.batches[0].elements.clone();
+        let batch = s.provider.seal(
+            StreamKind::ProviderEncrypted,
+            0,
+            0,
+            elements,
+            &provider.signer(),
+        );
+        let made = u64::from(batch.header_signature.is_some())
+            + u64::from(batch.digest_signature.is_some())
+            + batch.signatures.len() as u64;
+        assert!(before > 0, "{mode}");
+        assert_eq!(s.provider.counts().made, before + made, "{mode}");
+    }
+}
