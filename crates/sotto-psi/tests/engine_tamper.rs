@@ -11,7 +11,7 @@ use sotto_crypto::ids::SessionId;
 use sotto_psi::engine::{AcceptPolicy, Session, SessionParams};
 use sotto_psi::local::LocalParty;
 use sotto_psi::steps::{check_stream, send_own};
-use sotto_psi::wire::{Batch, KeyParams, Reveal, SigningMode, StreamKind};
+use sotto_psi::wire::{Batch, KeyParams, Reveal, SigningMode, StreamKind, HEADER_DOMAIN};
 use sotto_psi::{EngineError, Rejection};
 
 const N: usize = 20;
@@ -373,5 +373,111 @@ fn sealing_counts_every_signature_made_in_every_mode() {
             + batch.signatures.len() as u64;
         assert!(before > 0, "{mode}");
         assert_eq!(s.provider.counts().made, before + made, "{mode}");
+    }
+}
+
+/// The requester's batch with `change` applied and its header signed again
+/// by the requester: a sender that announces what it should not.
+fn signed_again(s: &Setup, mut batch: Batch, change: impl FnOnce(&mut Batch)) -> Batch {
+    change(&mut batch);
+    let signer = s.requester_party.signer();
+    batch.header_signature = Some(
+        signer
+            .identity
+            .sign(HEADER_DOMAIN, &batch.header.to_bytes()),
+    );
+    batch
+}
+
+/// Sizes a stream cannot hold — an empty batch, one larger than the
+/// session's batch size, one running past the announced total — are each
+/// refused even when the sender signed them.
+#[test]
+fn batch_sizes_the_stream_cannot_hold_are_refused() {
+    let bad_size = |count: u32, first: u64| Rejection::BadSize {
+        count,
+        first,
+        total: N as u64,
+        limit: BATCH,
+    };
+    let mut s = setup(SigningMode::Element, 30);
+    let empty = signed_again(&s, s.batches[0].clone(), |b| {
+        b.header.count = 0;
+        b.elements.clear();
+        b.signatures.clear();
+    });
+    let err = verify(&mut s, &[empty]).expect_err("empty");
+    assert_eq!(rejection(err), (0, bad_size(0, 0)));
+
+    let mut s = setup(SigningMode::Element, 31);
+    let mut joined = s.batches[0].clone();
+    joined.elements.push(s.batches[1].elements[0]);
+    joined.signatures.push(s.batches[1].signatures[0]);
+    let large = signed_again(&s, joined, |b| b.header.count = BATCH + 1);
+    let err = verify(&mut s, &[large]).expect_err("larger than a batch");
+    assert_eq!(rejection(err), (0, bad_size(BATCH + 1, 0)));
+
+    let mut s = setup(SigningMode::Element, 32);
+    let mut last = s.batches[2].clone();
+    last.elements.push(last.elements[0]);
+    last.signatures.push(last.signatures[0]);
+    let count = last.elements.len() as u32;
+    let past = signed_again(&s, last, |b| b.header.count = count);
+    let (first, second) = (s.batches[0].clone(), s.batches[1].clone());
+    let err = verify(&mut s, &[first, second, past]).expect_err("past the total");
+    assert_eq!(rejection(err), (2, bad_size(count, 2 * u64::from(BATCH))));
+}
+
+/// A batch missing one element's signature is refused by count, even with
+/// every element present.
+#[test]
+fn a_batch_missing_one_signature_is_refused_by_count() {
+    let mut s = setup(SigningMode::Element, 33);
+    let mut batch = s.batches[0].clone();
+    batch.signatures.pop();
+    let err = verify(&mut s, &[batch]).expect_err("a signature short");
+    assert_eq!(
+        rejection(err),
+        (
+            0,
+            Rejection::CountMismatch {
+                announced: BATCH,
+                elements: BATCH as usize,
+                signatures: BATCH as usize - 1,
+            }
+        )
+    );
+}
+
+/// A receiver counts every signature it verified: the header's, the
+/// digest's, one per element.
+#[test]
+fn a_receiver_counts_every_signature_it_verified() {
+    for &mode in SigningMode::ALL {
+        let s = setup(mode, 34);
+        let peer = s.requester_party.peer_keys();
+        let mut receiver = s
+            .provider
+            .receiver(StreamKind::RequesterEncrypted, N as u64);
+        for batch in &s.batches {
+            receiver.check(batch, &peer).unwrap();
+        }
+        let expected: u64 = s
+            .batches
+            .iter()
+            .map(|b| {
+                u64::from(b.header_signature.is_some())
+                    + u64::from(b.digest_signature.is_some())
+                    + b.signatures.len() as u64
+            })
+            .sum();
+        assert_eq!(receiver.verified(), expected, "{mode}");
+        let per_batch = match mode {
+            SigningMode::None => 0,
+            SigningMode::Digest => 2,
+            SigningMode::Element => 1,
+        };
+        let elements = if mode == SigningMode::Element { N } else { 0 };
+        assert_eq!(expected as usize, 3 * per_batch + elements, "{mode}");
     }
 }
