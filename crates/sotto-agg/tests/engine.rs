@@ -644,3 +644,41 @@ fn an_attempt_with_fewer_clients_than_min_clients_is_refused_by_each_client() {
         );
     }
 }
+
+/// A client forgets its attempt only when told of a re-run: another offer
+/// while it is joined is refused; after `reset` the re-run's offer is
+/// joined, and the client says which attempt it is in.
+#[test]
+fn a_client_joins_a_rerun_only_after_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let first = h.attempt([9; 16]);
+    let mut rerun = h.attempt([10; 16]);
+    rerun.number = 2;
+    let offer_to_bank_1 = |attempt: sotto_agg::engine::Attempt| {
+        h.coordinator(attempt)
+            .offers()
+            .into_iter()
+            .find(|o| o.to == h.clients[0].name)
+            .expect("an offer for bank-1")
+            .envelope
+    };
+    let mut client = h.client(0, 1);
+    assert_eq!(client.attempt(), None);
+    client.handle(offer_to_bank_1(first.clone())).unwrap();
+    assert_eq!(client.attempt(), Some(&first));
+    let err = client
+        .handle(offer_to_bank_1(rerun.clone()))
+        .expect_err("already joined");
+    assert_eq!(
+        err,
+        ProtocolError::Repeated {
+            peer: "bureau".into(),
+            what: "offer"
+        }
+    );
+    client.reset();
+    assert_eq!(client.attempt(), None);
+    client.handle(offer_to_bank_1(rerun.clone())).unwrap();
+    assert_eq!(client.attempt(), Some(&rerun));
+}
