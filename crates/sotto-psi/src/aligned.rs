@@ -20,8 +20,8 @@ use crate::engine::{alignment_digest, KeyTag, PseudonymKey};
 use crate::error::TableError;
 use crate::report::AlignmentReport;
 use crate::table::{
-    column_indices, csv_error, io_error, key_columns, reader, stage_matches, HashingReader,
-    KeySpec, KeyTable, OutputKind, RowKey,
+    column_indices, csv_error, io_error, key_columns, key_parts, reader, stage_matches,
+    HashingReader, KeySpec, KeyTable, OutputKind, RowKey,
 };
 use crate::wire::{Receipt, Role};
 
@@ -187,18 +187,6 @@ pub fn aligned_order(table: &KeyTable, matched: &[u32]) -> Vec<u32> {
     });
     order.dedup();
     order
-}
-
-/// The column values of a stored key (each length-prefixed), in order.
-fn key_parts(key: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
-    let mut rest = key;
-    std::iter::from_fn(move || {
-        let (len, tail) = rest.split_first_chunk::<4>()?;
-        let len = (u32::from_be_bytes(*len) as usize).min(tail.len());
-        let (part, tail) = tail.split_at(len);
-        rest = tail;
-        Some(part)
-    })
 }
 
 /// Computes the aligned order, its digest and, if asked for, stages the

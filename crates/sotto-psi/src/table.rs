@@ -387,15 +387,22 @@ pub fn read_keys(path: &Path, spec: &KeySpec) -> Result<KeyTable, TableError> {
 
 /// Splits a stored key back into its normalized column values.
 pub fn key_columns(key: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
+    key_parts(key)
+        .map(|part| String::from_utf8_lossy(part).into_owned())
+        .collect()
+}
+
+/// The column values of a stored key (each length-prefixed), in order; a
+/// truncated last value is cut at the end of the key.
+pub fn key_parts(key: &[u8]) -> impl Iterator<Item = &[u8]> + '_ {
     let mut rest = key;
-    while rest.len() >= 4 {
-        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let end = (4 + len).min(rest.len());
-        out.push(String::from_utf8_lossy(&rest[4..end]).into_owned());
-        rest = &rest[end..];
-    }
-    out
+    std::iter::from_fn(move || {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = (u32::from_be_bytes(*len) as usize).min(tail.len());
+        let (part, tail) = tail.split_at(len);
+        rest = tail;
+        Some(part)
+    })
 }
 
 /// What the output file holds.
