@@ -508,11 +508,19 @@ async fn a_hello_replayed_from_a_finished_session_is_refused() {
     assert!(!w.p("second.csv").exists());
 }
 
-/// Flips one bit of a receipt's signature (its last 64 bytes), so that every
-/// field still decodes and only the signature check can refuse it.
-fn flip_signature(receipt: &mut [u8]) {
-    let at = receipt.len() - 64;
-    receipt[at] ^= 1;
+/// A relay that flips one bit of the signature (the last 64 bytes) of every
+/// receipt going `towards`, so that every field still decodes and only the
+/// signature check can refuse it.
+fn flip_receipt_signature(towards: Direction) -> FrameHook {
+    Arc::new(move |direction, mut frame: Frame| {
+        if is_receipt(direction, &frame, towards) {
+            if let Some(Body::Receipt(bytes)) = &mut frame.body {
+                let at = bytes.len() - 64;
+                bytes[at] ^= 1;
+            }
+        }
+        vec![frame]
+    })
 }
 
 fn is_receipt(direction: Direction, frame: &Frame, towards: Direction) -> bool {
@@ -543,14 +551,7 @@ async fn a_receipt_swapped_from_another_session_or_altered_is_refused() {
         matches!(&err, OnlineError::Protocol { source: sotto_psi::EngineError::ReceiptMismatch(what), .. } if what == "session id"),
         "{err}"
     );
-    let flip: FrameHook = Arc::new(|direction, mut frame: Frame| {
-        if is_receipt(direction, &frame, Direction::ToRequester) {
-            if let Some(Body::Receipt(bytes)) = &mut frame.body {
-                flip_signature(bytes);
-            }
-        }
-        vec![frame]
-    });
+    let flip = flip_receipt_signature(Direction::ToRequester);
     let err = w.session(flip, &w.p("flipped.csv")).await.unwrap_err();
     assert!(
         matches!(
@@ -564,14 +565,7 @@ async fn a_receipt_swapped_from_another_session_or_altered_is_refused() {
     );
     // The requester's receipt, altered on its way: the provider refuses it
     // and tells the requester.
-    let flip_back: FrameHook = Arc::new(|direction, mut frame: Frame| {
-        if is_receipt(direction, &frame, Direction::ToProvider) {
-            if let Some(Body::Receipt(bytes)) = &mut frame.body {
-                flip_signature(bytes);
-            }
-        }
-        vec![frame]
-    });
+    let flip_back = flip_receipt_signature(Direction::ToProvider);
     let err = w.session(flip_back, &w.p("back.csv")).await.unwrap_err();
     assert!(
         matches!(&err, OnlineError::PeerAborted { reason, .. } if reason.contains("receipt signature does not verify")),
