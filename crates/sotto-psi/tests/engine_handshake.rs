@@ -7,7 +7,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use sotto_psi::engine::{AcceptPolicy, Session, SessionParams, CLOCK_SKEW, HELLO_LIFETIME};
-use sotto_psi::wire::{KeyParams, Reveal, ShardParams, SigningMode, HELLO_DOMAIN};
+use sotto_psi::wire::{Hello, KeyParams, Reveal, ShardParams, SigningMode, HELLO_DOMAIN};
 use sotto_psi::EngineError;
 
 mod support;
@@ -45,6 +45,37 @@ fn handshake(ours: KeyParams, created: u64, theirs: KeyParams) -> Result<(), Eng
         &mut p.rng,
     )
     .map(|_| ())
+}
+
+/// The requester's session and hello: element mode, default key
+/// parameters, three identifiers.
+fn request(
+    p: &mut Parties,
+    batch_size: u32,
+    created: u64,
+) -> Result<(Session, Hello), EngineError> {
+    let params = SessionParams::fresh(
+        SigningMode::Element,
+        Reveal::Requester,
+        batch_size,
+        KeyParams::default(),
+        created,
+        &mut p.rng,
+    );
+    Session::request(params, &p.a.signer(), &p.b.peer_keys(), 3, &mut p.rng)
+}
+
+/// The provider's answer to `hello` under the default policy, at `NOW`.
+fn accept(p: &mut Parties, hello: &Hello) -> Result<(Session, Hello), EngineError> {
+    Session::accept(
+        hello,
+        &p.b.signer(),
+        &p.a.peer_keys(),
+        3,
+        &AcceptPolicy::default(),
+        NOW,
+        &mut p.rng,
+    )
 }
 
 fn shard(index: u32, count: u32, salt: u8) -> Option<ShardParams> {
@@ -167,27 +198,8 @@ fn hellos_older_than_the_lifetime_or_from_the_future_are_refused() {
 #[test]
 fn an_accept_that_changes_the_key_parameters_is_refused_by_the_requester() {
     let mut p = parties();
-    let keys = KeyParams::default();
-    let params = SessionParams::fresh(
-        SigningMode::Element,
-        Reveal::Requester,
-        8,
-        keys,
-        NOW,
-        &mut p.rng,
-    );
-    let (mut alice, hello) =
-        Session::request(params, &p.a.signer(), &p.b.peer_keys(), 3, &mut p.rng).unwrap();
-    let (_, mut accept) = Session::accept(
-        &hello,
-        &p.b.signer(),
-        &p.a.peer_keys(),
-        3,
-        &AcceptPolicy::default(),
-        NOW,
-        &mut p.rng,
-    )
-    .unwrap();
+    let (mut alice, hello) = request(&mut p, 8, NOW).unwrap();
+    let (_, mut accept) = accept(&mut p, &hello).unwrap();
     accept.keys.casefold = true;
     accept.signature =
         p.b.signer()
@@ -289,18 +301,7 @@ fn an_aligned_requester_receipt_without_a_digest_is_refused() {
 #[test]
 fn batch_sizes_outside_the_bounds_are_refused_on_both_sides() {
     use sotto_psi::engine::MAX_BATCH_SIZE;
-    let open = |batch_size: u32| {
-        let mut p = parties();
-        let params = SessionParams::fresh(
-            SigningMode::Element,
-            Reveal::Requester,
-            batch_size,
-            KeyParams::default(),
-            NOW,
-            &mut p.rng,
-        );
-        Session::request(params, &p.a.signer(), &p.b.peer_keys(), 3, &mut p.rng).map(|_| ())
-    };
+    let open = |batch_size: u32| request(&mut parties(), batch_size, NOW).map(|_| ());
     let bounds = format!("batch size must be 1..={MAX_BATCH_SIZE}");
     assert_eq!(open(0), Err(EngineError::Handshake(bounds.clone())));
     assert_eq!(
@@ -312,31 +313,13 @@ fn batch_sizes_outside_the_bounds_are_refused_on_both_sides() {
 
     for stated in [0, MAX_BATCH_SIZE + 1, MAX_BATCH_SIZE] {
         let mut p = parties();
-        let params = SessionParams::fresh(
-            SigningMode::Element,
-            Reveal::Requester,
-            8,
-            KeyParams::default(),
-            NOW,
-            &mut p.rng,
-        );
-        let (_, mut hello) =
-            Session::request(params, &p.a.signer(), &p.b.peer_keys(), 3, &mut p.rng).unwrap();
+        let (_, mut hello) = request(&mut p, 8, NOW).unwrap();
         hello.batch_size = stated;
         hello.signature =
             p.a.signer()
                 .identity
                 .sign(HELLO_DOMAIN, &hello.signed_bytes());
-        let refused = Session::accept(
-            &hello,
-            &p.b.signer(),
-            &p.a.peer_keys(),
-            3,
-            &AcceptPolicy::default(),
-            NOW,
-            &mut p.rng,
-        )
-        .map(|_| ());
+        let refused = accept(&mut p, &hello).map(|_| ());
         if stated == MAX_BATCH_SIZE {
             refused.expect("the maximum is accepted");
             continue;
@@ -356,27 +339,9 @@ fn batch_sizes_outside_the_bounds_are_refused_on_both_sides() {
 fn the_accept_is_dated_by_the_provider_and_counted_once() {
     let mut p = parties();
     let created = NOW - 3600;
-    let params = SessionParams::fresh(
-        SigningMode::Element,
-        Reveal::Requester,
-        8,
-        KeyParams::default(),
-        created,
-        &mut p.rng,
-    );
-    let (mut requester, hello) =
-        Session::request(params, &p.a.signer(), &p.b.peer_keys(), 3, &mut p.rng).unwrap();
+    let (mut requester, hello) = request(&mut p, 8, created).unwrap();
     assert_eq!(hello.created, created);
-    let (_, accept) = Session::accept(
-        &hello,
-        &p.b.signer(),
-        &p.a.peer_keys(),
-        3,
-        &AcceptPolicy::default(),
-        NOW,
-        &mut p.rng,
-    )
-    .unwrap();
+    let (_, accept) = accept(&mut p, &hello).unwrap();
     assert_eq!(accept.created, NOW);
     // The requester counts the accept's signature as verified, once.
     assert_eq!(requester.counts().verified, 0);
