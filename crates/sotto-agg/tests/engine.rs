@@ -682,3 +682,120 @@ fn a_client_joins_a_rerun_only_after_reset() {
     client.handle(offer_to_bank_1(rerun.clone())).unwrap();
     assert_eq!(client.attempt(), Some(&rerun));
 }
+
+/// The coordinator as the attacker re-signs its offer with `change` applied
+/// (it signs offers, so a client has only its own checks to go on).
+fn resigned_offer_refusal(change: impl Fn(&mut Envelope) + 'static) -> ProtocolError {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let key = h.coordinator.key();
+    let bureau = h.coordinator.name.clone();
+    refused(&mut coordinator_attack(Step::Offer, move |e| {
+        change(e);
+        let s = &e.statement;
+        e.statement = sotto_agg::message::Draft {
+            job: s.job,
+            attempt: s.attempt,
+            step: s.step,
+            recipient: &s.recipient.clone(),
+            rows: s.rows,
+            cols: s.cols,
+            digest: s.digest,
+            extra: s.extra.clone(),
+        }
+        .sign(&bureau, &key);
+    }))
+}
+
+fn participants(lead: &str, clients: &[&str]) -> Vec<u8> {
+    let clients: Vec<NodeName> = clients.iter().map(|c| name(c)).collect();
+    sotto_agg::message::encode_participants(&name(lead), &clients)
+}
+
+#[test]
+fn an_offer_leaving_out_its_recipient_or_its_lead_is_refused() {
+    let err = resigned_offer_refusal(|e| {
+        let me = e.statement.recipient.clone();
+        let others: Vec<&str> = ["bank-1", "bank-2", "bank-3"]
+            .into_iter()
+            .filter(|c| *c != me)
+            .collect();
+        e.statement.extra = participants(others[0], &others);
+    });
+    assert!(
+        matches!(&err, ProtocolError::OfferMismatch { peer, reason } if peer == "bureau" && reason.contains("must include this client")),
+        "{err}"
+    );
+    let err = resigned_offer_refusal(|e| {
+        e.statement.extra = participants("bank-9", &["bank-1", "bank-2", "bank-3"]);
+    });
+    assert!(
+        matches!(&err, ProtocolError::OfferMismatch { reason, .. } if reason.contains("must include this client and the lead bank-9")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_offer_of_no_rows_is_refused() {
+    let err = resigned_offer_refusal(|e| e.statement.rows = 0);
+    assert!(
+        matches!(&err, ProtocolError::OfferMismatch { reason, .. } if reason.contains("announces 0 rows")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_sealed_share_signed_by_the_coordinator_is_refused_by_its_sender() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let key = h.coordinator.key();
+    let bureau = h.coordinator.name.clone();
+    let err = refused(&mut coordinator_attack(Step::SealedShare, move |e| {
+        let s = &e.statement;
+        e.statement = sotto_agg::message::Draft {
+            job: s.job,
+            attempt: s.attempt,
+            step: s.step,
+            recipient: &s.recipient.clone(),
+            rows: s.rows,
+            cols: s.cols,
+            digest: s.digest,
+            extra: s.extra.clone(),
+        }
+        .sign(&bureau, &key);
+    }));
+    assert_eq!(
+        err,
+        ProtocolError::WrongSender {
+            peer: "bureau".into(),
+            what: "sealed share",
+            reason: "only the lead bank-1 sends sealed shares, to followers".into(),
+        }
+    );
+}
+
+#[test]
+fn a_sealed_share_of_the_wrong_shape_is_refused_even_when_the_lead_signed_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let lead_key = h.clients[0].key();
+    let lead = h.clients[0].name.clone();
+    let err = refused(&mut coordinator_attack(Step::SealedShare, move |e| {
+        let s = &e.statement;
+        e.statement = sotto_agg::message::Draft {
+            job: s.job,
+            attempt: s.attempt,
+            step: s.step,
+            recipient: &s.recipient.clone(),
+            rows: s.rows + 1,
+            cols: s.cols,
+            digest: s.digest,
+            extra: s.extra.clone(),
+        }
+        .sign(&lead, &lead_key);
+    }));
+    assert!(
+        matches!(&err, ProtocolError::WrongShape { peer, what: "sealed share", .. } if peer == "bank-1"),
+        "{err}"
+    );
+}

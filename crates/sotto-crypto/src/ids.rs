@@ -92,6 +92,13 @@ random_id!(
     "reply channel id"
 );
 
+random_id!(
+    /// A 128-bit ledger transaction id, drawn by the client for each request;
+    /// validation refuses a second transaction with the same id.
+    TxId,
+    "transaction id"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,146 @@
+//! A business node's ledger held in memory: the reference that the
+//! persistent node must match, and the engine the property tests run. It
+//! checks each block against the chain, validates it, and applies the
+//! outcome.
+
+use std::collections::{BTreeMap, HashSet};
+
+use sotto_crypto::ids::TxId;
+
+use crate::block::{Block, BlockError, ChainTip};
+use crate::code::ValidationCode;
+use crate::config::LedgerConfig;
+use crate::group::ComputeGroup;
+use crate::packet::Version;
+use crate::validate::{Validated, Validator, WorldView};
+
+/// One business node's chain and world state, in memory.
+#[derive(Clone, Debug)]
+pub struct MemoryLedger {
+    config: LedgerConfig,
+    me: String,
+    tip: ChainTip,
+    versions: BTreeMap<[u8; 32], Version>,
+    values: BTreeMap<[u8; 32], Vec<u8>>,
+    tx_ids: HashSet<TxId>,
+    group: ComputeGroup,
+    commit: [u8; 32],
+    codes: Vec<Vec<ValidationCode>>,
+}
+
+impl WorldView for MemoryLedger {
+    fn version(&self, key: &[u8; 32]) -> Option<Version> {
+        self.versions.get(key).copied()
+    }
+
+    fn has_tx(&self, tx: &TxId) -> bool {
+        self.tx_ids.contains(tx)
+    }
+}
+
+impl MemoryLedger {
+    /// Starts business node `me` from block 0.
+    pub fn open(genesis: &Block, me: &str) -> Result<Self, BlockError> {
+        let (config, tip) = genesis.open_genesis("block 0")?;
+        if config.business_node(me).is_none() {
+            return Err(BlockError::BadGenesis {
+                reason: format!("{me} is not a business node of this ledger"),
+            });
+        }
+        Ok(Self {
+            commit: tip.ledger,
+            config,
+            me: me.to_owned(),
+            tip,
+            versions: BTreeMap::new(),
+            values: BTreeMap::new(),
+            tx_ids: HashSet::new(),
+            group: ComputeGroup::default(),
+            codes: vec![Vec::new()],
+        })
+    }
+
+    /// Checks, validates and applies the next block; returns its codes.
+    pub fn append(&mut self, block: &Block) -> Result<&[ValidationCode], BlockError> {
+        let tip = self.tip.check_next(&self.config, block)?;
+        let validated = Validator {
+            config: &self.config,
+            ledger: tip.ledger,
+            me: &self.me,
+        }
+        .validate(
+            self,
+            &self.group,
+            &self.commit,
+            tip.number,
+            tip.time_ms,
+            &block.transactions,
+        );
+        self.apply(validated);
+        self.tip = tip;
+        Ok(self.codes.last().map_or(&[], Vec::as_slice))
+    }
+
+    fn apply(&mut self, validated: Validated) {
+        for write in validated.writes {
+            match write.value {
+                Some(value) => {
+                    self.versions.insert(write.key, write.version);
+                    if write.addressed {
+                        self.values.insert(write.key, value);
+                    } else {
+                        self.values.remove(&write.key);
+                    }
+                }
+                None => {
+                    self.versions.remove(&write.key);
+                    self.values.remove(&write.key);
+                }
+            }
+        }
+        self.tx_ids.extend(validated.tx_ids);
+        if let Some(group) = validated.group {
+            self.group = group;
+        }
+        self.commit = validated.commit_hash;
+        self.codes.push(validated.codes);
+    }
+
+    /// The configuration of block 0.
+    pub fn config(&self) -> &LedgerConfig {
+        &self.config
+    }
+
+    /// The last accepted block.
+    pub fn tip(&self) -> &ChainTip {
+        &self.tip
+    }
+
+    /// The commit hash after the last block.
+    pub fn commit_hash(&self) -> [u8; 32] {
+        self.commit
+    }
+
+    /// The codes of block `number`.
+    pub fn codes(&self, number: u64) -> Option<&[ValidationCode]> {
+        usize::try_from(number)
+            .ok()
+            .and_then(|n| self.codes.get(n))
+            .map(Vec::as_slice)
+    }
+
+    /// The sealed value this node keeps for a key.
+    pub fn value(&self, key: &[u8; 32]) -> Option<&[u8]> {
+        self.values.get(key).map(Vec::as_slice)
+    }
+
+    /// Every key's version.
+    pub fn versions(&self) -> &BTreeMap<[u8; 32], Version> {
+        &self.versions
+    }
+
+    /// The compute group now.
+    pub fn group(&self) -> &ComputeGroup {
+        &self.group
+    }
+}

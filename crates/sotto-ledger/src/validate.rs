@@ -1,0 +1,298 @@
+//! Validation: the verdict on every transaction of a block, as a pure
+//! function of the configuration, the state before the block and the
+//! block. Every business node runs it and gets the same codes (up to
+//! NOT_ADDRESSED, which is VALID seen from a node a transaction does not
+//! name) and the same commit hash.
+
+use std::collections::{HashMap, HashSet};
+
+use prost::Message;
+use sotto_crypto::hash::FieldHasher;
+use sotto_crypto::ids::TxId;
+
+use crate::code::ValidationCode;
+use crate::config::LedgerConfig;
+use crate::group::ComputeGroup;
+use crate::packet::{packet_digest, tee_verify, Packet, Version, PACKET_FORMAT};
+use crate::tx::{Body, Invoke, Transaction};
+
+/// What validation needs to know of the state before a block.
+pub trait WorldView {
+    /// The current version of a key (none: absent or deleted).
+    fn version(&self, key: &[u8; 32]) -> Option<Version>;
+    /// Whether a transaction id was already recorded.
+    fn has_tx(&self, tx: &TxId) -> bool;
+}
+
+/// One write of a valid transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateWrite {
+    /// The key id.
+    pub key: [u8; 32],
+    /// Its new version.
+    pub version: Version,
+    /// The sealed value; none for a delete.
+    pub value: Option<Vec<u8>>,
+    /// Whether this node is a target (only then does it keep the value).
+    pub addressed: bool,
+}
+
+/// The outcome of validating one block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validated {
+    /// One code per transaction, in block order.
+    pub codes: Vec<ValidationCode>,
+    /// The writes of valid transactions, in order.
+    pub writes: Vec<StateWrite>,
+    /// Transaction ids to record (every transaction whose client signature
+    /// verified, valid or not, so that none can be replayed).
+    pub tx_ids: Vec<TxId>,
+    /// The compute group after the block, if a membership update changed it.
+    pub group: Option<ComputeGroup>,
+    /// The commit hash after this block.
+    pub commit_hash: [u8; 32],
+}
+
+/// Validates blocks for one business node.
+pub struct Validator<'a> {
+    /// The ledger configuration (block 0).
+    pub config: &'a LedgerConfig,
+    /// The ledger id.
+    pub ledger: [u8; 32],
+    /// This business node's name.
+    pub me: &'a str,
+}
+
+/// The state a block's earlier transactions left, on top of the view.
+struct Pending<'v> {
+    view: &'v dyn WorldView,
+    versions: HashMap<[u8; 32], Option<Version>>,
+    tx_ids: HashSet<TxId>,
+    group: ComputeGroup,
+    group_changed: bool,
+}
+
+impl Pending<'_> {
+    fn version(&self, key: &[u8; 32]) -> Option<Version> {
+        match self.versions.get(key) {
+            Some(version) => *version,
+            None => self.view.version(key),
+        }
+    }
+
+    fn seen(&self, tx: &TxId) -> bool {
+        self.tx_ids.contains(tx) || self.view.has_tx(tx)
+    }
+}
+
+/// A transaction that passed every check.
+enum Accepted {
+    Invoke {
+        digest: [u8; 32],
+        packet: Box<Packet>,
+    },
+    Group(ComputeGroup),
+}
+
+impl Validator<'_> {
+    /// Validates the transactions of block `number`, cut at `time_ms`.
+    pub fn validate(
+        &self,
+        view: &dyn WorldView,
+        group: &ComputeGroup,
+        previous_commit: &[u8; 32],
+        number: u64,
+        time_ms: u64,
+        transactions: &[Vec<u8>],
+    ) -> Validated {
+        let mut pending = Pending {
+            view,
+            versions: HashMap::new(),
+            tx_ids: HashSet::new(),
+            group: group.clone(),
+            group_changed: false,
+        };
+        let mut commit = FieldHasher::new("sotto/ledger/commit/v1");
+        commit.field(previous_commit).field(&number.to_be_bytes());
+        let mut out = Validated {
+            codes: Vec::with_capacity(transactions.len()),
+            writes: Vec::new(),
+            tx_ids: Vec::new(),
+            group: None,
+            commit_hash: [0; 32],
+        };
+        for (index, bytes) in transactions.iter().enumerate() {
+            let version = Version {
+                block: number,
+                tx: u32::try_from(index).unwrap_or(u32::MAX),
+            };
+            let code = match self.check(&mut pending, &mut out.tx_ids, time_ms, bytes) {
+                Ok(Accepted::Invoke { digest, packet }) => {
+                    let addressed = packet.targets.iter().any(|t| t == self.me);
+                    commit.field(&digest);
+                    for write in packet.writes {
+                        let key = key_id(&write.key).unwrap_or_default();
+                        commit.field(&key).field(&[u8::from(write.delete)]);
+                        pending
+                            .versions
+                            .insert(key, (!write.delete).then_some(version));
+                        out.writes.push(StateWrite {
+                            key,
+                            version,
+                            value: (!write.delete).then_some(write.value),
+                            addressed,
+                        });
+                    }
+                    if addressed {
+                        ValidationCode::Valid
+                    } else {
+                        ValidationCode::NotAddressed
+                    }
+                }
+                Ok(Accepted::Group(group)) => {
+                    commit.field(&group.version.to_be_bytes());
+                    pending.group = group;
+                    pending.group_changed = true;
+                    ValidationCode::Valid
+                }
+                Err(code) => code,
+            };
+            commit.field(&code.consensus().number().to_be_bytes());
+            out.codes.push(code);
+        }
+        out.group = pending.group_changed.then_some(pending.group);
+        out.commit_hash = commit.finish();
+        out
+    }
+
+    fn check(
+        &self,
+        pending: &mut Pending<'_>,
+        recorded: &mut Vec<TxId>,
+        time_ms: u64,
+        bytes: &[u8],
+    ) -> Result<Accepted, ValidationCode> {
+        let tx = Transaction::decode(bytes).map_err(|_| ValidationCode::BadPayload)?;
+        match tx.body {
+            Some(Body::Invoke(invoke)) => self.check_invoke(pending, recorded, time_ms, &invoke),
+            Some(Body::Membership(update)) => pending
+                .group
+                .updated(self.config, &update)
+                .map(Accepted::Group)
+                .map_err(|_| ValidationCode::InvalidConfigTransaction),
+            None => Err(ValidationCode::BadPayload),
+        }
+    }
+
+    fn check_invoke(
+        &self,
+        pending: &mut Pending<'_>,
+        recorded: &mut Vec<TxId>,
+        time_ms: u64,
+        invoke: &Invoke,
+    ) -> Result<Accepted, ValidationCode> {
+        let packet =
+            Packet::decode(invoke.packet.as_slice()).map_err(|_| ValidationCode::BadPayload)?;
+        let tx_id = well_formed(&packet)?;
+        if packet.ledger != self.ledger {
+            return Err(ValidationCode::TargetChainNotFound);
+        }
+        let client = self
+            .config
+            .client(&packet.client)
+            .ok_or(ValidationCode::BadCreatorSignature)?;
+        invoke
+            .verify_client(&client.identity)
+            .map_err(|_| ValidationCode::BadCreatorSignature)?;
+        if pending.seen(&tx_id) {
+            return Err(ValidationCode::DuplicateTxid);
+        }
+        pending.tx_ids.insert(tx_id);
+        recorded.push(tx_id);
+        let contract = self
+            .config
+            .contract(&packet.contract)
+            .filter(|c| c.version == packet.contract_version)
+            .ok_or(ValidationCode::UnknownContract)?;
+        if !contract.callers.contains(&client.name) {
+            return Err(ValidationCode::CallerNotAllowed);
+        }
+        if time_ms > packet.expires_ms {
+            return Err(ValidationCode::Expired);
+        }
+        let member = pending
+            .group
+            .member_key(&packet.member, &packet.measurement)
+            .ok_or(ValidationCode::EnclaveNotMember)?;
+        tee_verify(member, &invoke.packet, &invoke.tee_signature)
+            .map_err(|_| ValidationCode::BadTeeSignature)?;
+        if packet
+            .targets
+            .iter()
+            .any(|t| self.config.business_node(t).is_none())
+        {
+            return Err(ValidationCode::InvalidOtherReason);
+        }
+        let digest = packet_digest(&invoke.packet);
+        let endorsed = self.endorsers(invoke, &packet, &digest);
+        if !contract
+            .policy
+            .satisfied_by(&|p| self.config.endorsers_of(p), endorsed)
+        {
+            return Err(ValidationCode::EndorsementPolicyFailure);
+        }
+        for read in &packet.reads {
+            let key = key_id(&read.key).ok_or(ValidationCode::BadPayload)?;
+            if pending.version(&key) != read.version {
+                return Err(ValidationCode::MvccReadConflict);
+            }
+        }
+        Ok(Accepted::Invoke {
+            digest,
+            packet: Box::new(packet),
+        })
+    }
+
+    /// The set of endorsers whose endorsement is over this packet, names
+    /// exactly its targets and verifies.
+    fn endorsers(&self, invoke: &Invoke, packet: &Packet, digest: &[u8; 32]) -> u64 {
+        let mut set = 0u64;
+        for endorsement in &invoke.endorsements {
+            let Some((index, endorser)) = self.config.endorser(&endorsement.endorser) else {
+                continue;
+            };
+            if endorsement.targets == packet.targets
+                && endorsement.verify(&endorser.identity, digest).is_ok()
+            {
+                set |= 1 << index;
+            }
+        }
+        set
+    }
+}
+
+/// Checks the packet's shape; returns its transaction id.
+fn well_formed(packet: &Packet) -> Result<TxId, ValidationCode> {
+    let tx_id = <[u8; 16]>::try_from(packet.tx_id.as_slice())
+        .map(TxId::from_bytes)
+        .map_err(|_| ValidationCode::BadPayload)?;
+    if packet.format != PACKET_FORMAT || packet.targets.is_empty() {
+        return Err(ValidationCode::BadPayload);
+    }
+    let mut written = HashSet::new();
+    for write in &packet.writes {
+        let key = key_id(&write.key).ok_or(ValidationCode::BadPayload)?;
+        if !written.insert(key) || (write.delete && !write.value.is_empty()) {
+            return Err(ValidationCode::BadPayload);
+        }
+    }
+    let mut targets = HashSet::new();
+    if !packet.targets.iter().all(|t| targets.insert(t)) {
+        return Err(ValidationCode::BadPayload);
+    }
+    Ok(tx_id)
+}
+
+fn key_id(bytes: &[u8]) -> Option<[u8; 32]> {
+    bytes.try_into().ok()
+}
