@@ -12,12 +12,17 @@
 
 pub mod block;
 pub mod code;
+pub mod compute;
 pub mod config;
+pub mod contracts;
+pub mod endorse;
 pub mod genesis;
 pub mod group;
+pub mod keys;
 pub mod memory;
 pub mod packet;
 pub mod policy;
+pub mod request;
 pub mod tx;
 pub mod validate;
 

@@ -9,6 +9,7 @@ use sotto_crypto::ids::TxId;
 
 use crate::block::{Block, BlockError, ChainTip};
 use crate::code::ValidationCode;
+use crate::compute::Loaded;
 use crate::config::LedgerConfig;
 use crate::group::ComputeGroup;
 use crate::packet::Version;
@@ -132,6 +133,14 @@ impl MemoryLedger {
     /// The sealed value this node keeps for a key.
     pub fn value(&self, key: &[u8; 32]) -> Option<&[u8]> {
         self.values.get(key).map(Vec::as_slice)
+    }
+
+    /// What a compute enclave reading `key` from this node gets.
+    pub fn load(&self, key: &[u8; 32]) -> Loaded {
+        Loaded {
+            version: self.versions.get(key).copied(),
+            sealed: self.values.get(key).cloned(),
+        }
     }
 
     /// Every key's version.

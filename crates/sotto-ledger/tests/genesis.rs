@@ -52,11 +52,12 @@ fn a_consortium_parses_into_its_configuration() {
     let credit = config.contract("credit").expect("credit");
     assert_eq!(credit.policy.to_string(), "OutOf(2, 'e1', 'e2', 'e3')");
     assert_eq!(credit.callers.len(), 2);
-    assert_eq!(config.endorsers_of("audit"), 0b110);
+    assert_eq!(config.endorsers_of("audit"), 0b010);
     assert_eq!(config.endorsers_of("e1"), 0b001);
     let kv = config.contract("kv").expect("kv");
     assert!(!kv.policy.satisfied_by(&|p| config.endorsers_of(p), 0b001));
-    assert!(kv.policy.satisfied_by(&|p| config.endorsers_of(p), 0b101));
+    assert!(!kv.policy.satisfied_by(&|p| config.endorsers_of(p), 0b101));
+    assert!(kv.policy.satisfied_by(&|p| config.endorsers_of(p), 0b011));
 }
 
 #[test]
@@ -113,7 +114,7 @@ fn every_field_check_points_at_its_value() {
             "outside 1..=100000",
         ),
         (
-            good.replace("version = 2", "version = 0"),
+            good.replace("name = \"kv\"\nversion = 1", "name = \"kv\"\nversion = 0"),
             "0\npolicy",
             0,
             "start at 1",

@@ -119,7 +119,7 @@ fn an_unknown_contract_or_version_is_unknown_contract() {
 fn a_client_not_among_the_callers_is_refused() {
     let mut spec = TxSpec::credit(1, vec![], vec![(key(1), vec![1])]);
     spec.contract = "kv".into();
-    spec.version = 2;
+    spec.version = 1;
     spec.endorsers = vec![0, 1];
     assert_eq!(one(spec.clone()), Valid, "bank-a may call kv");
     spec.client = 1;

@@ -36,7 +36,7 @@ impl Consortium {
     }
 
     /// The genesis text: contracts `credit` (2 of 3 endorsers, both banks)
-    /// and `kv` (endorser e1 and any endorser of org `ops`, bank-a only).
+    /// and `kv` (endorser e1 and an endorser of org `audit`, bank-a only).
     pub fn genesis(&self) -> String {
         let hex = |k: &IdentityKey| hex::encode(k.public().to_bytes());
         let mut text = format!(
@@ -52,7 +52,7 @@ impl Consortium {
                 7050 + i
             );
         }
-        let orgs = ["ops", "audit", "audit"];
+        let orgs = ["ops", "audit", "risk"];
         for (i, k) in self.endorsers.iter().enumerate() {
             text += &format!(
                 "\n[[endorser]]\nname = \"e{}\"\norg = \"{}\"\nidentity = \"{}\"\naddress = \"127.0.0.1:{}\"\n",
@@ -81,7 +81,7 @@ impl Consortium {
             );
         }
         text += "\n[[contract]]\nname = \"credit\"\nversion = 1\npolicy = \"OutOf(2, 'e1', 'e2', 'e3')\"\ncallers = [\"bank-a\", \"bank-b\"]\n";
-        text += "\n[[contract]]\nname = \"kv\"\nversion = 2\npolicy = \"AND('e1', 'audit')\"\ncallers = [\"bank-a\"]\n";
+        text += "\n[[contract]]\nname = \"kv\"\nversion = 1\npolicy = \"AND('e1', 'audit')\"\ncallers = [\"bank-a\"]\n";
         text
     }
 }
