@@ -799,3 +799,178 @@ fn a_sealed_share_of_the_wrong_shape_is_refused_even_when_the_lead_signed_it() {
         "{err}"
     );
 }
+
+/// Re-signs `e` as `signer` with `change` applied to its statement.
+fn resigned(
+    e: &Envelope,
+    signer: &support::Party,
+    change: impl Fn(&mut sotto_agg::message::Statement),
+) -> Envelope {
+    let mut s = e.statement.clone();
+    change(&mut s);
+    let statement = sotto_agg::message::Draft {
+        job: s.job,
+        attempt: s.attempt,
+        step: s.step,
+        recipient: &s.recipient,
+        rows: s.rows,
+        cols: s.cols,
+        digest: s.digest,
+        extra: s.extra.clone(),
+    }
+    .sign(&signer.name, &signer.key());
+    Envelope {
+        statement,
+        payload: Arc::clone(&e.payload),
+    }
+}
+
+/// The run's error when client `who` alters and re-signs its own `step`
+/// message on the way to the coordinator.
+fn client_lies(
+    who: usize,
+    step: Step,
+    change: impl Fn(&mut sotto_agg::message::Statement),
+) -> ProtocolError {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let party = &h.clients[who];
+    match run(
+        &h,
+        [4; 16],
+        &[1, 2, 3],
+        4,
+        &mut |to_c, from: &NodeName, e: Envelope| {
+            if to_c && *from == party.name && e.statement.step == step {
+                return Some(resigned(&e, party, &change));
+            }
+            Some(e)
+        },
+    ) {
+        Ok(_) => panic!("the run completed despite the lie"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn an_accept_without_a_32_byte_key_or_for_another_job_is_malformed() {
+    for change in [
+        Box::new(|s: &mut sotto_agg::message::Statement| s.extra.truncate(31))
+            as Box<dyn Fn(&mut _)>,
+        Box::new(|s: &mut sotto_agg::message::Statement| s.digest[0] ^= 1),
+    ] {
+        let err = client_lies(1, Step::Accept, change);
+        assert!(
+            matches!(&err, ProtocolError::Malformed { peer, what: "accept", field: "digest/extra", .. } if peer == "bank-2"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_sealed_share_of_the_wrong_shape_is_refused_by_the_coordinator() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let out = run(&h, [8; 16], &[1, 2, 3], 4, &mut no_hook()).expect("run");
+    let mut coordinator = h.coordinator(h.attempt([8; 16]));
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+    let _ = coordinator.offers();
+    for (who, e) in &out.coordinator_view {
+        if e.statement.step == Step::SealedShare {
+            let longer = resigned(e, &h.clients[0], |s| s.rows += 1);
+            let err = coordinator
+                .handle(who, longer, &mut rng)
+                .expect_err("refused");
+            assert!(
+                matches!(&err, ProtocolError::WrongShape { peer, what: "sealed share", .. } if peer == "bank-1"),
+                "{err}"
+            );
+            return;
+        }
+        coordinator
+            .handle(who, e.clone(), &mut rng)
+            .expect("honest");
+    }
+    panic!("no sealed share in the run");
+}
+
+#[test]
+fn a_follower_signing_a_lead_share_is_refused_as_not_the_lead() {
+    let err = client_lies(1, Step::Masked, |s| s.step = Step::LeadShare);
+    assert_eq!(
+        err,
+        ProtocolError::WrongSender {
+            peer: "bank-2".into(),
+            what: "lead share",
+            reason: "only the lead client bank-1 sends it".into(),
+        }
+    );
+}
+
+#[test]
+fn the_transcript_differs_between_attempts_and_clients_report_the_coordinators() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let first = run(&h, [4; 16], &[1, 2, 3], 4, &mut no_hook()).expect("first");
+    let second = run(&h, [5; 16], &[1, 2, 3], 4, &mut no_hook()).expect("second");
+    assert_ne!(first.result.transcript, second.result.transcript);
+    for client in &first.client_results {
+        assert_eq!(client.transcript, first.result.transcript);
+    }
+}
+
+#[test]
+fn the_coordinator_says_who_it_waits_for_at_each_step() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::new(dir.path(), &sample_tables(), &sample_query());
+    let out = run(&h, [8; 16], &[1, 2, 3], 4, &mut no_hook()).expect("run");
+    let mut coordinator = h.coordinator(h.attempt([8; 16]));
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(4);
+    let _ = coordinator.offers();
+    let waiting = |c: &sotto_agg::engine::Coordinator| {
+        c.waiting_on()
+            .into_iter()
+            .map(|(n, what)| format!("{n}:{what}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        waiting(&coordinator),
+        ["bank-1:accept", "bank-2:accept", "bank-3:accept"]
+    );
+    let mut seen = Vec::new();
+    for (who, e) in &out.coordinator_view {
+        coordinator
+            .handle(who, e.clone(), &mut rng)
+            .expect("honest");
+        seen.push((e.statement.step, who.to_string(), waiting(&coordinator)));
+    }
+    let after = |step: Step, who: &str| {
+        seen.iter()
+            .find(|(s, w, _)| *s == step && w == who)
+            .map(|(_, _, waiting)| waiting.clone())
+            .expect("that message")
+    };
+    assert_eq!(
+        after(Step::Accept, "bank-1"),
+        ["bank-2:accept", "bank-3:accept"]
+    );
+    let from_lead: Vec<_> = seen
+        .iter()
+        .filter(|(s, _, _)| matches!(s, Step::LeadShare | Step::SealedShare))
+        .map(|(_, _, waiting)| waiting.clone())
+        .collect();
+    assert_eq!(from_lead.len(), 3, "a lead share and two sealed shares");
+    assert_eq!(from_lead[0], ["bank-1:lead shares"]);
+    assert_eq!(
+        from_lead[1],
+        ["bank-1:lead shares"],
+        "until all three are in"
+    );
+    assert_eq!(
+        from_lead[2],
+        ["bank-2:masked vector", "bank-3:masked vector"]
+    );
+    let masked: Vec<_> = seen.iter().filter(|(s, _, _)| *s == Step::Masked).collect();
+    assert_eq!(masked[0].2.len(), 1, "one follower left");
+    assert!(masked[1].2.is_empty());
+}
