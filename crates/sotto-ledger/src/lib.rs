@@ -23,6 +23,7 @@ pub mod memory;
 pub mod packet;
 pub mod policy;
 pub mod request;
+pub mod store;
 pub mod tx;
 pub mod validate;
 

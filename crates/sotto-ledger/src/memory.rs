@@ -15,6 +15,15 @@ use crate::group::ComputeGroup;
 use crate::packet::Version;
 use crate::validate::{Validated, Validator, WorldView};
 
+/// A block checked and validated, not yet applied.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// The tip it makes.
+    pub tip: ChainTip,
+    /// Its validation outcome.
+    pub validated: Validated,
+}
+
 /// One business node's chain and world state, in memory.
 #[derive(Clone, Debug)]
 pub struct MemoryLedger {
@@ -63,6 +72,13 @@ impl MemoryLedger {
 
     /// Checks, validates and applies the next block; returns its codes.
     pub fn append(&mut self, block: &Block) -> Result<&[ValidationCode], BlockError> {
+        let prepared = self.prepare(block)?;
+        self.apply(prepared);
+        Ok(self.codes.last().map_or(&[], Vec::as_slice))
+    }
+
+    /// Checks and validates the next block without applying it.
+    pub fn prepare(&self, block: &Block) -> Result<Prepared, BlockError> {
         let tip = self.tip.check_next(&self.config, block)?;
         let validated = Validator {
             config: &self.config,
@@ -77,12 +93,12 @@ impl MemoryLedger {
             tip.time_ms,
             &block.transactions,
         );
-        self.apply(validated);
-        self.tip = tip;
-        Ok(self.codes.last().map_or(&[], Vec::as_slice))
+        Ok(Prepared { tip, validated })
     }
 
-    fn apply(&mut self, validated: Validated) {
+    /// Applies a block [`Self::prepare`] accepted (the last one prepared).
+    pub fn apply(&mut self, prepared: Prepared) {
+        let Prepared { tip, validated } = prepared;
         for write in validated.writes {
             match write.value {
                 Some(value) => {
@@ -105,6 +121,7 @@ impl MemoryLedger {
         }
         self.commit = validated.commit_hash;
         self.codes.push(validated.codes);
+        self.tip = tip;
     }
 
     /// The configuration of block 0.
@@ -146,6 +163,11 @@ impl MemoryLedger {
     /// Every key's version.
     pub fn versions(&self) -> &BTreeMap<[u8; 32], Version> {
         &self.versions
+    }
+
+    /// Every transaction id recorded.
+    pub fn tx_ids(&self) -> &HashSet<TxId> {
+        &self.tx_ids
     }
 
     /// The compute group now.
