@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/sotto/agg/v1/agg.proto",
         "proto/sotto/tee/v1/registry.proto",
         "proto/sotto/kms/v1/kms.proto",
+        "proto/sotto/ledger/v1/ledger.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -128,7 +128,10 @@ fn the_owner_recovers_layered_secrets_and_others_are_refused_and_audited() {
     );
     let (result, audit) = recover(&kms, "bank-a", &env, now);
     assert_eq!(result.unwrap(), b"layered secret");
-    assert!(matches!(audit, AuditEvent::RecoveryGranted { ref keys, .. } if keys.len() == 2));
+    assert!(
+        matches!(&audit, AuditEvent::RecoveryGranted { keys, .. } if *keys == ["bank-a/escrow@v1", "bank-a/layer2@v1"]),
+        "the audit names every key the secret was sealed to: {audit:?}"
+    );
 
     let (result, audit) = recover(&kms, "bank-b", &env, now);
     assert!(
@@ -240,6 +243,11 @@ fn retired_versions_decrypt_nothing_and_rewrap_moves_to_the_newest() {
         &serde_json::to_vec(&old).unwrap(),
         &mut OsRng,
     );
+    assert!(
+        matches!(&rewrapped.audit, Some(AuditEvent::Rewrapped { from, to, .. }) if *from == ["bank-a/escrow@v1"] && *to == ["bank-a/escrow@v2"]),
+        "the audit names the versions before and after: {:?}",
+        rewrapped.audit
+    );
     let rewrapped = rewrapped.result.unwrap();
     assert_eq!(rewrapped.layers[0].version, 2);
     let refused = kms
@@ -256,6 +264,17 @@ fn retired_versions_decrypt_nothing_and_rewrap_moves_to_the_newest() {
     );
     let retire = kms.prepare_retire(&key, 1).unwrap();
     kms.apply(retire.record).unwrap();
+    let listed: Vec<_> = kms
+        .key_infos()
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.key_id == "bank-a/escrow")
+        .map(|k| (k.version, format!("{:?}", k.status)))
+        .collect();
+    assert_eq!(
+        listed,
+        [(1, "Retired".to_owned()), (2, "Active".to_owned())]
+    );
     let (result, _) = recover(&kms, "bank-a", &old, now);
     assert!(matches!(
         result,

@@ -83,7 +83,7 @@ fn register(c: &mut Registry, n: &Node, trusted: &PlatformKey) -> Result<(), Reg
 }
 
 fn open_key(c: &Registry, n: &Node) -> Result<(u64, Vec<u8>), RegistryError> {
-    let sealed = c.group_key_for(&n.identity.public(), &mut OsRng)?;
+    let sealed = c.group_key_for(&n.identity.public(), None, &mut OsRng)?;
     let key = n
         .hpke
         .open(
@@ -219,6 +219,24 @@ fn a_revoked_member_never_gets_a_newer_key_and_cannot_return() {
     // Rotation on schedule.
     let v4 = c.rotate(2002, &mut OsRng);
     assert_eq!(open_key(&c, &a).unwrap().0, v4);
+    // An active member may have an older version (data sealed under it stays
+    // readable to the group); a revoked one none; no version beyond the last.
+    let old = c
+        .group_key_for(&a.identity.public(), Some(v1), &mut OsRng)
+        .unwrap();
+    let opened = a
+        .hpke
+        .open(GROUP_KEY_INFO, &group_key_aad(v1, &a.name), &old.sealed)
+        .unwrap();
+    assert_eq!((old.version, opened), (v1, k1));
+    assert!(matches!(
+        c.group_key_for(&b.identity.public(), Some(v1), &mut OsRng),
+        Err(RegistryError::Revoked { .. })
+    ));
+    assert!(matches!(
+        c.group_key_for(&a.identity.public(), Some(v4 + 1), &mut OsRng),
+        Err(RegistryError::Malformed { reason, .. }) if reason == format!("there is no group key version {}", v4 + 1)
+    ));
 }
 
 #[test]

@@ -23,3 +23,9 @@ pub mod kms {
     #![allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
     tonic::include_proto!("sotto.kms.v1");
 }
+
+/// The privacy ledger (`sotto.ledger.v1`).
+pub mod ledger {
+    #![allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
+    tonic::include_proto!("sotto.ledger.v1");
+}

@@ -228,10 +228,11 @@ impl RegistryService for Center {
         request: Request<GroupKeyRequest>,
     ) -> Result<Response<GroupKeyResponse>, Status> {
         let (identity, name) = self.caller(&request)?;
+        let version = Some(request.get_ref().version).filter(|v| *v != 0);
         let inner = self.inner.lock().await;
         let sealed = inner
             .registry
-            .group_key_for(&identity, &mut OsRng)
+            .group_key_for(&identity, version, &mut OsRng)
             .map_err(|e| {
                 tracing::warn!(node = %name, "group key refused: {e}");
                 refused(&e)

@@ -221,12 +221,28 @@ impl CenterClient {
         &mut self,
         home: &NodeHome,
     ) -> Result<(u64, zeroize::Zeroizing<Vec<u8>>), OnlineError> {
+        self.group_key_version(home, 0).await
+    }
+
+    /// Group key `version` (0: the current one), opened with this node's
+    /// HPKE key.
+    pub async fn group_key_version(
+        &mut self,
+        home: &NodeHome,
+        version: u64,
+    ) -> Result<(u64, zeroize::Zeroizing<Vec<u8>>), OnlineError> {
         let response = self
             .client
-            .group_key(GroupKeyRequest {})
+            .group_key(GroupKeyRequest { version })
             .await
             .map_err(|s| self.refused(&s))?
             .into_inner();
+        if version != 0 && response.version != version {
+            return Err(OnlineError::BadAnswer {
+                center: self.center.to_string(),
+                reason: format!("asked for group key v{version}, got v{}", response.version),
+            });
+        }
         let aad = group_key_aad(response.version, home.name().as_str());
         let key = hpke_key(home)?
             .open(GROUP_KEY_INFO, &aad, &response.sealed)

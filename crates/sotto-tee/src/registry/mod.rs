@@ -434,10 +434,14 @@ impl Registry {
         }
     }
 
-    /// The current group key sealed to the active member `identity`.
+    /// Group key `version` (`None`: the current one) sealed to the active
+    /// member `identity`. Active members may have every version: data
+    /// sealed under an older key (a ledger's stored values) stays readable
+    /// to the group, while a revoked member gets none.
     pub fn group_key_for<R: RngCore + CryptoRng>(
         &self,
         identity: &IdentityPublic,
+        version: Option<u64>,
         rng: &mut R,
     ) -> Result<SealedGroupKey, RegistryError> {
         let name = self.active_name(identity)?;
@@ -449,14 +453,17 @@ impl Registry {
                 field: "member HPKE key",
                 reason: "stored key does not decode".into(),
             })?;
-        let current = self
-            .state
-            .group_keys
-            .last()
-            .ok_or(RegistryError::Malformed {
-                field: "group key",
-                reason: "no group key yet".into(),
-            })?;
+        let current = match version {
+            None => self.state.group_keys.last(),
+            Some(v) => self.state.group_keys.iter().find(|k| k.version == v),
+        }
+        .ok_or(RegistryError::Malformed {
+            field: "group key",
+            reason: match version {
+                None => "no group key yet".into(),
+                Some(v) => format!("there is no group key version {v}"),
+            },
+        })?;
         let sealed = hpke
             .seal(
                 GROUP_KEY_INFO,
