@@ -48,6 +48,12 @@ impl ComputeGroup {
                 membership.version, self.version
             ));
         }
+        Self::from_membership(config, &membership)
+    }
+
+    /// The group a membership describes (its center signature already
+    /// checked by the caller).
+    pub fn from_membership(config: &LedgerConfig, membership: &Membership) -> Result<Self, String> {
         let measurement = match &membership.measurement {
             Some(hex_text) => {
                 Some(hex::decode(hex_text).map_err(|e| format!("measurement is not hex: {e}"))?)

@@ -20,6 +20,7 @@ pub mod genesis;
 pub mod group;
 pub mod keys;
 pub mod memory;
+pub mod online;
 pub mod packet;
 pub mod policy;
 pub mod request;

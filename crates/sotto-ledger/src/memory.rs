@@ -124,6 +124,11 @@ impl MemoryLedger {
         self.tip = tip;
     }
 
+    /// This business node's name.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
     /// The configuration of block 0.
     pub fn config(&self) -> &LedgerConfig {
         &self.config

@@ -99,6 +99,12 @@ impl TlsMaterial {
         Identity::from_pem(&self.cert_pem, self.key_pem.as_bytes())
     }
 
+    /// SHA-256 of the trusted CA certificate (DER), as a ledger's block 0
+    /// names it.
+    pub fn ca_sha256(&self) -> Result<[u8; 32], NetError> {
+        Ok(sotto_crypto::hash::sha256(&pem_to_der(&self.ca_pem)?))
+    }
+
     /// Server side: present this node's certificate and require a client
     /// certificate from the consortium CA.
     pub fn server_config(&self) -> ServerTlsConfig {

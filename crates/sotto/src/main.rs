@@ -76,6 +76,10 @@ enum Command {
     /// The participant agent: escrow secrets to the KMS, recover them.
     #[command(subcommand)]
     Secrets(Box<cmd::secrets::SecretsCommand>),
+    /// The privacy ledger: genesis, orderer, endorser, compute and business
+    /// node processes, and the client.
+    #[command(subcommand)]
+    Ledger(Box<cmd::ledger::LedgerCommand>),
     /// An untrusted relay that forwards sessions between institutions.
     #[command(subcommand)]
     Relay(cmd::relay::RelayCommand),
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
         Command::Agg(c) => cmd::agg::run(*c),
         Command::Kms(c) => cmd::kms::run(*c),
         Command::Secrets(c) => cmd::secrets::run(*c),
+        Command::Ledger(c) => cmd::ledger::run(*c),
         Command::Relay(c) => cmd::relay::run(c),
         Command::Tee(c) => cmd::tee::run(c),
         Command::Registry(c) => cmd::registry::run_registry(c),

@@ -183,13 +183,19 @@ impl CenterClient {
 
     /// The membership, checked against the center's pinned key.
     pub async fn members(&mut self) -> Result<Membership, OnlineError> {
+        Ok(self.members_signed().await?.0)
+    }
+
+    /// The membership, checked against the center's pinned key, with the
+    /// update as the center signed it.
+    pub async fn members_signed(&mut self) -> Result<(Membership, MembershipUpdate), OnlineError> {
         let update = self
             .client
             .members(MembersRequest {})
             .await
             .map_err(|s| self.refused(&s))?
             .into_inner();
-        self.open(&update)
+        Ok((self.open(&update)?, update))
     }
 
     /// Calls `each` with the membership now and after each change, `count`
@@ -199,6 +205,16 @@ impl CenterClient {
         count: usize,
         mut each: impl FnMut(&Membership),
     ) -> Result<(), OnlineError> {
+        self.watch_signed(count, |m, _| each(m)).await
+    }
+
+    /// Like [`Self::watch`], with the update as the center signed it (for
+    /// passing on to others who check the center's signature themselves).
+    pub async fn watch_signed(
+        &mut self,
+        count: usize,
+        mut each: impl FnMut(&Membership, &MembershipUpdate),
+    ) -> Result<(), OnlineError> {
         let mut stream = self
             .client
             .watch(MembersRequest {})
@@ -207,7 +223,7 @@ impl CenterClient {
             .into_inner();
         for _ in 0..count {
             match stream.message().await {
-                Ok(Some(update)) => each(&self.open(&update)?),
+                Ok(Some(update)) => each(&self.open(&update)?, &update),
                 Ok(None) => break,
                 Err(s) => return Err(self.refused(&s)),
             }

@@ -34,6 +34,11 @@ pub enum DemoCommand {
     /// host lost, restored from its password-sealed bundle, and every
     /// secret recovered again.
     Kms(WorkDirArgs),
+    /// The privacy ledger: CA, registration center, orderer, 3 endorsers
+    /// (2 of 3), 2 business nodes, 2 compute enclaves and 2 banks as
+    /// processes; credit records checked against the plaintext truth, a
+    /// business node restarted and caught up, a revoked enclave refused.
+    Ledger(WorkDirArgs),
 }
 
 /// Arguments of `sotto demo tee` and `sotto demo kms`.
@@ -89,7 +94,9 @@ pub fn run(command: DemoCommand, quiet: bool) -> Result<()> {
     let (dir_arg, keep) = match &command {
         DemoCommand::Psi(a) => (a.dir.clone(), a.keep),
         DemoCommand::Agg(a) => (a.dir.clone(), a.keep),
-        DemoCommand::Tee(a) | DemoCommand::Kms(a) => (a.dir.clone(), a.keep),
+        DemoCommand::Tee(a) | DemoCommand::Kms(a) | DemoCommand::Ledger(a) => {
+            (a.dir.clone(), a.keep)
+        }
     };
     let temp;
     let dir = match &dir_arg {
@@ -116,6 +123,7 @@ pub fn run(command: DemoCommand, quiet: bool) -> Result<()> {
         DemoCommand::Agg(args) => run_agg(&dir, args, quiet),
         DemoCommand::Tee(_) => super::demo_tee::run(&dir, quiet),
         DemoCommand::Kms(_) => super::demo_kms::run(&dir, quiet),
+        DemoCommand::Ledger(_) => super::demo_ledger::run(&dir, quiet),
     };
     if dir_arg.is_some() || keep {
         println!("work directory kept: {}", dir.display());

@@ -1,0 +1,427 @@
+//! The client library an institution's application calls: it fetches and
+//! checks the group's envelope key, seals proposals, asks a compute node to
+//! run them, collects endorsements that satisfy the contract's policy,
+//! submits to the ordering service and waits for the commit code at the
+//! target business node; queries stop after the compute node's answer.
+
+use std::time::Duration;
+
+use prost::Message;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sotto_crypto::hpke::HpkePublicKey;
+use sotto_crypto::ids::TxId;
+use sotto_net::tls::TlsMaterial;
+use sotto_node::NodeHome;
+use sotto_wire::ledger::business_client::BusinessClient;
+use sotto_wire::ledger::compute_client::ComputeClient;
+use sotto_wire::ledger::endorser_client::EndorserClient;
+use sotto_wire::ledger::orderer_client::OrdererClient;
+use sotto_wire::ledger::{
+    BroadcastRequest, DeliverRequest, EndorseRequest, EnvelopeKeyRequest, EventsRequest,
+    ExecuteRequest, StatusReply, StatusRequest,
+};
+
+use super::compute::check_envelope_key;
+use super::{call_failed, channel, check_role, tls_for, unix_ms, OnlineError};
+use crate::block::Block;
+use crate::code::ValidationCode;
+use crate::config::LedgerConfig;
+use crate::packet::Endorsement;
+use crate::request::{Proposal, REQUEST_FORMAT};
+use crate::tx::{Body, Invoke, Transaction};
+
+/// How long a client waits for its transaction's commit event.
+pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a proposal stays valid for ordering.
+pub const PROPOSAL_LIFETIME_MS: u64 = 60_000;
+
+/// One call of a contract function.
+#[derive(Clone, Debug)]
+pub struct CallSpec {
+    /// The contract.
+    pub contract: String,
+    /// The function.
+    pub function: String,
+    /// Its arguments (JSON).
+    pub args: Vec<u8>,
+    /// The business nodes that keep the writes (the first one serves reads).
+    pub targets: Vec<String>,
+}
+
+/// What an invoke came to.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    /// The transaction id.
+    pub tx_id: TxId,
+    /// The block it is in.
+    pub block: u64,
+    /// Its code at the first target.
+    pub code: ValidationCode,
+    /// The contract's response (JSON).
+    pub response: Vec<u8>,
+}
+
+/// A ledger client for one institution.
+pub struct LedgerClient {
+    home: NodeHome,
+    config: LedgerConfig,
+    ledger: [u8; 32],
+    tls: TlsMaterial,
+    compute: Vec<(String, String)>,
+    next_compute: usize,
+}
+
+/// A contract's refusal, read from its sealed response.
+fn refusal(response: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(response)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(response).into_owned())
+}
+
+impl LedgerClient {
+    /// A client for the institution of `home`, a client in block 0, using
+    /// the compute nodes `compute` (name, host:port).
+    pub fn new(
+        home: NodeHome,
+        genesis: &Block,
+        compute: Vec<(String, String)>,
+    ) -> Result<Self, OnlineError> {
+        let (config, tip) = genesis
+            .open_genesis("block 0")
+            .map_err(|e| OnlineError::Genesis(e.to_string()))?;
+        check_role(
+            &home,
+            "client",
+            config.client(home.name().as_str()).map(|c| &c.identity),
+        )?;
+        if compute.is_empty() {
+            return Err(OnlineError::Misconfigured(
+                "name at least one compute node (--compute NAME@HOST:PORT)".into(),
+            ));
+        }
+        Ok(Self {
+            tls: tls_for(&home, &config)?,
+            home,
+            config,
+            ledger: tip.ledger,
+            compute,
+            next_compute: 0,
+        })
+    }
+
+    /// The ledger configuration.
+    pub fn config(&self) -> &LedgerConfig {
+        &self.config
+    }
+
+    fn compute_client(
+        &mut self,
+    ) -> Result<(String, ComputeClient<tonic::transport::Channel>), OnlineError> {
+        let (name, address) = self.compute[self.next_compute % self.compute.len()].clone();
+        self.next_compute += 1;
+        let client = ComputeClient::new(channel(&self.tls, &name, &address)?)
+            .max_decoding_message_size(8 << 20);
+        Ok((name, client))
+    }
+
+    /// Seals `call` and has a compute node run it: the packet, its TEE
+    /// signature and the response; a contract's refusal is an error.
+    async fn execute(
+        &mut self,
+        call: &CallSpec,
+    ) -> Result<(TxId, Vec<u8>, Vec<u8>, Vec<u8>), OnlineError> {
+        let target = call.targets.first().cloned().unwrap_or_default();
+        let on_chain = self.status(&target).await?.membership_version;
+        let (name, mut compute) = self.compute_client()?;
+        let reply = compute
+            .envelope_key(EnvelopeKeyRequest {})
+            .await
+            .map_err(|s| call_failed(&name, &s))?
+            .into_inner();
+        let (version, envelope): (u64, HpkePublicKey) =
+            check_envelope_key(&self.config, &self.ledger, &reply, on_chain).map_err(|reason| {
+                OnlineError::Refused {
+                    peer: name.clone(),
+                    reason,
+                }
+            })?;
+        let mut id = [0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        let now = unix_ms();
+        let proposal = Proposal {
+            format: REQUEST_FORMAT,
+            ledger: self.ledger.to_vec(),
+            tx_id: id.to_vec(),
+            client: self.home.name().to_string(),
+            contract: call.contract.clone(),
+            contract_version: self
+                .config
+                .contract(&call.contract)
+                .map_or(0, |c| c.version),
+            function: call.function.clone(),
+            args: call.args.clone(),
+            targets: call.targets.clone(),
+            time_ms: now,
+            expires_ms: now + PROPOSAL_LIFETIME_MS,
+        };
+        let (request, tx_key) = proposal
+            .seal(self.home.identity(), &envelope, version, &mut OsRng)
+            .map_err(|e| OnlineError::Misconfigured(format!("sealing the request: {e}")))?;
+        let reply = compute
+            .execute(ExecuteRequest {
+                request: request.encode_to_vec(),
+            })
+            .await
+            .map_err(|s| call_failed(&name, &s))?
+            .into_inner();
+        let response =
+            tx_key
+                .open_response(&id, &reply.response)
+                .map_err(|e| OnlineError::Refused {
+                    peer: name.clone(),
+                    reason: e.to_string(),
+                })?;
+        if reply.refused {
+            return Err(OnlineError::Refused {
+                peer: format!("contract {}", call.contract),
+                reason: refusal(&response),
+            });
+        }
+        Ok((
+            TxId::from_bytes(id),
+            reply.packet,
+            reply.tee_signature,
+            response,
+        ))
+    }
+
+    /// Runs a query: the contract's response, nothing ordered.
+    pub async fn query(&mut self, call: &CallSpec) -> Result<Vec<u8>, OnlineError> {
+        Ok(self.execute(call).await?.3)
+    }
+
+    /// Runs, endorses, orders and commits a call; returns its code at the
+    /// first target once that node committed it.
+    pub async fn invoke(&mut self, call: &CallSpec) -> Result<Committed, OnlineError> {
+        let (tx_id, packet, tee_signature, response) = self.execute(call).await?;
+        let endorsements = self
+            .endorse(&call.contract, &packet, &tee_signature)
+            .await?;
+        let invoke = Invoke::sign(self.home.identity(), packet, tee_signature, endorsements);
+        let tx = Transaction {
+            body: Some(Body::Invoke(invoke)),
+        }
+        .encode_to_vec();
+        let target = call.targets.first().cloned().unwrap_or_default();
+        let mut events = self.events(&target).await?;
+        self.broadcast(vec![tx]).await?;
+        let (block, code) = tokio::time::timeout(COMMIT_TIMEOUT, async {
+            while let Some(event) = events
+                .message()
+                .await
+                .map_err(|s| call_failed(&target, &s))?
+            {
+                if let Some(c) = event.codes.iter().find(|c| c.tx_id == tx_id.as_bytes()) {
+                    return Ok((event.block, c.code));
+                }
+            }
+            Err(OnlineError::Transport {
+                peer: target.clone(),
+                reason: "the commit event stream ended".into(),
+            })
+        })
+        .await
+        .map_err(|_| OnlineError::Transport {
+            peer: target.clone(),
+            reason: format!(
+                "no commit event for {tx_id} within {} s",
+                COMMIT_TIMEOUT.as_secs()
+            ),
+        })??;
+        let code = ValidationCode::from_number(code).ok_or_else(|| OnlineError::Refused {
+            peer: target.clone(),
+            reason: format!("unknown validation code {code}"),
+        })?;
+        Ok(Committed {
+            tx_id,
+            block,
+            code,
+            response,
+        })
+    }
+
+    /// Endorsements from the endorsers the contract's policy names, until
+    /// they satisfy it.
+    async fn endorse(
+        &self,
+        contract: &str,
+        packet: &[u8],
+        tee_signature: &[u8],
+    ) -> Result<Vec<Endorsement>, OnlineError> {
+        let policy = &self
+            .config
+            .contract(contract)
+            .ok_or_else(|| {
+                OnlineError::Misconfigured(format!("contract {contract} is not in block 0"))
+            })?
+            .policy;
+        let named = policy
+            .principals()
+            .iter()
+            .fold(0u64, |set, p| set | self.config.endorsers_of(p));
+        let mut endorsements = Vec::new();
+        let mut have = 0u64;
+        let mut refusals = Vec::new();
+        for (index, endorser) in self.config.endorsers.iter().enumerate() {
+            if named & (1 << index) == 0 {
+                continue;
+            }
+            let name = endorser.name.to_string();
+            let address = endorser.address.clone().unwrap_or_default();
+            let reply = async {
+                EndorserClient::new(channel(&self.tls, &name, &address)?)
+                    .endorse(EndorseRequest {
+                        packet: packet.to_vec(),
+                        tee_signature: tee_signature.to_vec(),
+                    })
+                    .await
+                    .map_err(|s| call_failed(&name, &s))
+            }
+            .await;
+            match reply.map(tonic::Response::into_inner) {
+                Ok(r) if r.refusal.is_empty() => {
+                    match Endorsement::decode(r.endorsement.as_slice()) {
+                        Ok(e) => {
+                            endorsements.push(e);
+                            have |= 1 << index;
+                        }
+                        Err(e) => {
+                            refusals.push(format!("{name}: endorsement does not decode: {e}"))
+                        }
+                    }
+                }
+                Ok(r) => refusals.push(format!("{name}: {}", r.refusal)),
+                Err(e) => refusals.push(e.to_string()),
+            }
+            if policy.satisfied_by(&|p| self.config.endorsers_of(p), have) {
+                return Ok(endorsements);
+            }
+        }
+        Err(OnlineError::Refused {
+            peer: "endorsers".into(),
+            reason: format!(
+                "the policy {policy} is not satisfied: {}",
+                refusals.join("; ")
+            ),
+        })
+    }
+
+    async fn events(
+        &self,
+        target: &str,
+    ) -> Result<tonic::Streaming<sotto_wire::ledger::CommitEvent>, OnlineError> {
+        let mut client = self.business(target)?;
+        let height = client
+            .status(StatusRequest {})
+            .await
+            .map_err(|s| call_failed(target, &s))?
+            .into_inner()
+            .height;
+        Ok(client
+            .events(EventsRequest { from: height + 1 })
+            .await
+            .map_err(|s| call_failed(target, &s))?
+            .into_inner())
+    }
+
+    fn business(
+        &self,
+        name: &str,
+    ) -> Result<BusinessClient<tonic::transport::Channel>, OnlineError> {
+        let node = self.config.business_node(name).ok_or_else(|| {
+            OnlineError::Misconfigured(format!("{name} is not a business node in block 0"))
+        })?;
+        let address = node.member.address.clone().unwrap_or_default();
+        Ok(BusinessClient::new(channel(&self.tls, name, &address)?))
+    }
+
+    /// Submits transactions to the first orderer that takes them.
+    pub async fn broadcast(&self, transactions: Vec<Vec<u8>>) -> Result<(), OnlineError> {
+        let mut failures = Vec::new();
+        for orderer in &self.config.orderers {
+            let name = orderer.name.to_string();
+            let address = orderer.address.clone().unwrap_or_default();
+            let result = async {
+                OrdererClient::new(channel(&self.tls, &name, &address)?)
+                    .max_encoding_message_size(8 << 20)
+                    .broadcast(BroadcastRequest {
+                        transactions: transactions.clone(),
+                    })
+                    .await
+                    .map_err(|s| call_failed(&name, &s))
+            }
+            .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        Err(OnlineError::Transport {
+            peer: "ordering service".into(),
+            reason: failures.join("; "),
+        })
+    }
+
+    /// A business node's status.
+    pub async fn status(&self, node: &str) -> Result<StatusReply, OnlineError> {
+        Ok(self
+            .business(node)?
+            .status(StatusRequest {})
+            .await
+            .map_err(|s| call_failed(node, &s))?
+            .into_inner())
+    }
+
+    /// Block `number` from the first orderer that has it.
+    pub async fn block(&self, number: u64) -> Result<Block, OnlineError> {
+        let mut failures = Vec::new();
+        for orderer in &self.config.orderers {
+            let name = orderer.name.to_string();
+            let address = orderer.address.clone().unwrap_or_default();
+            let result = async {
+                let mut stream = OrdererClient::new(channel(&self.tls, &name, &address)?)
+                    .max_decoding_message_size(8 << 20)
+                    .deliver(DeliverRequest { from: number })
+                    .await
+                    .map_err(|s| call_failed(&name, &s))?
+                    .into_inner();
+                let message = tokio::time::timeout(Duration::from_secs(2), stream.message())
+                    .await
+                    .map_err(|_| OnlineError::Refused {
+                        peer: name.clone(),
+                        reason: format!("block {number} is not cut yet"),
+                    })?
+                    .map_err(|s| call_failed(&name, &s))?
+                    .ok_or_else(|| OnlineError::Refused {
+                        peer: name.clone(),
+                        reason: format!("no block {number}"),
+                    })?;
+                Block::decode(message.block.as_slice()).map_err(|e| OnlineError::Refused {
+                    peer: name.clone(),
+                    reason: format!("block {number} does not decode: {e}"),
+                })
+            }
+            .await;
+            match result {
+                Ok(block) => return Ok(block),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        Err(OnlineError::Transport {
+            peer: "ordering service".into(),
+            reason: failures.join("; "),
+        })
+    }
+}

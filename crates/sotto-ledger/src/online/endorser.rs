@@ -1,0 +1,231 @@
+//! An endorser as a process: follows the compute group's membership from
+//! the registration center (whose key block 0 names), and endorses packets
+//! for clients of the ledger with [`crate::endorse::Endorser`]. It never
+//! sees plaintext.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prost::Message;
+use sotto_node::{NodeHome, NodeName};
+use sotto_tee::online::node::CenterClient;
+use sotto_wire::ledger::endorser_server::{Endorser as EndorserRpc, EndorserServer};
+use sotto_wire::ledger::{EndorseReply, EndorseRequest};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use super::{caller, channel, check_role, tls_for, unix_ms, OnlineError};
+use crate::block::Block;
+use crate::config::LedgerConfig;
+use crate::endorse::Endorser;
+use crate::group::ComputeGroup;
+use crate::tx::{Body, MembershipUpdate, Transaction};
+use sotto_wire::ledger::orderer_client::OrdererClient;
+use sotto_wire::ledger::BroadcastRequest;
+
+struct Inner {
+    config: LedgerConfig,
+    ledger: [u8; 32],
+    home: NodeHome,
+    group: RwLock<ComputeGroup>,
+}
+
+/// Checks that `home` pins the registration center block 0 names.
+pub fn check_center(home: &NodeHome, config: &LedgerConfig) -> Result<NodeName, OnlineError> {
+    let name = config.center.name.clone();
+    let pinned = home.peer(&name)?;
+    if pinned.identity != config.center.identity {
+        return Err(OnlineError::Misconfigured(format!(
+            "the pinned peer {name} is not the registration center block 0 names (another identity key)"
+        )));
+    }
+    Ok(name)
+}
+
+/// Follows the center's membership stream into `group` for ever,
+/// reconnecting after failures.
+pub async fn follow_group(
+    home: &NodeHome,
+    config: &LedgerConfig,
+    center: &NodeName,
+    address: &str,
+    mut each: impl FnMut(ComputeGroup, &sotto_wire::tee::MembershipUpdate),
+) {
+    loop {
+        let result = async {
+            let mut client = CenterClient::connect(home, center.clone(), address).await?;
+            client
+                .watch_signed(
+                    usize::MAX,
+                    |membership, update| match ComputeGroup::from_membership(config, membership) {
+                        Ok(group) => each(group, update),
+                        Err(e) => tracing::warn!("membership v{} refused: {e}", membership.version),
+                    },
+                )
+                .await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!("membership stream from {center}: {e}; reconnecting");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Starts the endorser and serves until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    home: NodeHome,
+    genesis: Block,
+    center_address: String,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), OnlineError> {
+    let (config, tip) = genesis
+        .open_genesis("block 0")
+        .map_err(|e| OnlineError::Genesis(e.to_string()))?;
+    let me = home.name().to_string();
+    check_role(
+        &home,
+        "endorser",
+        config.endorser(&me).map(|(_, e)| &e.identity),
+    )?;
+    let tls = tls_for(&home, &config)?;
+    let center = check_center(&home, &config)?;
+    let inner = Arc::new(Inner {
+        config,
+        ledger: tip.ledger,
+        home,
+        group: RwLock::new(ComputeGroup::default()),
+    });
+    let follower = Arc::clone(&inner);
+    let (updates, relayed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(relay_memberships(
+        Arc::clone(&inner),
+        tls_for(&inner.home, &inner.config)?,
+        relayed,
+    ));
+    tokio::spawn(async move {
+        let inner = &follower;
+        follow_group(
+            &inner.home,
+            &inner.config,
+            &center,
+            &center_address,
+            |group, update| {
+                tracing::info!(
+                    version = group.version,
+                    members = group.members.len(),
+                    "compute group"
+                );
+                if let Ok(mut current) = inner.group.write() {
+                    *current = group;
+                }
+                let _ = updates.send(update.clone());
+            },
+        )
+        .await;
+    });
+    tonic::transport::Server::builder()
+        .tls_config(tls.server_config())
+        .map_err(|e| OnlineError::Transport {
+            peer: "listener".into(),
+            reason: e.to_string(),
+        })?
+        .add_service(EndorserServer::new(Service { inner }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| OnlineError::Transport {
+            peer: "listener".into(),
+            reason: e.to_string(),
+        })
+}
+
+/// Puts each membership the center signs on the chain (as a membership
+/// update transaction), so business nodes judge packets against the same
+/// group at the same height. Every endorser relays; a copy that arrives
+/// after the first is marked INVALID_CONFIG_TRANSACTION and changes nothing.
+async fn relay_memberships(
+    inner: Arc<Inner>,
+    tls: sotto_net::tls::TlsMaterial,
+    mut updates: tokio::sync::mpsc::UnboundedReceiver<sotto_wire::tee::MembershipUpdate>,
+) {
+    while let Some(update) = updates.recv().await {
+        let tx = Transaction {
+            body: Some(Body::Membership(MembershipUpdate {
+                membership: update.membership_json,
+                signature: update.signature,
+            })),
+        }
+        .encode_to_vec();
+        let mut relayed = false;
+        for orderer in &inner.config.orderers {
+            let address = orderer.address.clone().unwrap_or_default();
+            let Ok(channel) = channel(&tls, orderer.name.as_str(), &address) else {
+                continue;
+            };
+            let request = BroadcastRequest {
+                transactions: vec![tx.clone()],
+            };
+            match OrdererClient::new(channel).broadcast(request).await {
+                Ok(_) => {
+                    relayed = true;
+                    break;
+                }
+                Err(s) => {
+                    tracing::warn!(orderer = %orderer.name, "membership not relayed: {}", s.message())
+                }
+            }
+        }
+        if !relayed {
+            tracing::warn!("no orderer took the membership update; it waits for the next change");
+        }
+    }
+}
+
+struct Service {
+    inner: Arc<Inner>,
+}
+
+#[tonic::async_trait]
+impl EndorserRpc for Service {
+    async fn endorse(
+        &self,
+        request: Request<EndorseRequest>,
+    ) -> Result<Response<EndorseReply>, Status> {
+        let inner = &self.inner;
+        caller(&request, |name| {
+            inner.config.client(name).map(|c| c.identity)
+        })?;
+        let EndorseRequest {
+            packet,
+            tee_signature,
+        } = request.into_inner();
+        let group = inner
+            .group
+            .read()
+            .map_err(|_| Status::internal("poisoned"))?
+            .clone();
+        let endorser = Endorser {
+            config: &inner.config,
+            ledger: inner.ledger,
+            name: inner.home.name().as_str(),
+            key: inner.home.identity(),
+        };
+        Ok(Response::new(
+            match endorser.endorse(&group, &packet, &tee_signature, unix_ms()) {
+                Ok(endorsement) => EndorseReply {
+                    endorsement: endorsement.encode_to_vec(),
+                    refusal: String::new(),
+                },
+                Err(refusal) => {
+                    tracing::info!("refused a packet: {refusal}");
+                    EndorseReply {
+                        endorsement: Vec::new(),
+                        refusal: refusal.to_string(),
+                    }
+                }
+            },
+        ))
+    }
+}
