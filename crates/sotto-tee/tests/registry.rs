@@ -257,3 +257,107 @@ fn state_round_trips_with_group_keys_sealed_at_rest() {
     assert!(RegistryState::from_bytes(&bytes, &other).is_err());
     let _ = HpkePublicKey::from_bytes(&[0; 31]).unwrap_err();
 }
+
+#[test]
+fn a_nonce_is_good_up_to_its_last_second_and_a_member_may_register_again() {
+    let platform = PlatformKey::generate(&mut OsRng);
+    let mut c = center(&platform, &[1]);
+    let n = node("a", 1, &platform);
+    let nonce = c.challenge(&n.identity.public(), 1000, &mut OsRng);
+    let first = c
+        .register(registration(&n, nonce, &platform), 1000 + 120, &mut OsRng)
+        .expect("at the last second of the nonce's lifetime");
+    // The same node (same name and identity key) registering again, e.g.
+    // after a restart, is admitted; the membership version moves on.
+    let nonce = c.challenge(&n.identity.public(), 2000, &mut OsRng);
+    let second = c
+        .register(registration(&n, nonce, &platform), 2001, &mut OsRng)
+        .expect("the same member again");
+    assert_eq!(second.version, first.version + 1);
+    let other = node("b", 1, &platform);
+    register(&mut c, &other, &platform).unwrap();
+    assert_eq!(c.membership().version, second.version + 1);
+}
+
+#[test]
+fn group_key_associated_data_names_version_and_member() {
+    let all = [
+        group_key_aad(1, "a"),
+        group_key_aad(2, "a"),
+        group_key_aad(1, "b"),
+        group_key_aad(1, "ab"),
+    ];
+    for (i, x) in all.iter().enumerate() {
+        for y in &all[i + 1..] {
+            assert_ne!(x, y);
+        }
+    }
+}
+
+#[test]
+fn members_a_stricter_policy_no_longer_accepts_are_suspended_at_recheck() {
+    let platform = PlatformKey::generate(&mut OsRng);
+    let mut c = center(&platform, &[1]);
+    let (a, b) = (node("a", 1, &platform), node("b", 1, &platform));
+    register(&mut c, &a, &platform).unwrap();
+    register(&mut c, &b, &platform).unwrap();
+    let (key_version, _) = open_key(&c, &a).unwrap();
+    let membership = c.membership().version;
+    assert!(
+        c.recheck_members(3000, &mut OsRng).is_empty(),
+        "the same policy suspends nobody"
+    );
+    assert_eq!(
+        c.membership().version,
+        membership,
+        "nothing changed, nothing rotated"
+    );
+    // The same state under a policy that lists another measurement only.
+    let state = c.state().clone();
+    let mut c = Registry::new(
+        state,
+        stricter_policy(&platform),
+        true,
+        IdentityKey::generate(&mut OsRng),
+    );
+    let suspended = c.recheck_members(3000, &mut OsRng);
+    let names: Vec<&str> = suspended.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    for (_, reasons) in &suspended {
+        assert!(
+            reasons.iter().any(|r| r.contains(&hex::encode([1u8; 32]))),
+            "the reasons name the refused measurement: {reasons:?}"
+        );
+    }
+    assert_eq!(c.membership().version, membership + 1);
+    assert!(c.membership().members.is_empty());
+    assert_eq!(
+        c.membership().measurement,
+        None,
+        "no active member: the next admitted sets it"
+    );
+    assert!(
+        c.membership().group_key_version > key_version,
+        "the key rotated"
+    );
+    assert!(matches!(
+        open_key(&c, &a),
+        Err(RegistryError::Suspended { .. })
+    ));
+    assert!(
+        c.recheck_members(3001, &mut OsRng).is_empty(),
+        "suspended members are not judged again"
+    );
+}
+
+fn stricter_policy(platform: &PlatformKey) -> Policy {
+    Policy::parse(
+        std::path::Path::new("policy.toml"),
+        &format!(
+            "platforms = [\"sgx\"]\nmeasurements = [\"{}\"]\nallow_software = true\nsoftware_platform_keys = [\"{}\"]\n",
+            hex::encode([2u8; 32]),
+            platform.public()
+        ),
+    )
+    .unwrap()
+}

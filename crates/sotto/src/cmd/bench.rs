@@ -35,6 +35,10 @@ pub enum BenchCommand {
     /// Hierarchical KMS: escrow puts/s to a local directory, recoveries/s
     /// over mutual TLS against a KMS process at a concurrency, restore time.
     Kms(super::bench_kms::KmsBenchArgs),
+    /// Privacy ledger end to end: every role a process on loopback (the
+    /// demo's topology); transactions per second, latency percentiles and
+    /// CPU per transaction by role.
+    Ledger(super::bench_ledger::LedgerBenchArgs),
 }
 
 /// Arguments of `sotto bench registry`.
@@ -140,6 +144,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         }
         BenchCommand::Registry(args) => return registry(&args),
         BenchCommand::Kms(args) => return super::bench_kms::run(&args),
+        BenchCommand::Ledger(args) => return super::bench_ledger::run(&args),
     };
     ensure!(
         (0.0..=1.0).contains(&args.overlap),

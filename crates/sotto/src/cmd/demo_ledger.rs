@@ -262,13 +262,31 @@ fn scan_for_records(dir: &Path, loans: &[(&str, &str, &str, u64)]) -> Result<usi
     Ok(files.len())
 }
 
-/// Runs the demo in `dir`.
-pub fn run(dir: &Path, quiet: bool) -> Result<()> {
-    println!("sotto demo ledger: every role a separate process on loopback (software enclaves: NOT hardware-protected)");
+/// Every process of a running ledger, stopped when dropped.
+pub struct Site {
+    /// The registration center and its address.
+    pub center: (ServerProcess, String),
+    /// The orderer.
+    pub orderer: ServerProcess,
+    /// The endorsers e1-e3.
+    pub endorsers: Vec<ServerProcess>,
+    /// Business node b1.
+    pub b1: ServerProcess,
+    /// Business node b2 (stopped and restarted by the demo).
+    pub b2: Option<ServerProcess>,
+    /// The compute enclaves c1 and c2.
+    pub compute_processes: Vec<ServerProcess>,
+    /// The compute enclaves as NAME@HOST:PORT.
+    pub compute: Vec<String>,
+}
+
+/// Sets up the consortium in `dir` (CA, homes, registration center with c1
+/// and c2 admitted, block 0) and starts every role; returns once the
+/// compute group's membership is on the chain.
+pub fn start_site(r: &mut Runner, dir: &Path) -> Result<Site> {
     let p = |name: &str| dir.join(name);
-    let mut r = Runner::new(quiet)?;
-    homes(&mut r, dir)?;
-    let (_center, center_address) = center(&mut r, dir)?;
+    homes(r, dir)?;
+    let (center_process, center_address) = center(r, dir)?;
     println!("  registration center up; compute enclaves c1 and c2 admitted (identical code)");
     let mut addresses = BTreeMap::new();
     for name in ["o1", "e1", "e2", "e3", "b1", "b2"] {
@@ -291,13 +309,13 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         OsString::from("--center-connect"),
         center_address.clone().into(),
     ];
-    let _orderer = start(&r, dir, "orderer", &["orderer"], "o1", &[])?;
-    let _endorsers: Vec<_> = ["e1", "e2", "e3"]
+    let orderer = start(&r, dir, "orderer", &["orderer"], "o1", &[])?;
+    let endorsers: Vec<_> = ["e1", "e2", "e3"]
         .iter()
         .map(|e| start(&r, dir, "endorser", &["endorser"], e, &center_arg))
         .collect::<Result<_>>()?;
-    let _b1 = start(&r, dir, "business node", &["peer"], "b1", &[])?;
-    let mut b2 = Some(start(&r, dir, "business node", &["peer"], "b2", &[])?);
+    let b1 = start(&r, dir, "business node", &["peer"], "b1", &[])?;
+    let b2 = Some(start(&r, dir, "business node", &["peer"], "b2", &[])?);
     let mut compute = Vec::new();
     let mut compute_processes = Vec::new();
     for name in ["c1", "c2"] {
@@ -348,6 +366,25 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         "the compute group's membership never reached the ledger"
     );
     println!("  the endorsers put the center's signed membership on the chain");
+    Ok(Site {
+        center: (center_process, center_address),
+        orderer: orderer.0,
+        endorsers: endorsers.into_iter().map(|e| e.0).collect(),
+        b1: b1.0,
+        b2: b2.map(|b| b.0),
+        compute_processes,
+        compute,
+    })
+}
+
+/// Runs the demo in `dir`.
+pub fn run(dir: &Path, quiet: bool) -> Result<()> {
+    println!("sotto demo ledger: every role a separate process on loopback (software enclaves: NOT hardware-protected)");
+    let p = |name: &str| dir.join(name);
+    let mut r = Runner::new(quiet)?;
+    let mut site = start_site(&mut r, dir)?;
+    let center_address = site.center.1.clone();
+    let compute = site.compute.clone();
     let banks = Bank {
         dir,
         compute: compute.clone(),
@@ -374,7 +411,7 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
     }
     println!("  6 loans recorded by two banks, each VALID at b1");
     // b2 goes down and misses blocks.
-    drop(b2.take());
+    drop(site.b2.take());
     for (bank, customer, loan, amount) in [
         ("bank-a", CUSTOMERS[0], "loan-a-0001", 20_000),
         ("bank-b", CUSTOMERS[2], "loan-b-0002", 2_000),
@@ -418,7 +455,7 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         );
     }
     println!("  every customer's total exposure matches the plaintext truth: {truth:?}");
-    b2 = Some(start(&r, dir, "business node", &["peer"], "b2", &[])?);
+    site.b2 = Some(start(&r, dir, "business node", &["peer"], "b2", &[])?.0);
     let status = |r: &mut Runner, node: &str| -> Result<String> {
         let out = r.sotto(
             &format!("status {node}"),
@@ -507,7 +544,7 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         ok.is_ok(),
         "c1 stopped answering after c2's revocation: {ok:?}"
     );
-    drop(b2);
+    drop(site);
     let scanned = scan_for_records(dir, &loans)?;
     println!("  no customer or loan id in any of the {scanned} files the orderer, endorsers and business nodes wrote (raw, hex or base64)");
     println!("  checked: answers match the plaintext truth, a restarted node caught up, a revoked enclave refused, no record in clear at rest");

@@ -169,6 +169,11 @@ impl ServerProcess {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// Peak resident memory of the server so far (Linux), in bytes.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         sotto_node::process::peak_rss_bytes(Some(self.0.id()))
