@@ -309,13 +309,13 @@ pub fn start_site(r: &mut Runner, dir: &Path) -> Result<Site> {
         OsString::from("--center-connect"),
         center_address.clone().into(),
     ];
-    let orderer = start(&r, dir, "orderer", &["orderer"], "o1", &[])?;
+    let orderer = start(r, dir, "orderer", &["orderer"], "o1", &[])?;
     let endorsers: Vec<_> = ["e1", "e2", "e3"]
         .iter()
-        .map(|e| start(&r, dir, "endorser", &["endorser"], e, &center_arg))
+        .map(|e| start(r, dir, "endorser", &["endorser"], e, &center_arg))
         .collect::<Result<_>>()?;
-    let b1 = start(&r, dir, "business node", &["peer"], "b1", &[])?;
-    let b2 = Some(start(&r, dir, "business node", &["peer"], "b2", &[])?);
+    let b1 = start(r, dir, "business node", &["peer"], "b1", &[])?;
+    let b2 = Some(start(r, dir, "business node", &["peer"], "b2", &[])?);
     let mut compute = Vec::new();
     let mut compute_processes = Vec::new();
     for name in ["c1", "c2"] {
