@@ -1,12 +1,20 @@
 //! Untrusted ledger inputs — a genesis file's text, an endorsement policy,
-//! a block's bytes, a transaction in a block — are decoded, validated or
+//! a block's bytes, a transaction in a block, a client's request at a
+//! compute enclave, a packet at an endorser — are decoded, validated or
 //! refused, never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use sotto_crypto::identity::IdentityKey;
+use sotto_crypto::secret::SecretBytes;
 use sotto_ledger::block::Block;
+use sotto_ledger::compute::Enclave;
+use sotto_ledger::contracts::builtin;
+use sotto_ledger::endorse::Endorser;
+use sotto_ledger::group::ComputeGroup;
+use sotto_ledger::keys::LedgerKeys;
+use sotto_ledger::request::Request;
 use sotto_ledger::memory::MemoryLedger;
 use sotto_ledger::policy::Policy;
 use sotto_ledger::LedgerConfig;
@@ -53,6 +61,29 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(block) = Block::decode(data) {
         let _ = ledger.clone().append(&block);
     }
+    let ledger_id = ledger.tip().ledger;
+    if let Ok(request) = Request::decode(data) {
+        if let Ok(keys) = LedgerKeys::from_group_keys(&[(1, SecretBytes::new([7; 32]))]) {
+            let contracts = builtin();
+            let enclave = Enclave {
+                config: &config,
+                ledger: ledger_id,
+                member: "c1",
+                identity: &key(9),
+                measurement: &[1; 32],
+                keys: &keys,
+                contracts: &contracts,
+            };
+            let _ = enclave.open(&request);
+        }
+    }
+    let endorser = Endorser {
+        config: &config,
+        ledger: ledger_id,
+        name: "e1",
+        key: &key(3),
+    };
+    let _ = endorser.endorse(&ComputeGroup::default(), data, &[0; 64], 0);
     let next = Block::cut(ledger.tip(), "o1", &key(2), 2_000, vec![data.to_vec()]);
     let _ = ledger.append(&next);
 });

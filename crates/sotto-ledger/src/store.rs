@@ -118,11 +118,27 @@ impl BusinessStore {
     /// Validates and stores the next block (one redb transaction), then
     /// applies it in memory; returns its codes.
     pub fn append(&mut self, block: &Block) -> Result<Vec<ValidationCode>, StoreError> {
-        let prepared = self.ledger.prepare(block)?;
-        self.write(block, &prepared)?;
+        let prepared = self.prepare(block)?;
+        self.persist(block, &prepared)?;
         let codes = prepared.validated.codes.clone();
-        self.ledger.apply(prepared);
+        self.apply(prepared);
         Ok(codes)
+    }
+
+    /// Checks and validates the next block against the state in memory.
+    pub fn prepare(&self, block: &Block) -> Result<Prepared, StoreError> {
+        Ok(self.ledger.prepare(block)?)
+    }
+
+    /// Writes a prepared block and its state changes in one redb
+    /// transaction; readers of the in-memory state are not held up.
+    pub fn persist(&self, block: &Block, prepared: &Prepared) -> Result<(), StoreError> {
+        self.write(block, prepared)
+    }
+
+    /// Applies a persisted block in memory.
+    pub fn apply(&mut self, prepared: Prepared) {
+        self.ledger.apply(prepared);
     }
 
     fn write(&self, block: &Block, prepared: &Prepared) -> Result<(), StoreError> {

@@ -195,7 +195,13 @@ fn a_revoked_member_never_gets_a_newer_key_and_cannot_return() {
         register(&mut c, n, &platform).unwrap();
     }
     let (v1, k1) = open_key(&c, &b).unwrap();
-    c.revoke("b", 2000, &mut OsRng).unwrap();
+    let before = c.membership().version;
+    let after = c.revoke("b", 2000, &mut OsRng).unwrap();
+    assert_eq!(
+        after.version,
+        before + 1,
+        "a revocation is a new membership version"
+    );
     let (v2, k2) = open_key(&c, &a).unwrap();
     assert!(v2 > v1);
     assert_ne!(k1, k2);
@@ -209,7 +215,8 @@ fn a_revoked_member_never_gets_a_newer_key_and_cannot_return() {
     ));
     assert!(!c.membership().members.iter().any(|m| m.0 == "b"));
     // Leaving rotates too.
-    c.leave(&d.identity.public(), 2001, &mut OsRng).unwrap();
+    let left = c.leave(&d.identity.public(), 2001, &mut OsRng).unwrap();
+    assert_eq!(left.version, after.version + 1);
     let (v3, _) = open_key(&c, &a).unwrap();
     assert!(v3 > v2);
     assert!(matches!(

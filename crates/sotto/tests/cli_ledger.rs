@@ -29,6 +29,70 @@ fn the_ledger_runs_as_processes_and_every_answer_is_the_truth() {
     }
     assert!(work.join("b1/ledger.redb").exists());
     assert!(work.join("o1/ledger-orderer.redb").exists());
+    a_business_node_whose_store_was_altered_refuses_to_start(&work);
+}
+
+/// After the demo: one key version in b2's store altered on disk, as an
+/// attacker with file access would; `ledger peer serve` must stop, naming
+/// what was altered, instead of serving.
+fn a_business_node_whose_store_was_altered_refuses_to_start(work: &std::path::Path) {
+    use redb::{ReadableTable, TableDefinition};
+    const VERSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("versions");
+    {
+        let db = redb::Database::open(work.join("b2/ledger.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut versions = tx.open_table(VERSIONS).unwrap();
+            let key = versions
+                .iter()
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .0
+                .value()
+                .to_vec();
+            versions
+                .insert(key.as_slice(), [0u8; 12].as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args([
+            "--quiet",
+            "ledger",
+            "peer",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--home",
+        ])
+        .arg(work.join("b2"))
+        .arg("--genesis")
+        .arg(work.join("block0.bin"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a business node with an altered store kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("a key version was altered on disk"),
+        "{stderr}"
+    );
 }
 
 /// A valid genesis file for one node of each role, keys made up.

@@ -5,7 +5,7 @@
 //! group with key versions and sealed values.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prost::Message;
@@ -38,7 +38,7 @@ pub const MAX_LOAD: usize = 1000;
 
 struct Inner {
     config: LedgerConfig,
-    store: Mutex<BusinessStore>,
+    store: RwLock<BusinessStore>,
     events: broadcast::Sender<CommitEvent>,
 }
 
@@ -77,7 +77,7 @@ pub async fn serve(
     let (events, _) = broadcast::channel(1024);
     let inner = Arc::new(Inner {
         config,
-        store: Mutex::new(store),
+        store: RwLock::new(store),
         events,
     });
     tokio::spawn(follow(Arc::clone(&inner), tls_for(&home, &inner.config)?));
@@ -97,7 +97,7 @@ pub async fn serve(
 }
 
 fn height(inner: &Inner) -> u64 {
-    inner.store.lock().map_or(0, |s| s.ledger().tip().number)
+    inner.store.read().map_or(0, |s| s.ledger().tip().number)
 }
 
 /// Follows the orderers' block stream for ever, from this node's height.
@@ -140,14 +140,20 @@ async fn follow_one(
             peer: name.to_owned(),
             reason: format!("sent a block that does not decode: {e}"),
         })?;
-        let event = {
-            let mut store = inner
-                .store
-                .lock()
-                .map_err(|_| OnlineError::Misconfigured("store poisoned".into()))?;
-            let codes = store.append(&block)?;
-            event_of(&block, &codes, store.ledger().commit_hash().to_vec())
+        let poisoned = || OnlineError::Misconfigured("store poisoned".into());
+        // Validate and write under the read lock (Loads and Status go on
+        // meanwhile); only the in-memory apply takes the write lock. This
+        // task is the only writer, so nothing moves in between.
+        let prepared = {
+            let store = inner.store.read().map_err(|_| poisoned())?;
+            let prepared = store.prepare(&block)?;
+            store.persist(&block, &prepared)?;
+            prepared
         };
+        let codes = prepared.validated.codes.clone();
+        let commit = prepared.validated.commit_hash;
+        inner.store.write().map_err(|_| poisoned())?.apply(prepared);
+        let event = event_of(&block, &codes, commit.to_vec());
         let _ = inner.events.send(event);
     }
     Err(OnlineError::Transport {
@@ -194,7 +200,7 @@ impl Business for Service {
         let store = self
             .inner
             .store
-            .lock()
+            .read()
             .map_err(|_| Status::internal("poisoned"))?;
         let ledger = store.ledger();
         caller(&request, |name| ledger.group().members.get(name).copied())?;
@@ -237,7 +243,7 @@ impl Business for Service {
             let store = self
                 .inner
                 .store
-                .lock()
+                .read()
                 .map_err(|_| Status::internal("poisoned"))?;
             let tip = store.ledger().tip().number;
             let mut past = Vec::new();
@@ -298,7 +304,7 @@ impl Business for Service {
         let store = self
             .inner
             .store
-            .lock()
+            .read()
             .map_err(|_| Status::internal("poisoned"))?;
         let ledger = store.ledger();
         let mode = config

@@ -4,6 +4,8 @@
 //! submits to the ordering service and waits for the commit code at the
 //! target business node; queries stop after the compute node's answer.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message;
@@ -18,9 +20,11 @@ use sotto_wire::ledger::compute_client::ComputeClient;
 use sotto_wire::ledger::endorser_client::EndorserClient;
 use sotto_wire::ledger::orderer_client::OrdererClient;
 use sotto_wire::ledger::{
-    BroadcastRequest, DeliverRequest, EndorseRequest, EnvelopeKeyRequest, EventsRequest,
-    ExecuteRequest, StatusReply, StatusRequest,
+    BroadcastRequest, DeliverRequest, EndorseRequest, EnvelopeKeyReply, EnvelopeKeyRequest,
+    EventsRequest, ExecuteRequest, StatusReply, StatusRequest,
 };
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
 
 use super::compute::check_envelope_key;
 use super::{call_failed, channel, check_role, tls_for, unix_ms, OnlineError};
@@ -70,6 +74,60 @@ pub struct LedgerClient {
     tls: TlsMaterial,
     compute: Vec<(String, String)>,
     next_compute: usize,
+    channels: Mutex<HashMap<String, Channel>>,
+    envelope_keys: HashMap<String, EnvelopeKeyReply>,
+    watchers: HashMap<String, Arc<Watcher>>,
+}
+
+/// One commit-event stream of a business node, and the transactions
+/// waiting for their code in it.
+#[derive(Default)]
+struct Watcher {
+    waiting: Mutex<HashMap<TxId, oneshot::Sender<(u64, u32)>>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Watcher {
+    fn expect(&self, tx: TxId, done: oneshot::Sender<(u64, u32)>) -> Result<(), OnlineError> {
+        self.waiting
+            .lock()
+            .map_err(|_| OnlineError::Misconfigured("watcher poisoned".into()))?
+            .insert(tx, done);
+        Ok(())
+    }
+
+    fn forget(&self, tx: &TxId) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.remove(tx);
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Hands each code to the transaction waiting for it, until the stream
+    /// ends; then the waiting transactions learn that it ended.
+    async fn run(self: Arc<Self>, mut stream: tonic::Streaming<sotto_wire::ledger::CommitEvent>) {
+        while let Ok(Some(event)) = stream.message().await {
+            let Ok(mut waiting) = self.waiting.lock() else {
+                break;
+            };
+            for code in &event.codes {
+                let Ok(id) = <[u8; 16]>::try_from(code.tx_id.as_slice()) else {
+                    continue;
+                };
+                if let Some(done) = waiting.remove(&TxId::from_bytes(id)) {
+                    let _ = done.send((event.block, code.code));
+                }
+            }
+        }
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.clear();
+        }
+    }
 }
 
 /// A contract's refusal, read from its sealed response.
@@ -108,7 +166,25 @@ impl LedgerClient {
             ledger: tip.ledger,
             compute,
             next_compute: 0,
+            channels: Mutex::new(HashMap::new()),
+            envelope_keys: HashMap::new(),
+            watchers: HashMap::new(),
         })
+    }
+
+    /// One channel per peer, reused by every call (a TLS handshake per
+    /// call would cost more than the call).
+    fn channel(&self, name: &str, address: &str) -> Result<Channel, OnlineError> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| OnlineError::Misconfigured("channel cache poisoned".into()))?;
+        if let Some(c) = channels.get(name) {
+            return Ok(c.clone());
+        }
+        let c = channel(&self.tls, name, address)?;
+        channels.insert(name.to_owned(), c.clone());
+        Ok(c)
     }
 
     /// The ledger configuration.
@@ -126,27 +202,50 @@ impl LedgerClient {
         Ok((name, client))
     }
 
+    /// The envelope key `name` vouches for, checked against the membership
+    /// version on the chain; fetched once per compute node and reused.
+    async fn envelope_key(
+        &mut self,
+        name: &str,
+        compute: &mut ComputeClient<Channel>,
+        on_chain: u64,
+    ) -> Result<(u64, HpkePublicKey), OnlineError> {
+        let reply = match self.envelope_keys.get(name) {
+            Some(reply) => reply.clone(),
+            None => {
+                let reply = compute
+                    .envelope_key(EnvelopeKeyRequest {})
+                    .await
+                    .map_err(|s| call_failed(name, &s))?
+                    .into_inner();
+                self.envelope_keys.insert(name.to_owned(), reply.clone());
+                reply
+            }
+        };
+        check_envelope_key(&self.config, &self.ledger, &reply, on_chain).map_err(|reason| {
+            self.envelope_keys.remove(name);
+            OnlineError::Refused {
+                peer: name.to_owned(),
+                reason,
+            }
+        })
+    }
+
     /// Seals `call` and has a compute node run it: the packet, its TEE
     /// signature and the response; a contract's refusal is an error.
+    /// `on_chain` is the membership version the target business node has.
     async fn execute(
         &mut self,
         call: &CallSpec,
+        on_chain: u64,
     ) -> Result<(TxId, Vec<u8>, Vec<u8>, Vec<u8>), OnlineError> {
-        let target = call.targets.first().cloned().unwrap_or_default();
-        let on_chain = self.status(&target).await?.membership_version;
         let (name, mut compute) = self.compute_client()?;
-        let reply = compute
-            .envelope_key(EnvelopeKeyRequest {})
-            .await
-            .map_err(|s| call_failed(&name, &s))?
-            .into_inner();
-        let (version, envelope): (u64, HpkePublicKey) =
-            check_envelope_key(&self.config, &self.ledger, &reply, on_chain).map_err(|reason| {
-                OnlineError::Refused {
-                    peer: name.clone(),
-                    reason,
-                }
-            })?;
+        let (version, envelope) = match self.envelope_key(&name, &mut compute, on_chain).await {
+            Err(_) if self.envelope_keys.is_empty() => {
+                self.envelope_key(&name, &mut compute, on_chain).await?
+            }
+            other => other?,
+        };
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
         let now = unix_ms();
@@ -174,7 +273,11 @@ impl LedgerClient {
                 request: request.encode_to_vec(),
             })
             .await
-            .map_err(|s| call_failed(&name, &s))?
+            .map_err(|s| {
+                // A rotated group key: fetch the envelope key again next time.
+                self.envelope_keys.remove(&name);
+                call_failed(&name, &s)
+            })?
             .into_inner();
         let response =
             tx_key
@@ -199,13 +302,18 @@ impl LedgerClient {
 
     /// Runs a query: the contract's response, nothing ordered.
     pub async fn query(&mut self, call: &CallSpec) -> Result<Vec<u8>, OnlineError> {
-        Ok(self.execute(call).await?.3)
+        let target = call.targets.first().cloned().unwrap_or_default();
+        let on_chain = self.status(&target).await?.membership_version;
+        Ok(self.execute(call, on_chain).await?.3)
     }
 
     /// Runs, endorses, orders and commits a call; returns its code at the
     /// first target once that node committed it.
     pub async fn invoke(&mut self, call: &CallSpec) -> Result<Committed, OnlineError> {
-        let (tx_id, packet, tee_signature, response) = self.execute(call).await?;
+        let target = call.targets.first().cloned().unwrap_or_default();
+        let status = self.status(&target).await?;
+        let (tx_id, packet, tee_signature, response) =
+            self.execute(call, status.membership_version).await?;
         let endorsements = self
             .endorse(&call.contract, &packet, &tee_signature)
             .await?;
@@ -214,32 +322,29 @@ impl LedgerClient {
             body: Some(Body::Invoke(invoke)),
         }
         .encode_to_vec();
-        let target = call.targets.first().cloned().unwrap_or_default();
-        let mut events = self.events(&target).await?;
-        self.broadcast(vec![tx]).await?;
-        let (block, code) = tokio::time::timeout(COMMIT_TIMEOUT, async {
-            while let Some(event) = events
-                .message()
-                .await
-                .map_err(|s| call_failed(&target, &s))?
-            {
-                if let Some(c) = event.codes.iter().find(|c| c.tx_id == tx_id.as_bytes()) {
-                    return Ok((event.block, c.code));
+        let watcher = self.watcher(&target, status.height).await?;
+        let (done, committed) = oneshot::channel();
+        watcher.expect(tx_id, done)?;
+        if let Err(e) = self.broadcast(vec![tx]).await {
+            watcher.forget(&tx_id);
+            return Err(e);
+        }
+        let (block, code) = tokio::time::timeout(COMMIT_TIMEOUT, committed)
+            .await
+            .map_err(|_| {
+                watcher.forget(&tx_id);
+                OnlineError::Transport {
+                    peer: target.clone(),
+                    reason: format!(
+                        "no commit event for {tx_id} within {} s",
+                        COMMIT_TIMEOUT.as_secs()
+                    ),
                 }
-            }
-            Err(OnlineError::Transport {
+            })?
+            .map_err(|_| OnlineError::Transport {
                 peer: target.clone(),
                 reason: "the commit event stream ended".into(),
-            })
-        })
-        .await
-        .map_err(|_| OnlineError::Transport {
-            peer: target.clone(),
-            reason: format!(
-                "no commit event for {tx_id} within {} s",
-                COMMIT_TIMEOUT.as_secs()
-            ),
-        })??;
+            })?;
         let code = ValidationCode::from_number(code).ok_or_else(|| OnlineError::Refused {
             peer: target.clone(),
             reason: format!("unknown validation code {code}"),
@@ -281,7 +386,7 @@ impl LedgerClient {
             let name = endorser.name.to_string();
             let address = endorser.address.clone().unwrap_or_default();
             let reply = async {
-                EndorserClient::new(channel(&self.tls, &name, &address)?)
+                EndorserClient::new(self.channel(&name, &address)?)
                     .endorse(EndorseRequest {
                         packet: packet.to_vec(),
                         tee_signature: tee_signature.to_vec(),
@@ -318,22 +423,23 @@ impl LedgerClient {
         })
     }
 
-    async fn events(
-        &self,
-        target: &str,
-    ) -> Result<tonic::Streaming<sotto_wire::ledger::CommitEvent>, OnlineError> {
-        let mut client = self.business(target)?;
-        let height = client
-            .status(StatusRequest {})
-            .await
-            .map_err(|s| call_failed(target, &s))?
-            .into_inner()
-            .height;
-        Ok(client
+    /// The commit-event watcher of `target`, subscribed from `height` + 1
+    /// on first use and kept for every later call.
+    async fn watcher(&mut self, target: &str, height: u64) -> Result<Arc<Watcher>, OnlineError> {
+        if let Some(w) = self.watchers.get(target).filter(|w| !w.is_closed()) {
+            return Ok(Arc::clone(w));
+        }
+        let stream = self
+            .business(target)?
             .events(EventsRequest { from: height + 1 })
             .await
             .map_err(|s| call_failed(target, &s))?
-            .into_inner())
+            .into_inner();
+        let watcher = Arc::new(Watcher::default());
+        tokio::spawn(Arc::clone(&watcher).run(stream));
+        self.watchers
+            .insert(target.to_owned(), Arc::clone(&watcher));
+        Ok(watcher)
     }
 
     fn business(
@@ -344,7 +450,7 @@ impl LedgerClient {
             OnlineError::Misconfigured(format!("{name} is not a business node in block 0"))
         })?;
         let address = node.member.address.clone().unwrap_or_default();
-        Ok(BusinessClient::new(channel(&self.tls, name, &address)?))
+        Ok(BusinessClient::new(self.channel(name, &address)?))
     }
 
     /// Submits transactions to the first orderer that takes them.
@@ -354,7 +460,7 @@ impl LedgerClient {
             let name = orderer.name.to_string();
             let address = orderer.address.clone().unwrap_or_default();
             let result = async {
-                OrdererClient::new(channel(&self.tls, &name, &address)?)
+                OrdererClient::new(self.channel(&name, &address)?)
                     .max_encoding_message_size(8 << 20)
                     .broadcast(BroadcastRequest {
                         transactions: transactions.clone(),
@@ -391,7 +497,7 @@ impl LedgerClient {
             let name = orderer.name.to_string();
             let address = orderer.address.clone().unwrap_or_default();
             let result = async {
-                let mut stream = OrdererClient::new(channel(&self.tls, &name, &address)?)
+                let mut stream = OrdererClient::new(self.channel(&name, &address)?)
                     .max_decoding_message_size(8 << 20)
                     .deliver(DeliverRequest { from: number })
                     .await

@@ -63,6 +63,7 @@ struct Inner {
     measurement: Vec<u8>,
     contracts: Vec<Box<dyn Contract>>,
     keys: RwLock<Option<Keys>>,
+    channels: std::sync::Mutex<HashMap<String, tonic::transport::Channel>>,
 }
 
 /// Fetches every group key version up to `current` and derives the keys.
@@ -109,6 +110,7 @@ pub async fn serve(
         measurement,
         contracts: builtin(),
         keys: RwLock::new(None),
+        channels: std::sync::Mutex::new(HashMap::new()),
     });
     refresh_keys(&inner, &center, &center_address).await?;
     let follower = Arc::clone(&inner);
@@ -224,8 +226,22 @@ impl Service {
                 Status::invalid_argument(format!("{target} is not a business node"))
             })?;
         let address = node.member.address.clone().unwrap_or_default();
-        let channel = channel(&self.inner.tls, target, &address)
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let channel = {
+            let mut channels = self
+                .inner
+                .channels
+                .lock()
+                .map_err(|_| Status::internal("poisoned"))?;
+            match channels.get(target) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = channel(&self.inner.tls, target, &address)
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    channels.insert(target.to_owned(), c.clone());
+                    c
+                }
+            }
+        };
         let reply = BusinessClient::new(channel)
             .max_decoding_message_size(8 << 20)
             .load(LoadRequest {

@@ -59,10 +59,12 @@ fn roles(site: &Site) -> Vec<(&'static str, Vec<&ServerProcess>)> {
 }
 
 fn cpu_by_role(site: &Site) -> Vec<(&'static str, f64)> {
-    roles(site)
+    let mut by_role: Vec<(&'static str, f64)> = roles(site)
         .into_iter()
         .map(|(role, processes)| (role, processes.iter().map(|p| cpu_seconds(p.pid())).sum()))
-        .collect()
+        .collect();
+    by_role.push(("clients (this process)", cpu_seconds(std::process::id())));
+    by_role
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
