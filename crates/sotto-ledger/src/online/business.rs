@@ -42,15 +42,19 @@ struct Inner {
     events: broadcast::Sender<CommitEvent>,
 }
 
-/// Starts the business node: opens its store (created from block 0 on first
-/// start; replayed and checked on every later one), follows the orderers,
-/// and serves until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
+/// A business node whose start-up checks passed: its home is the node
+/// block 0 names, its TLS material is the consortium's, and its store
+/// (created from block 0 on first start; replayed and checked on every
+/// later one) holds this ledger's chain. The binary announces its address
+/// only after [`prepare`] returned.
+pub struct PreparedBusiness {
     home: NodeHome,
-    genesis: Block,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), OnlineError> {
+    tls: TlsMaterial,
+    inner: Arc<Inner>,
+}
+
+/// Runs every start-up check of a business node.
+pub fn prepare(home: NodeHome, genesis: &Block) -> Result<PreparedBusiness, OnlineError> {
     let (config, _) = genesis
         .open_genesis("block 0")
         .map_err(|e| OnlineError::Genesis(e.to_string()))?;
@@ -65,9 +69,9 @@ pub async fn serve(
     let store = if path.exists() {
         BusinessStore::open(&path)?
     } else {
-        BusinessStore::create(&path, &genesis, &me)?
+        BusinessStore::create(&path, genesis, &me)?
     };
-    if store.block(0)?.as_ref() != Some(&genesis) {
+    if store.block(0)?.as_ref() != Some(genesis) {
         return Err(OnlineError::Misconfigured(format!(
             "{} holds the chain of another block 0",
             path.display()
@@ -80,20 +84,32 @@ pub async fn serve(
         store: RwLock::new(store),
         events,
     });
-    tokio::spawn(follow(Arc::clone(&inner), tls_for(&home, &inner.config)?));
-    tonic::transport::Server::builder()
-        .tls_config(tls.server_config())
-        .map_err(|e| OnlineError::Transport {
-            peer: "listener".into(),
-            reason: e.to_string(),
-        })?
-        .add_service(BusinessServer::new(Service { inner }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|e| OnlineError::Transport {
-            peer: "listener".into(),
-            reason: e.to_string(),
-        })
+    Ok(PreparedBusiness { home, tls, inner })
+}
+
+impl PreparedBusiness {
+    /// Follows the orderers and serves on `listener` until `shutdown`.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) -> Result<(), OnlineError> {
+        let PreparedBusiness { home, tls, inner } = self;
+        tokio::spawn(follow(Arc::clone(&inner), tls_for(&home, &inner.config)?));
+        tonic::transport::Server::builder()
+            .tls_config(tls.server_config())
+            .map_err(|e| OnlineError::Transport {
+                peer: "listener".into(),
+                reason: e.to_string(),
+            })?
+            .add_service(BusinessServer::new(Service { inner }))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await
+            .map_err(|e| OnlineError::Transport {
+                peer: "listener".into(),
+                reason: e.to_string(),
+            })
+    }
 }
 
 fn height(inner: &Inner) -> u64 {

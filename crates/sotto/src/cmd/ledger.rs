@@ -279,18 +279,22 @@ fn serve_role(a: ServeArgs, role: Role) -> Result<()> {
             .and_then(|b| b.member.address.clone()),
     };
     let listen = listen_address(a.listen.as_deref(), address)?;
-    runtime()?.block_on(async {
-        let listener = bind_and_announce(&listen).await?;
-        match role {
-            Role::Orderer => {
-                sotto_ledger::online::orderer::serve(listener, home, block, ctrl_c()).await?
-            }
-            Role::Business => {
-                sotto_ledger::online::business::serve(listener, home, block, ctrl_c()).await?
-            }
+    match role {
+        Role::Orderer => runtime()?.block_on(async {
+            let listener = bind_and_announce(&listen).await?;
+            sotto_ledger::online::orderer::serve(listener, home, block, ctrl_c()).await?;
+            Ok(())
+        }),
+        Role::Business => {
+            // Store replay and tamper check before the address is announced.
+            let prepared = sotto_ledger::online::business::prepare(home, &block)?;
+            runtime()?.block_on(async {
+                let listener = bind_and_announce(&listen).await?;
+                prepared.serve(listener, ctrl_c()).await?;
+                Ok(())
+            })
         }
-        Ok(())
-    })
+    }
 }
 
 fn compute_nodes(specs: &[String]) -> Result<Vec<(String, String)>> {
