@@ -1,0 +1,247 @@
+//! The processes' access rules, in process over real mutual TLS: a node
+//! starts only as the node block 0 names under the consortium CA block 0
+//! names, and each role answers only the roles that need it — a caller
+//! whose certificate names a node of another role, or carries another key
+//! under a known name, is refused.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::Path;
+
+use rand_chacha::rand_core::SeedableRng;
+use sotto_ledger::block::Block;
+use sotto_ledger::online::{business, orderer, OnlineError};
+use sotto_ledger::LedgerConfig;
+use sotto_net::ca::ConsortiumCa;
+use sotto_net::tls::TlsMaterial;
+use sotto_node::{NodeHome, NodeName};
+use sotto_wire::ledger::business_client::BusinessClient;
+use sotto_wire::ledger::orderer_client::OrdererClient;
+use sotto_wire::ledger::{
+    BroadcastRequest, DeliverRequest, EventsRequest, LoadRequest, StatusRequest,
+};
+use time::{Duration, OffsetDateTime};
+
+fn home(dir: &Path, ca: &ConsortiumCa, name: &str, seed: u64) -> NodeHome {
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed);
+    let home = NodeHome::init(
+        &dir.join(format!("{name}-{seed}")),
+        name.parse::<NodeName>().unwrap(),
+        2,
+        &mut rng,
+    )
+    .unwrap();
+    let now = OffsetDateTime::now_utc();
+    ca.enroll(&home, now - Duration::hours(1), now + Duration::days(1))
+        .unwrap();
+    home
+}
+
+/// A consortium: o1, e1, b1, bank-a (each home enrolled), block 0 naming
+/// them at the addresses given.
+struct Consortium {
+    dir: tempfile::TempDir,
+    ca: ConsortiumCa,
+    genesis: Block,
+}
+
+fn consortium(o1: &str, b1: &str) -> (Consortium, Vec<NodeHome>) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ConsortiumCa::init(
+        &dir.path().join("ca"),
+        "test-ca",
+        OffsetDateTime::now_utc() - Duration::hours(1),
+        30,
+    )
+    .unwrap();
+    let homes: Vec<NodeHome> = ["center", "o1", "e1", "b1", "bank-a"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| home(dir.path(), &ca, n, i as u64))
+        .collect();
+    let key = |i: usize| hex::encode(homes[i].identity().public().to_bytes());
+    let tls = TlsMaterial::load(&homes[1]).unwrap();
+    let text = format!(
+        "format = 1\nname = \"t\"\ncreated = 1\nca_sha256 = \"{}\"\n[center]\nname = \"center\"\nidentity = \"{}\"\n\
+         [[orderer]]\nname = \"o1\"\norg = \"ops\"\nidentity = \"{}\"\naddress = \"{o1}\"\n\
+         [[endorser]]\nname = \"e1\"\norg = \"ops\"\nidentity = \"{}\"\naddress = \"127.0.0.1:1\"\n\
+         [[business]]\nname = \"b1\"\norg = \"bank\"\nidentity = \"{}\"\naddress = \"{b1}\"\nmode = \"ciphertext\"\n\
+         [[client]]\nname = \"bank-a\"\norg = \"bank\"\nidentity = \"{}\"\n\
+         [[contract]]\nname = \"kv\"\nversion = 1\npolicy = \"'e1'\"\ncallers = [\"bank-a\"]\n",
+        hex::encode(tls.ca_sha256().unwrap()),
+        key(0),
+        key(1),
+        key(2),
+        key(3),
+        key(4)
+    );
+    let config = LedgerConfig::parse("genesis.toml", &text).unwrap();
+    let genesis = Block::genesis(&config, &text);
+    (Consortium { dir, ca, genesis }, homes)
+}
+
+fn client_tls(home: &NodeHome) -> TlsMaterial {
+    TlsMaterial::load(home).unwrap()
+}
+
+async fn orderer_client(
+    home: &NodeHome,
+    address: &str,
+) -> OrdererClient<tonic::transport::Channel> {
+    OrdererClient::new(sotto_ledger::online::channel(&client_tls(home), "o1", address).unwrap())
+}
+
+async fn business_client(
+    home: &NodeHome,
+    address: &str,
+) -> BusinessClient<tonic::transport::Channel> {
+    BusinessClient::new(sotto_ledger::online::channel(&client_tls(home), "b1", address).unwrap())
+}
+
+fn denied<T: std::fmt::Debug>(result: Result<T, tonic::Status>, who: &str) {
+    let status = result.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains(&format!(
+            "{who} is not a node this ledger lets make this call"
+        )),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_answers_only_the_roles_that_need_it() {
+    let o1_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b1_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (o1_addr, b1_addr) = (
+        o1_listener.local_addr().unwrap().to_string(),
+        b1_listener.local_addr().unwrap().to_string(),
+    );
+    let (c, homes) = consortium(&o1_addr, &b1_addr);
+    let (o1, e1, b1, bank) = (&homes[1], &homes[2], &homes[3], &homes[4]);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    tokio::spawn(orderer::serve(
+        o1_listener,
+        NodeHome::open(o1.dir()).unwrap(),
+        c.genesis.clone(),
+        shutdown(stopped.clone()),
+    ));
+    let prepared = business::prepare(NodeHome::open(b1.dir()).unwrap(), &c.genesis).unwrap();
+    tokio::spawn(prepared.serve(b1_listener, shutdown(stopped.clone())));
+
+    // The orderer takes broadcasts from clients, endorsers and the center only.
+    let garbage = BroadcastRequest {
+        transactions: vec![vec![1]],
+    };
+    denied(
+        orderer_client(b1, &o1_addr)
+            .await
+            .broadcast(garbage.clone())
+            .await,
+        "b1",
+    );
+    let from_client = orderer_client(bank, &o1_addr)
+        .await
+        .broadcast(garbage)
+        .await;
+    assert_eq!(
+        from_client.expect_err("not a transaction").code(),
+        tonic::Code::InvalidArgument,
+        "a client passes the caller check"
+    );
+    // ... and delivers blocks to business nodes, orderers and clients only.
+    denied(
+        orderer_client(e1, &o1_addr)
+            .await
+            .deliver(DeliverRequest { from: 0 })
+            .await,
+        "e1",
+    );
+    // A business node serves Load to compute group members only (none yet),
+    // commit events to clients, status to clients and business nodes.
+    denied(
+        business_client(bank, &b1_addr)
+            .await
+            .load(LoadRequest {
+                keys: vec![vec![0; 32]],
+            })
+            .await,
+        "bank-a",
+    );
+    denied(
+        business_client(b1, &b1_addr)
+            .await
+            .events(EventsRequest { from: 1 })
+            .await,
+        "b1",
+    );
+    denied(
+        business_client(e1, &b1_addr)
+            .await
+            .status(StatusRequest {})
+            .await,
+        "e1",
+    );
+    let status = business_client(bank, &b1_addr)
+        .await
+        .status(StatusRequest {})
+        .await
+        .expect("a client may ask");
+    assert_eq!(status.into_inner().mode, "ciphertext");
+    // A certificate of the right name but another key: refused as well.
+    let impostor = home(c.dir.path(), &c.ca, "bank-a", 99);
+    denied(
+        business_client(&impostor, &b1_addr)
+            .await
+            .status(StatusRequest {})
+            .await,
+        "bank-a",
+    );
+    let _ = stop.send(true);
+}
+
+#[test]
+fn a_node_starts_only_as_the_node_block_0_names_under_its_ca() {
+    let (c, homes) = consortium("127.0.0.1:1", "127.0.0.1:2");
+    let err = business::prepare(NodeHome::open(homes[4].dir()).unwrap(), &c.genesis)
+        .err()
+        .expect("a client is no business node");
+    assert!(
+        matches!(&err, OnlineError::Misconfigured(m) if m == "bank-a is not a business node in block 0"),
+        "{err}"
+    );
+    let other_key = home(c.dir.path(), &c.ca, "b1", 77);
+    let err = business::prepare(other_key, &c.genesis)
+        .err()
+        .expect("another key");
+    assert!(
+        matches!(&err, OnlineError::Misconfigured(m) if m.contains("with another identity key")),
+        "{err}"
+    );
+    let other_ca = ConsortiumCa::init(
+        &c.dir.path().join("ca2"),
+        "other-ca",
+        OffsetDateTime::now_utc() - Duration::hours(1),
+        30,
+    )
+    .unwrap();
+    let b1_elsewhere = NodeHome::open(homes[3].dir()).unwrap();
+    let now = OffsetDateTime::now_utc();
+    other_ca
+        .enroll(
+            &b1_elsewhere,
+            now - Duration::hours(1),
+            now + Duration::days(1),
+        )
+        .unwrap();
+    let err = business::prepare(NodeHome::open(homes[3].dir()).unwrap(), &c.genesis)
+        .err()
+        .expect("another CA");
+    assert!(
+        matches!(&err, OnlineError::Misconfigured(m) if m.contains("is not the consortium CA block 0 names")),
+        "{err}"
+    );
+}
