@@ -58,8 +58,8 @@ fn a_current_members_signed_key_is_accepted() {
     let world = World::new();
     let ledger = world.tip.ledger;
     let good = reply(&world, &[0, 1], 0, ledger);
-    let (version, _) = check_envelope_key(&world.config, &ledger, &good, 2).expect("accepted");
-    assert_eq!(version, 1);
+    let checked = check_envelope_key(&world.config, &ledger, &good, 2).expect("accepted");
+    assert_eq!((checked.version, checked.membership_version), (1, 2));
 }
 
 #[test]

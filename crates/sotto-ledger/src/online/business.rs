@@ -168,8 +168,13 @@ async fn follow_one(
         };
         let codes = prepared.validated.codes.clone();
         let commit = prepared.validated.commit_hash;
-        inner.store.write().map_err(|_| poisoned())?.apply(prepared);
-        let event = event_of(&block, &codes, commit.to_vec());
+        let membership_version = {
+            let mut store = inner.store.write().map_err(|_| poisoned())?;
+            store.apply(prepared);
+            store.ledger().group().version
+        };
+        let mut event = event_of(&block, &codes, commit.to_vec());
+        event.membership_version = membership_version;
         let _ = inner.events.send(event);
     }
     Err(OnlineError::Transport {
@@ -194,6 +199,7 @@ fn event_of(block: &Block, codes: &[ValidationCode], commit_hash: Vec<u8>) -> Co
         block: block.header.as_ref().map_or(0, |h| h.number),
         codes,
         commit_hash,
+        membership_version: 0,
     }
 }
 

@@ -20,13 +20,13 @@ use sotto_wire::ledger::compute_client::ComputeClient;
 use sotto_wire::ledger::endorser_client::EndorserClient;
 use sotto_wire::ledger::orderer_client::OrdererClient;
 use sotto_wire::ledger::{
-    BroadcastRequest, DeliverRequest, EndorseRequest, EnvelopeKeyReply, EnvelopeKeyRequest,
-    EventsRequest, ExecuteRequest, StatusReply, StatusRequest,
+    BroadcastRequest, DeliverRequest, EndorseRequest, EnvelopeKeyRequest, EventsRequest,
+    ExecuteRequest, StatusReply, StatusRequest,
 };
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
-use super::compute::check_envelope_key;
+use super::compute::{check_envelope_key, EnvelopeKey};
 use super::{call_failed, channel, check_role, tls_for, unix_ms, OnlineError};
 use crate::block::Block;
 use crate::code::ValidationCode;
@@ -75,7 +75,7 @@ pub struct LedgerClient {
     compute: Vec<(String, String)>,
     next_compute: usize,
     channels: Mutex<HashMap<String, Channel>>,
-    envelope_keys: HashMap<String, EnvelopeKeyReply>,
+    envelope_keys: HashMap<String, EnvelopeKey>,
     watchers: HashMap<String, Arc<Watcher>>,
 }
 
@@ -85,6 +85,9 @@ pub struct LedgerClient {
 struct Watcher {
     waiting: Mutex<HashMap<TxId, oneshot::Sender<(u64, u32)>>>,
     closed: std::sync::atomic::AtomicBool,
+    /// The compute group's membership version on the chain, as the last
+    /// event (or the status call that opened the stream) gave it.
+    membership_version: std::sync::atomic::AtomicU64,
 }
 
 impl Watcher {
@@ -110,6 +113,10 @@ impl Watcher {
     /// ends; then the waiting transactions learn that it ended.
     async fn run(self: Arc<Self>, mut stream: tonic::Streaming<sotto_wire::ledger::CommitEvent>) {
         while let Ok(Some(event)) = stream.message().await {
+            self.membership_version.fetch_max(
+                event.membership_version,
+                std::sync::atomic::Ordering::AcqRel,
+            );
             let Ok(mut waiting) = self.waiting.lock() else {
                 break;
             };
@@ -202,33 +209,36 @@ impl LedgerClient {
         Ok((name, client))
     }
 
-    /// The envelope key `name` vouches for, checked against the membership
-    /// version on the chain; fetched once per compute node and reused.
+    /// The envelope key `name` vouches for: fetched and checked once, then
+    /// reused while its membership is no older than the chain's.
     async fn envelope_key(
         &mut self,
         name: &str,
         compute: &mut ComputeClient<Channel>,
         on_chain: u64,
     ) -> Result<(u64, HpkePublicKey), OnlineError> {
-        let reply = match self.envelope_keys.get(name) {
-            Some(reply) => reply.clone(),
-            None => {
-                let reply = compute
-                    .envelope_key(EnvelopeKeyRequest {})
-                    .await
-                    .map_err(|s| call_failed(name, &s))?
-                    .into_inner();
-                self.envelope_keys.insert(name.to_owned(), reply.clone());
-                reply
-            }
-        };
-        check_envelope_key(&self.config, &self.ledger, &reply, on_chain).map_err(|reason| {
-            self.envelope_keys.remove(name);
-            OnlineError::Refused {
-                peer: name.to_owned(),
-                reason,
-            }
-        })
+        if let Some(checked) = self
+            .envelope_keys
+            .get(name)
+            .filter(|k| k.membership_version >= on_chain)
+        {
+            return Ok((checked.version, checked.key.clone()));
+        }
+        let reply = compute
+            .envelope_key(EnvelopeKeyRequest {})
+            .await
+            .map_err(|s| call_failed(name, &s))?
+            .into_inner();
+        let checked =
+            check_envelope_key(&self.config, &self.ledger, &reply, on_chain).map_err(|reason| {
+                self.envelope_keys.remove(name);
+                OnlineError::Refused {
+                    peer: name.to_owned(),
+                    reason,
+                }
+            })?;
+        self.envelope_keys.insert(name.to_owned(), checked.clone());
+        Ok((checked.version, checked.key))
     }
 
     /// Seals `call` and has a compute node run it: the packet, its TEE
@@ -240,12 +250,7 @@ impl LedgerClient {
         on_chain: u64,
     ) -> Result<(TxId, Vec<u8>, Vec<u8>, Vec<u8>), OnlineError> {
         let (name, mut compute) = self.compute_client()?;
-        let (version, envelope) = match self.envelope_key(&name, &mut compute, on_chain).await {
-            Err(_) if self.envelope_keys.is_empty() => {
-                self.envelope_key(&name, &mut compute, on_chain).await?
-            }
-            other => other?,
-        };
+        let (version, envelope) = self.envelope_key(&name, &mut compute, on_chain).await?;
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
         let now = unix_ms();
@@ -311,9 +316,11 @@ impl LedgerClient {
     /// first target once that node committed it.
     pub async fn invoke(&mut self, call: &CallSpec) -> Result<Committed, OnlineError> {
         let target = call.targets.first().cloned().unwrap_or_default();
-        let status = self.status(&target).await?;
-        let (tx_id, packet, tee_signature, response) =
-            self.execute(call, status.membership_version).await?;
+        let watcher = self.watcher(&target).await?;
+        let on_chain = watcher
+            .membership_version
+            .load(std::sync::atomic::Ordering::Acquire);
+        let (tx_id, packet, tee_signature, response) = self.execute(call, on_chain).await?;
         let endorsements = self
             .endorse(&call.contract, &packet, &tee_signature)
             .await?;
@@ -322,7 +329,6 @@ impl LedgerClient {
             body: Some(Body::Invoke(invoke)),
         }
         .encode_to_vec();
-        let watcher = self.watcher(&target, status.height).await?;
         let (done, committed) = oneshot::channel();
         watcher.expect(tx_id, done)?;
         if let Err(e) = self.broadcast(vec![tx]).await {
@@ -357,6 +363,31 @@ impl LedgerClient {
         })
     }
 
+    /// One endorser's endorsement, or why not.
+    async fn ask_endorser(
+        &self,
+        index: usize,
+        packet: &[u8],
+        tee_signature: &[u8],
+    ) -> Result<Endorsement, String> {
+        let endorser = &self.config.endorsers[index];
+        let name = endorser.name.to_string();
+        let address = endorser.address.clone().unwrap_or_default();
+        let reply = EndorserClient::new(self.channel(&name, &address).map_err(|e| e.to_string())?)
+            .endorse(EndorseRequest {
+                packet: packet.to_vec(),
+                tee_signature: tee_signature.to_vec(),
+            })
+            .await
+            .map_err(|s| call_failed(&name, &s).to_string())?
+            .into_inner();
+        if !reply.refusal.is_empty() {
+            return Err(format!("{name}: {}", reply.refusal));
+        }
+        Endorsement::decode(reply.endorsement.as_slice())
+            .map_err(|e| format!("{name}: endorsement does not decode: {e}"))
+    }
+
     /// Endorsements from the endorsers the contract's policy names, until
     /// they satisfy it.
     async fn endorse(
@@ -376,41 +407,41 @@ impl LedgerClient {
             .principals()
             .iter()
             .fold(0u64, |set, p| set | self.config.endorsers_of(p));
+        let satisfied = |set: u64| policy.satisfied_by(&|p| self.config.endorsers_of(p), set);
+        let candidates: Vec<usize> = (0..self.config.endorsers.len())
+            .filter(|i| named & (1 << i) != 0)
+            .collect();
+        // Ask the first endorsers that could satisfy the policy all at
+        // once; only if some refuse, ask the others.
+        let mut first = 0u64;
+        for &i in &candidates {
+            if satisfied(first) {
+                break;
+            }
+            first |= 1 << i;
+        }
+        let (asked_first, asked_later): (Vec<usize>, Vec<usize>) =
+            candidates.into_iter().partition(|i| first & (1 << i) != 0);
         let mut endorsements = Vec::new();
         let mut have = 0u64;
         let mut refusals = Vec::new();
-        for (index, endorser) in self.config.endorsers.iter().enumerate() {
-            if named & (1 << index) == 0 {
-                continue;
-            }
-            let name = endorser.name.to_string();
-            let address = endorser.address.clone().unwrap_or_default();
-            let reply = async {
-                EndorserClient::new(self.channel(&name, &address)?)
-                    .endorse(EndorseRequest {
-                        packet: packet.to_vec(),
-                        tee_signature: tee_signature.to_vec(),
-                    })
-                    .await
-                    .map_err(|s| call_failed(&name, &s))
-            }
+        for round in [asked_first, asked_later] {
+            let replies = futures_util::future::join_all(
+                round
+                    .iter()
+                    .map(|&i| self.ask_endorser(i, packet, tee_signature)),
+            )
             .await;
-            match reply.map(tonic::Response::into_inner) {
-                Ok(r) if r.refusal.is_empty() => {
-                    match Endorsement::decode(r.endorsement.as_slice()) {
-                        Ok(e) => {
-                            endorsements.push(e);
-                            have |= 1 << index;
-                        }
-                        Err(e) => {
-                            refusals.push(format!("{name}: endorsement does not decode: {e}"))
-                        }
+            for (index, reply) in round.into_iter().zip(replies) {
+                match reply {
+                    Ok(e) => {
+                        endorsements.push(e);
+                        have |= 1 << index;
                     }
+                    Err(e) => refusals.push(e),
                 }
-                Ok(r) => refusals.push(format!("{name}: {}", r.refusal)),
-                Err(e) => refusals.push(e.to_string()),
             }
-            if policy.satisfied_by(&|p| self.config.endorsers_of(p), have) {
+            if satisfied(have) {
                 return Ok(endorsements);
             }
         }
@@ -423,12 +454,14 @@ impl LedgerClient {
         })
     }
 
-    /// The commit-event watcher of `target`, subscribed from `height` + 1
-    /// on first use and kept for every later call.
-    async fn watcher(&mut self, target: &str, height: u64) -> Result<Arc<Watcher>, OnlineError> {
+    /// The commit-event watcher of `target`, subscribed from the node's
+    /// height + 1 on first use and kept for every later call.
+    async fn watcher(&mut self, target: &str) -> Result<Arc<Watcher>, OnlineError> {
         if let Some(w) = self.watchers.get(target).filter(|w| !w.is_closed()) {
             return Ok(Arc::clone(w));
         }
+        let status = self.status(target).await?;
+        let (height, membership_version) = (status.height, status.membership_version);
         let stream = self
             .business(target)?
             .events(EventsRequest { from: height + 1 })
@@ -436,6 +469,9 @@ impl LedgerClient {
             .map_err(|s| call_failed(target, &s))?
             .into_inner();
         let watcher = Arc::new(Watcher::default());
+        watcher
+            .membership_version
+            .store(membership_version, std::sync::atomic::Ordering::Release);
         tokio::spawn(Arc::clone(&watcher).run(stream));
         self.watchers
             .insert(target.to_owned(), Arc::clone(&watcher));

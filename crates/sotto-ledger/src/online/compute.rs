@@ -374,6 +374,17 @@ impl Compute for Service {
     }
 }
 
+/// An envelope public key a client checked.
+#[derive(Clone, Debug)]
+pub struct EnvelopeKey {
+    /// Its group key version.
+    pub version: u64,
+    /// The key.
+    pub key: HpkePublicKey,
+    /// The membership version it was vouched for under.
+    pub membership_version: u64,
+}
+
 /// Checks an envelope key reply: the membership is the center's (key from
 /// block 0) and no older than the one on the chain (`on_chain`: a revoked
 /// enclave can only show an older one), the signer an active member of
@@ -383,7 +394,7 @@ pub fn check_envelope_key(
     ledger: &[u8; 32],
     reply: &EnvelopeKeyReply,
     on_chain: u64,
-) -> Result<(u64, HpkePublicKey), String> {
+) -> Result<EnvelopeKey, String> {
     let update = MembershipUpdate {
         membership_json: reply.membership.clone(),
         signature: reply.membership_signature.clone(),
@@ -420,5 +431,9 @@ pub fn check_envelope_key(
         .map_err(|_| format!("the envelope key is not signed by {}", reply.member))?;
     let key =
         HpkePublicKey::from_bytes(&reply.public_key).map_err(|e| format!("envelope key: {e}"))?;
-    Ok((reply.version, key))
+    Ok(EnvelopeKey {
+        version: reply.version,
+        key,
+        membership_version: membership.version,
+    })
 }

@@ -35,6 +35,10 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 pub const DB_FILE: &str = "ledger-orderer.redb";
 /// The most transactions one broadcast may carry.
 pub const MAX_BROADCAST: usize = 1000;
+/// The most transactions waiting for a block; a broadcast beyond it is
+/// refused as busy (the client submits it again later) rather than held in
+/// memory without bound.
+pub const MAX_PENDING: usize = 100_000;
 
 /// Transactions waiting for the next block, oldest first.
 #[derive(Default)]
@@ -309,6 +313,11 @@ impl Orderer for Service {
                 .pending
                 .lock()
                 .map_err(|_| Status::internal("poisoned"))?;
+            if pending.queue.len() + count > MAX_PENDING {
+                return Err(Status::unavailable(format!(
+                    "the orderer holds {MAX_PENDING} transactions waiting for blocks; submit again shortly"
+                )));
+            }
             for tx in transactions {
                 pending.bytes += tx.len();
                 pending.since.get_or_insert_with(Instant::now);

@@ -24,7 +24,7 @@ use super::psi::{bind_and_announce, ctrl_c, runtime};
 pub enum LedgerCommand {
     /// Check a consortium's genesis file (TOML) and write block 0.
     Genesis(GenesisArgs),
-    /// Run a role of the ledger.
+    /// Run the orderer (a single ordering node; its blocks in redb).
     #[command(subcommand)]
     Orderer(ServeOnly),
     /// Run an endorser.
@@ -136,10 +136,13 @@ pub struct CallArgs {
     /// A compute node, NAME@HOST:PORT (repeat for more; tried in turn).
     #[arg(long = "compute", value_name = "NAME@HOST:PORT", required = true)]
     compute: Vec<String>,
-    /// The contract.
+    /// The contract: `kv` (a private key-value registry) or `credit`
+    /// (credit records across institutions), as block 0 names them.
     #[arg(long)]
     contract: String,
-    /// The function.
+    /// The function: for `kv`, put {key, value}, get {key}, delete {key};
+    /// for `credit`, loan and repay {customer, loan, amount} and exposure
+    /// {customer}.
     #[arg(long)]
     function: String,
     /// Its arguments as JSON, e.g. '{"customer":"c-1","loan":"l-1","amount":100}'.
