@@ -27,6 +27,10 @@ pub struct LedgerBenchArgs {
     /// Repetitions; the median is reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     runs: u32,
+    /// After the runs: stop business node b2, commit this many more
+    /// transactions, restart b2 and time its catch-up (0: skip).
+    #[arg(long, default_value_t = 0)]
+    catch_up: usize,
     /// Work directory (default: a temporary one).
     #[arg(long, value_name = "DIR")]
     dir: Option<std::path::PathBuf>,
@@ -141,7 +145,7 @@ pub fn run(args: &LedgerBenchArgs) -> Result<()> {
         None => temp.path().to_owned(),
     };
     let mut r = Runner::new(true)?;
-    let site = start_site(&mut r, &dir)?;
+    let mut site = start_site(&mut r, &dir)?;
     println!(
         "sotto bench ledger: 1 orderer, 3 endorsers (2 of 3), 2 business nodes, 2 compute enclaves, 2 banks' clients in this process; {} kv puts per run at concurrency {}",
         args.transactions, args.concurrency
@@ -174,6 +178,57 @@ pub fn run(args: &LedgerBenchArgs) -> Result<()> {
     println!(
         "median of {} runs: {tps:.0} tx/s, latency p50 {p50:.1} ms, p99 {p99:.1} ms",
         args.runs
+    );
+    if args.catch_up > 0 {
+        catch_up(&r, &dir, &mut site, &runtime, args)?;
+    }
+    Ok(())
+}
+
+/// Stops b2, commits `--catch-up` transactions, restarts b2 and reports how
+/// long its start-up replay and its catch-up took.
+fn catch_up(
+    r: &Runner,
+    dir: &Path,
+    site: &mut Site,
+    runtime: &tokio::runtime::Runtime,
+    args: &LedgerBenchArgs,
+) -> Result<()> {
+    drop(site.b2.take());
+    let more = LedgerBenchArgs {
+        transactions: args.catch_up,
+        concurrency: args.concurrency,
+        runs: 1,
+        catch_up: 0,
+        dir: None,
+    };
+    runtime.block_on(one_run(dir, site, args.runs, &more))?;
+    let (genesis, _, _) = read_genesis(&dir.join("block0.bin"))?;
+    let home = sotto_node::NodeHome::open(&dir.join("bank-a"))?;
+    let client = LedgerClient::new(home, &genesis, vec![(String::new(), String::new())])?;
+    let target = runtime.block_on(client.status("b1"))?.height;
+    let start = Instant::now();
+    let (process, _) = super::demo_ledger::start(r, dir, "business node", &["peer"], "b2", &[])?;
+    let serving = start.elapsed().as_secs_f64();
+    site.b2 = Some(process);
+    loop {
+        let height = runtime
+            .block_on(client.status("b2"))
+            .map_or(0, |s| s.height);
+        if height >= target {
+            break;
+        }
+        ensure!(
+            start.elapsed().as_secs() < 600,
+            "b2 did not catch up within 600 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let caught_up = start.elapsed().as_secs_f64() - serving;
+    println!(
+        "catch-up: b2 was serving {serving:.2} s after its restart (its store replayed and checked), then took {caught_up:.2} s for the {} transactions it missed: {:.0} tx/s",
+        args.catch_up,
+        args.catch_up as f64 / caught_up.max(1e-9)
     );
     Ok(())
 }

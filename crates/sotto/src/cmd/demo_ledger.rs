@@ -170,7 +170,7 @@ fn center(r: &mut Runner, dir: &Path) -> Result<(ServerProcess, String)> {
     Ok((process, address))
 }
 
-fn start(
+pub fn start(
     r: &Runner,
     dir: &Path,
     what: &str,
