@@ -505,6 +505,16 @@ fn endorsers_refuse_each_kind_of_bad_packet() {
         ),
         Err(Refusal::Expired)
     );
+    assert!(
+        e1.endorse(
+            &flow.group,
+            &executed.packet,
+            &executed.tee_signature,
+            START_MS + 3_600_000
+        )
+        .is_ok(),
+        "good up to and including its expiry"
+    );
     let revoked = group_of(
         &flow.world.membership(2, &[1], &MEASUREMENT),
         &flow.world.config,

@@ -131,6 +131,12 @@ fn a_client_not_among_the_callers_is_refused() {
 fn a_packet_past_its_expiry_is_expired() {
     let mut spec = TxSpec::credit(1, vec![], vec![(key(1), vec![1])]);
     spec.expires_ms = common::START_MS;
+    assert_eq!(one(spec.clone()), Expired);
+    // Its block is cut at START_MS + 2000 (block 1 a second earlier): a
+    // packet is good up to and including its expiry time.
+    spec.expires_ms = common::START_MS + 2000;
+    assert_eq!(one(spec.clone()), Valid);
+    spec.expires_ms = common::START_MS + 1999;
     assert_eq!(one(spec), Expired);
 }
 
@@ -254,6 +260,25 @@ fn malformed_transactions_are_bad_payload() {
         codes(&mut world, &mut b1, &mut b2, txs),
         [BadPayload, BadPayload, BadPayload, BadPayload]
     );
+}
+
+#[test]
+fn a_delete_removes_the_key_everywhere_and_must_carry_no_value() {
+    let (mut world, mut b1, mut b2) = started();
+    let put = world.invoke(&TxSpec::credit(1, vec![], vec![(key(1), vec![1])]));
+    assert_eq!(codes(&mut world, &mut b1, &mut b2, vec![put]), [Valid]);
+    let mut with_value = TxSpec::credit(2, vec![], vec![]);
+    with_value.deletes = vec![(key(1), vec![9])];
+    let mut delete = TxSpec::credit(3, vec![], vec![]);
+    delete.deletes = vec![(key(1), Vec::new())];
+    let txs = vec![world.invoke(&with_value), world.invoke(&delete)];
+    assert_eq!(
+        codes(&mut world, &mut b1, &mut b2, txs),
+        [BadPayload, Valid]
+    );
+    assert_eq!(b1.versions().get(&key(1)), None);
+    assert_eq!(b2.versions().get(&key(1)), None);
+    assert_eq!(b1.value(&key(1)), None);
 }
 
 #[test]

@@ -121,6 +121,9 @@ pub struct TxSpec {
     pub ledger: Option<[u8; 32]>,
     pub reads: Vec<([u8; 32], Option<Version>)>,
     pub writes: Vec<([u8; 32], Vec<u8>)>,
+    /// Deletes: the key and the value the write carries (empty when
+    /// well formed).
+    pub deletes: Vec<([u8; 32], Vec<u8>)>,
     pub targets: Vec<String>,
     pub member: String,
     pub measurement: Vec<u8>,
@@ -148,6 +151,7 @@ impl TxSpec {
             ledger: None,
             reads,
             writes,
+            deletes: Vec::new(),
             targets: vec!["b1".into()],
             member: "c1".into(),
             measurement: MEASUREMENT.to_vec(),
@@ -241,6 +245,11 @@ impl World {
                     value: value.clone(),
                     delete: false,
                 })
+                .chain(spec.deletes.iter().map(|(key, value)| KvWrite {
+                    key: key.to_vec(),
+                    value: value.clone(),
+                    delete: true,
+                }))
                 .collect(),
             dek_version: 1,
             targets: spec.targets.clone(),
