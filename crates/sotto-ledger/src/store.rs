@@ -77,6 +77,29 @@ impl BusinessStore {
         let ledger = MemoryLedger::open(genesis, me)?;
         let err = db_error(path);
         let db = Database::create(path).map_err(|e| err(e.to_string()))?;
+        match Self::write_genesis(&db, path, genesis, me) {
+            Ok(()) => Ok(Self {
+                db,
+                path: path.to_owned(),
+                ledger,
+            }),
+            Err(e) => {
+                // A store without block 0 would be refused at every later
+                // start; leave none behind.
+                drop(db);
+                let _ = std::fs::remove_file(path);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_genesis(
+        db: &Database,
+        path: &Path,
+        genesis: &Block,
+        me: &str,
+    ) -> Result<(), StoreError> {
+        let err = db_error(path);
         let tx = db.begin_write().map_err(|e| err(e.to_string()))?;
         {
             let mut blocks = tx.open_table(BLOCKS).map_err(|e| err(e.to_string()))?;
@@ -94,12 +117,7 @@ impl BusinessStore {
             }
             tx.open_table(TX_IDS).map_err(|e| err(e.to_string()))?;
         }
-        tx.commit().map_err(|e| err(e.to_string()))?;
-        Ok(Self {
-            db,
-            path: path.to_owned(),
-            ledger,
-        })
+        tx.commit().map_err(|e| err(e.to_string()))
     }
 
     /// Opens the store, replays every stored block and checks the stored

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{caller, channel, check_role, tls_for, OnlineError};
+use super::{caller, channel, check_role, listener_failed, server, tls_for, OnlineError};
 use crate::block::Block;
 use crate::code::ValidationCode;
 use crate::config::LedgerConfig;
@@ -96,19 +96,11 @@ impl PreparedBusiness {
     ) -> Result<(), OnlineError> {
         let PreparedBusiness { home, tls, inner } = self;
         tokio::spawn(follow(Arc::clone(&inner), tls_for(&home, &inner.config)?));
-        tonic::transport::Server::builder()
-            .tls_config(tls.server_config())
-            .map_err(|e| OnlineError::Transport {
-                peer: "listener".into(),
-                reason: e.to_string(),
-            })?
+        server(&tls)?
             .add_service(BusinessServer::new(Service { inner }))
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
             .await
-            .map_err(|e| OnlineError::Transport {
-                peer: "listener".into(),
-                reason: e.to_string(),
-            })
+            .map_err(listener_failed)
     }
 }
 

@@ -13,7 +13,6 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use sotto_crypto::hpke::HpkePublicKey;
 use sotto_crypto::ids::TxId;
-use sotto_net::tls::TlsMaterial;
 use sotto_node::NodeHome;
 use sotto_wire::ledger::business_client::BusinessClient;
 use sotto_wire::ledger::compute_client::ComputeClient;
@@ -27,7 +26,7 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
 use super::compute::{check_envelope_key, EnvelopeKey};
-use super::{call_failed, channel, check_role, tls_for, unix_ms, OnlineError};
+use super::{call_failed, check_role, tls_for, unix_ms, Channels, OnlineError};
 use crate::block::Block;
 use crate::code::ValidationCode;
 use crate::config::LedgerConfig;
@@ -71,10 +70,9 @@ pub struct LedgerClient {
     home: NodeHome,
     config: LedgerConfig,
     ledger: [u8; 32],
-    tls: TlsMaterial,
     compute: Vec<(String, String)>,
     next_compute: usize,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Channels,
     envelope_keys: HashMap<String, EnvelopeKey>,
     watchers: HashMap<String, Arc<Watcher>>,
 }
@@ -167,31 +165,19 @@ impl LedgerClient {
             ));
         }
         Ok(Self {
-            tls: tls_for(&home, &config)?,
+            channels: Channels::new(tls_for(&home, &config)?),
             home,
             config,
             ledger: tip.ledger,
             compute,
             next_compute: 0,
-            channels: Mutex::new(HashMap::new()),
             envelope_keys: HashMap::new(),
             watchers: HashMap::new(),
         })
     }
 
-    /// One channel per peer, reused by every call (a TLS handshake per
-    /// call would cost more than the call).
     fn channel(&self, name: &str, address: &str) -> Result<Channel, OnlineError> {
-        let mut channels = self
-            .channels
-            .lock()
-            .map_err(|_| OnlineError::Misconfigured("channel cache poisoned".into()))?;
-        if let Some(c) = channels.get(name) {
-            return Ok(c.clone());
-        }
-        let c = channel(&self.tls, name, address)?;
-        channels.insert(name.to_owned(), c.clone());
-        Ok(c)
+        self.channels.get(name, address)
     }
 
     /// The ledger configuration.
@@ -204,8 +190,8 @@ impl LedgerClient {
     ) -> Result<(String, ComputeClient<tonic::transport::Channel>), OnlineError> {
         let (name, address) = self.compute[self.next_compute % self.compute.len()].clone();
         self.next_compute += 1;
-        let client = ComputeClient::new(channel(&self.tls, &name, &address)?)
-            .max_decoding_message_size(8 << 20);
+        let client =
+            ComputeClient::new(self.channel(&name, &address)?).max_decoding_message_size(8 << 20);
         Ok((name, client))
     }
 

@@ -25,7 +25,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use super::endorser::{check_center, follow_group};
-use super::{caller, channel, tls_for, OnlineError};
+use super::{caller, listener_failed, server, tls_for, Channels, OnlineError};
 use crate::block::Block;
 use crate::compute::{Enclave, Loaded, Outcome};
 use crate::config::LedgerConfig;
@@ -59,11 +59,10 @@ struct Inner {
     config: LedgerConfig,
     ledger: [u8; 32],
     home: NodeHome,
-    tls: sotto_net::tls::TlsMaterial,
+    channels: Channels,
     measurement: Vec<u8>,
     contracts: Vec<Box<dyn Contract>>,
     keys: RwLock<Option<Keys>>,
-    channels: std::sync::Mutex<HashMap<String, tonic::transport::Channel>>,
 }
 
 /// Fetches every group key version up to `current` and derives the keys.
@@ -103,14 +102,13 @@ pub async fn serve(
     let tls = tls_for(&home, &config)?;
     let center = check_center(&home, &config)?;
     let inner = Arc::new(Inner {
-        tls: tls_for(&home, &config)?,
+        channels: Channels::new(tls_for(&home, &config)?),
         config,
         ledger: tip.ledger,
         home,
         measurement,
         contracts: builtin(),
         keys: RwLock::new(None),
-        channels: std::sync::Mutex::new(HashMap::new()),
     });
     refresh_keys(&inner, &center, &center_address).await?;
     let follower = Arc::clone(&inner);
@@ -146,19 +144,11 @@ pub async fn serve(
             }
         }
     });
-    tonic::transport::Server::builder()
-        .tls_config(tls.server_config())
-        .map_err(|e| OnlineError::Transport {
-            peer: "listener".into(),
-            reason: e.to_string(),
-        })?
+    server(&tls)?
         .add_service(ComputeServer::new(Service { inner }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
-        .map_err(|e| OnlineError::Transport {
-            peer: "listener".into(),
-            reason: e.to_string(),
-        })
+        .map_err(listener_failed)
 }
 
 /// Reads the membership and, when the group key moved on, the keys.
@@ -226,22 +216,11 @@ impl Service {
                 Status::invalid_argument(format!("{target} is not a business node"))
             })?;
         let address = node.member.address.clone().unwrap_or_default();
-        let channel = {
-            let mut channels = self
-                .inner
-                .channels
-                .lock()
-                .map_err(|_| Status::internal("poisoned"))?;
-            match channels.get(target) {
-                Some(c) => c.clone(),
-                None => {
-                    let c = channel(&self.inner.tls, target, &address)
-                        .map_err(|e| Status::unavailable(e.to_string()))?;
-                    channels.insert(target.to_owned(), c.clone());
-                    c
-                }
-            }
-        };
+        let channel = self
+            .inner
+            .channels
+            .get(target, &address)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let reply = BusinessClient::new(channel)
             .max_decoding_message_size(8 << 20)
             .load(LoadRequest {

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
-use super::{caller, channel, check_role, tls_for, unix_ms, OnlineError};
+use super::{caller, channel, check_role, listener_failed, server, tls_for, unix_ms, OnlineError};
 use crate::block::Block;
 use crate::config::LedgerConfig;
 use crate::endorse::Endorser;
@@ -126,19 +126,11 @@ pub async fn serve(
         )
         .await;
     });
-    tonic::transport::Server::builder()
-        .tls_config(tls.server_config())
-        .map_err(|e| OnlineError::Transport {
-            peer: "listener".into(),
-            reason: e.to_string(),
-        })?
+    server(&tls)?
         .add_service(EndorserServer::new(Service { inner }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
-        .map_err(|e| OnlineError::Transport {
-            peer: "listener".into(),
-            reason: e.to_string(),
-        })
+        .map_err(listener_failed)
 }
 
 /// Puts each membership the center signs on the chain (as a membership

@@ -138,6 +138,53 @@ pub fn channel(tls: &TlsMaterial, name: &str, address: &str) -> Result<Channel, 
         })
 }
 
+/// Mutual-TLS channels to peers, one per peer name, reused by every call
+/// (a TLS handshake per call would cost more than the call).
+pub struct Channels {
+    tls: TlsMaterial,
+    open: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
+}
+
+impl Channels {
+    /// Channels made with this node's TLS material.
+    pub fn new(tls: TlsMaterial) -> Self {
+        Self {
+            tls,
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The channel to `name` at `address`, opened on first use.
+    pub fn get(&self, name: &str, address: &str) -> Result<Channel, OnlineError> {
+        let mut open = self
+            .open
+            .lock()
+            .map_err(|_| OnlineError::Misconfigured("channel cache poisoned".into()))?;
+        if let Some(c) = open.get(name) {
+            return Ok(c.clone());
+        }
+        let c = channel(&self.tls, name, address)?;
+        open.insert(name.to_owned(), c.clone());
+        Ok(c)
+    }
+}
+
+/// A gRPC server presenting this node's certificate and requiring the
+/// consortium's client certificates.
+pub fn server(tls: &TlsMaterial) -> Result<tonic::transport::Server, OnlineError> {
+    tonic::transport::Server::builder()
+        .tls_config(tls.server_config())
+        .map_err(listener_failed)
+}
+
+/// A failure of this node's listener, in the node's own error.
+pub fn listener_failed(e: impl std::fmt::Display) -> OnlineError {
+    OnlineError::Transport {
+        peer: "listener".into(),
+        reason: e.to_string(),
+    }
+}
+
 /// The caller's name if its certificate carries the identity key `expected`
 /// gives that name.
 pub fn caller<T>(

@@ -25,7 +25,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{caller, check_role, tls_for, unix_ms, OnlineError};
+use super::{caller, check_role, listener_failed, server, tls_for, unix_ms, OnlineError};
 use crate::block::{Block, ChainTip};
 use crate::config::LedgerConfig;
 use crate::tx::Transaction;
@@ -97,19 +97,11 @@ pub async fn serve(
     });
     tracing::info!(height = tip.number, "orderer ready");
     tokio::spawn(cutter(Arc::clone(&inner)));
-    tonic::transport::Server::builder()
-        .tls_config(tls.server_config())
-        .map_err(|e| OnlineError::Transport {
-            peer: "listener".into(),
-            reason: e.to_string(),
-        })?
+    server(&tls)?
         .add_service(OrdererServer::new(Service { inner }).max_decoding_message_size(8 << 20))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
-        .map_err(|e| OnlineError::Transport {
-            peer: "listener".into(),
-            reason: e.to_string(),
-        })
+        .map_err(listener_failed)
 }
 
 /// Stores block 0 in a new store, or checks a stored chain against it.

@@ -340,31 +340,13 @@ pub fn start_site(r: &mut Runner, dir: &Path) -> Result<Site> {
         compute_processes.push(process);
     }
     println!("  orderer o1, endorsers e1-e3 (policy 2 of 3), business nodes b1 and b2, compute c1 and c2 up");
-    let mut on_chain = false;
-    for _ in 0..100 {
-        let out = r.sotto(
-            "status b1",
-            &[
-                &"ledger",
-                &"status",
-                &"--home",
-                &p("bank-a"),
-                &"--genesis",
-                &p("block0.bin"),
-                &"--node-name",
-                &"b1",
-            ],
-        )?;
-        if !out.contains("membership v0") {
-            on_chain = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    ensure!(
-        on_chain,
-        "the compute group's membership never reached the ledger"
-    );
+    wait_for_status(
+        r,
+        dir,
+        "b1",
+        "the compute group's membership on the chain",
+        |out| !out.contains("membership v0"),
+    )?;
     println!("  the endorsers put the center's signed membership on the chain");
     Ok(Site {
         center: (center_process, center_address),
@@ -375,6 +357,62 @@ pub fn start_site(r: &mut Runner, dir: &Path) -> Result<Site> {
         compute_processes,
         compute,
     })
+}
+
+/// Asks `node` for its status (`sotto ledger status`, as bank-a) until
+/// `done` holds for the answer or 10 seconds passed; returns the answer.
+fn wait_for_status(
+    r: &mut Runner,
+    dir: &Path,
+    node: &str,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = r.sotto(
+            &format!("status {node}"),
+            &[
+                &"ledger",
+                &"status",
+                &"--home",
+                &dir.join("bank-a"),
+                &"--genesis",
+                &dir.join("block0.bin"),
+                &"--node-name",
+                &node,
+            ],
+        )?;
+        if done(&out) {
+            return Ok(out);
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "waited 10 s for {what}; {node} says: {}",
+            out.trim()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The commit hash in a `ledger status` line.
+fn commit_hash(status: &str) -> String {
+    status
+        .split(", commit hash ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The membership version in a `ledger status` line.
+fn membership_version(status: &str) -> u64 {
+    status
+        .split("membership v")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Runs the demo in `dir`.
@@ -456,37 +494,12 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
     }
     println!("  every customer's total exposure matches the plaintext truth: {truth:?}");
     site.b2 = Some(start(&r, dir, "business node", &["peer"], "b2", &[])?.0);
-    let status = |r: &mut Runner, node: &str| -> Result<String> {
-        let out = r.sotto(
-            &format!("status {node}"),
-            &[
-                &"ledger",
-                &"status",
-                &"--home",
-                &p("bank-a"),
-                &"--genesis",
-                &p("block0.bin"),
-                &"--node-name",
-                &node,
-            ],
-        )?;
-        Ok(out
-            .split(", commit hash ")
-            .nth(1)
-            .and_then(|s| s.split(',').next())
-            .unwrap_or_default()
-            .to_owned())
-    };
-    let b1_state = status(&mut r, "b1")?;
-    let mut caught_up = false;
-    for _ in 0..100 {
-        if status(&mut r, "b2")? == b1_state {
-            caught_up = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    ensure!(caught_up, "b2 did not catch up with b1 after its restart");
+    let b1_state = commit_hash(&wait_for_status(&mut r, dir, "b1", "b1's status", |_| {
+        true
+    })?);
+    wait_for_status(&mut r, dir, "b2", "b2 caught up with b1", |out| {
+        commit_hash(out) == b1_state
+    })?;
     println!(
         "  b2 restarted, replayed its store, caught up: same commit hash as b1 ({}…)",
         &b1_state[..16.min(b1_state.len())]
@@ -503,8 +516,13 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         &"--center",
         &"center",
     ]);
+    let before = membership_version(&wait_for_status(&mut r, dir, "b1", "b1's status", |_| {
+        true
+    })?);
     r.sotto("revoke c2", &refs(&revoke))?;
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    wait_for_status(&mut r, dir, "b1", "c2's revocation on the chain", |out| {
+        membership_version(out) > before
+    })?;
     let only_c2 = Bank {
         dir,
         compute: vec![compute[1].clone()],
