@@ -1,7 +1,7 @@
 //! Untrusted ledger inputs — a genesis file's text, an endorsement policy,
 //! a block's bytes, a transaction in a block, a client's request at a
-//! compute enclave, a packet at an endorser — are decoded, validated or
-//! refused, never a panic.
+//! compute enclave, a packet at an endorser, a Raft message or snapshot
+//! from another orderer — are decoded, validated or refused, never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,6 +16,8 @@ use sotto_ledger::group::ComputeGroup;
 use sotto_ledger::keys::LedgerKeys;
 use sotto_ledger::request::Request;
 use sotto_ledger::memory::MemoryLedger;
+use sotto_ledger::online::raft::chain::snapshot_blocks;
+use sotto_ledger::online::raft::OrderingRaft;
 use sotto_ledger::policy::Policy;
 use sotto_ledger::LedgerConfig;
 
@@ -50,6 +52,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(block) = Block::decode(data) {
         let _ = block.open_genesis("fuzz");
     }
+    let _ = serde_json::from_slice::<openraft::raft::AppendEntriesRequest<OrderingRaft>>(data);
+    let _ = serde_json::from_slice::<openraft::raft::VoteRequest<u64>>(data);
+    let _ = serde_json::from_slice::<openraft::raft::InstallSnapshotRequest<OrderingRaft>>(data);
     let text = genesis();
     let Ok(config) = LedgerConfig::parse("genesis.toml", &text) else {
         return;
@@ -62,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = ledger.clone().append(&block);
     }
     let ledger_id = ledger.tip().ledger;
+    let _ = snapshot_blocks(&config, *ledger.tip(), data);
     if let Ok(request) = Request::decode(data) {
         if let Ok(keys) = LedgerKeys::from_group_keys(&[(1, SecretBytes::new([7; 32]))]) {
             let contracts = builtin();

@@ -169,6 +169,16 @@ impl LedgerConfig {
             .find(|b| b.member.name.as_str() == name)
     }
 
+    /// The identity key of the consortium node of this name (orderer,
+    /// endorser, business node or client), if block 0 names one.
+    pub fn member_identity(&self, name: &str) -> Option<IdentityPublic> {
+        self.orderer(name)
+            .or_else(|| self.endorser(name).map(|(_, e)| e))
+            .or_else(|| self.business_node(name).map(|b| &b.member))
+            .or_else(|| self.client(name))
+            .map(|m| m.identity)
+    }
+
     /// The contract of this name.
     pub fn contract(&self, name: &str) -> Option<&ContractConfig> {
         self.contracts.iter().find(|c| c.name.as_str() == name)

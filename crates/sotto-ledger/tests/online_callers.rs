@@ -17,8 +17,10 @@ use sotto_net::tls::TlsMaterial;
 use sotto_node::{NodeHome, NodeName};
 use sotto_wire::ledger::business_client::BusinessClient;
 use sotto_wire::ledger::orderer_client::OrdererClient;
+use sotto_wire::ledger::orderer_raft_client::OrdererRaftClient;
 use sotto_wire::ledger::{
-    BroadcastRequest, DeliverRequest, EventsRequest, LoadRequest, StatusRequest,
+    BroadcastRequest, DeliverRequest, EventsRequest, LoadRequest, OrdererStatusRequest,
+    RaftMessage, StatusRequest,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -78,6 +80,11 @@ fn consortium(o1: &str, b1: &str) -> (Consortium, Vec<NodeHome>) {
     let config = LedgerConfig::parse("genesis.toml", &text).unwrap();
     let genesis = Block::genesis(&config, &text);
     (Consortium { dir, ca, genesis }, homes)
+}
+
+/// A home named `name` with a key block 0 does not give that name.
+fn impostor_of(c: &Consortium, name: &str) -> NodeHome {
+    home(c.dir.path(), &c.ca, name, 98)
 }
 
 fn client_tls(home: &NodeHome) -> TlsMaterial {
@@ -160,6 +167,54 @@ async fn each_role_answers_only_the_roles_that_need_it() {
             .await,
         "e1",
     );
+    // Raft messages come from orderers only, each speaking for itself.
+    let raft = |home: &NodeHome| {
+        OrdererRaftClient::new(
+            sotto_ledger::online::channel(&client_tls(home), "o1", &o1_addr).unwrap(),
+        )
+    };
+    let vote_for = |node: u64| {
+        RaftMessage {
+        json: format!(
+            r#"{{"vote":{{"leader_id":{{"term":9,"node_id":{node}}},"committed":false}},"last_log_id":null}}"#
+        )
+        .into_bytes(),
+    }
+    };
+    denied(raft(bank).vote(vote_for(1)).await, "bank-a");
+    let for_another = raft(o1).vote(vote_for(2)).await.expect_err("not o1's vote");
+    assert_eq!(for_another.code(), tonic::Code::PermissionDenied);
+    assert_eq!(
+        for_another.message(),
+        "Raft node 1 sent a message for node 2; an orderer speaks only for itself"
+    );
+    let garbage = raft(o1)
+        .append_entries(RaftMessage {
+            json: b"{}".to_vec(),
+        })
+        .await
+        .expect_err("not a Raft message");
+    assert_eq!(garbage.code(), tonic::Code::InvalidArgument);
+    assert!(
+        garbage.message().starts_with("not a Raft message"),
+        "{garbage:?}"
+    );
+    // Any consortium node may ask an orderer's status; another key under a
+    // known name may not.
+    denied(
+        orderer_client(&impostor_of(&c, "bank-a"), &o1_addr)
+            .await
+            .status(OrdererStatusRequest {})
+            .await,
+        "bank-a",
+    );
+    let o1_status = orderer_client(e1, &o1_addr)
+        .await
+        .status(OrdererStatusRequest {})
+        .await
+        .expect("an endorser may ask")
+        .into_inner();
+    assert_eq!(o1_status.height, 0);
     // A business node serves Load to compute group members only (none yet),
     // commit events to clients, status to clients and business nodes.
     denied(

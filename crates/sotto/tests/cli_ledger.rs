@@ -22,6 +22,8 @@ fn the_ledger_runs_as_processes_and_every_answer_is_the_truth() {
         "an over-repayment refused inside the enclave",
         "every customer's total exposure matches the plaintext truth",
         "b2 restarted, replayed its store, caught up",
+        "killed the ordering leader",
+        "restarted and caught up through Raft",
         "its request refused",
         "no customer or loan id in any of the",
     ] {
@@ -30,6 +32,70 @@ fn the_ledger_runs_as_processes_and_every_answer_is_the_truth() {
     assert!(work.join("b1/ledger.redb").exists());
     assert!(work.join("o1/ledger-orderer.redb").exists());
     a_business_node_whose_store_was_altered_refuses_to_start(&work);
+    an_orderer_whose_stored_block_was_altered_refuses_to_start(&work);
+}
+
+/// Runs `sotto ledger ROLE serve` on `home` and returns its error output
+/// once it exits (it must, within a minute, and not successfully).
+fn serve_must_fail(work: &std::path::Path, role: &str, home: &str) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
+        .args([
+            "--quiet",
+            "ledger",
+            role,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--home",
+        ])
+        .arg(work.join(home))
+        .arg("--genesis")
+        .arg(work.join("block0.bin"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{home} kept running on an altered store");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    stderr
+}
+
+/// After the demo: one transaction of block 2 in o2's chain altered on
+/// disk; `ledger orderer serve` must stop, naming the block, before it
+/// joins the Raft group or delivers anything.
+fn an_orderer_whose_stored_block_was_altered_refuses_to_start(work: &std::path::Path) {
+    use prost::Message;
+    use redb::ReadableTable;
+    const BLOCKS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("blocks");
+    {
+        let db = redb::Database::open(work.join("o2/ledger-orderer.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut blocks = tx.open_table(BLOCKS).unwrap();
+            let bytes = blocks.get(2).unwrap().unwrap().value().to_vec();
+            let mut block = sotto_ledger::block::Block::decode(bytes.as_slice()).unwrap();
+            block.transactions[0][10] ^= 1;
+            blocks.insert(2, block.encode_to_vec().as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let stderr = serve_must_fail(work, "orderer", "o2");
+    assert!(
+        stderr.contains("stored block 2: its transactions do not match its data hash (tampered)"),
+        "{stderr}"
+    );
 }
 
 /// After the demo: one key version in b2's store altered on disk, as an
@@ -58,37 +124,7 @@ fn a_business_node_whose_store_was_altered_refuses_to_start(work: &std::path::Pa
         }
         tx.commit().unwrap();
     }
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
-        .args([
-            "--quiet",
-            "ledger",
-            "peer",
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--home",
-        ])
-        .arg(work.join("b2"))
-        .arg("--genesis")
-        .arg(work.join("block0.bin"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("a business node with an altered store kept running");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success());
+    let stderr = serve_must_fail(work, "peer", "b2");
     assert!(
         stderr.contains("a key version was altered on disk"),
         "{stderr}"

@@ -38,6 +38,11 @@ use crate::tx::{Body, Invoke, Transaction};
 pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a proposal stays valid for ordering.
 pub const PROPOSAL_LIFETIME_MS: u64 = 60_000;
+/// How long a broadcast keeps trying while no orderer takes it (a Raft
+/// election takes about a second).
+pub const ORDERING_PATIENCE: Duration = Duration::from_secs(15);
+/// The pause between two rounds over the orderers.
+pub const ORDERING_RETRY: Duration = Duration::from_millis(200);
 
 /// One call of a contract function.
 #[derive(Clone, Debug)]
@@ -75,6 +80,8 @@ pub struct LedgerClient {
     channels: Channels,
     envelope_keys: HashMap<String, EnvelopeKey>,
     watchers: HashMap<String, Arc<Watcher>>,
+    /// The orderer that took the last broadcast (index in block 0).
+    ordering_leader: std::sync::atomic::AtomicUsize,
 }
 
 /// One commit-event stream of a business node, and the transactions
@@ -173,6 +180,7 @@ impl LedgerClient {
             next_compute: 0,
             envelope_keys: HashMap::new(),
             watchers: HashMap::new(),
+            ordering_leader: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -475,31 +483,72 @@ impl LedgerClient {
         Ok(BusinessClient::new(self.channel(name, &address)?))
     }
 
-    /// Submits transactions to the first orderer that takes them.
+    /// Submits transactions to the ordering service: first to the orderer
+    /// that took the last broadcast, then to the others in turn. Only the
+    /// Raft leader takes them; while no orderer does (an election after the
+    /// leader failed), it tries again every [`ORDERING_RETRY`] until
+    /// [`ORDERING_PATIENCE`] has passed.
     pub async fn broadcast(&self, transactions: Vec<Vec<u8>>) -> Result<(), OnlineError> {
-        let mut failures = Vec::new();
-        for orderer in &self.config.orderers {
-            let name = orderer.name.to_string();
-            let address = orderer.address.clone().unwrap_or_default();
-            let result = async {
-                OrdererClient::new(self.channel(&name, &address)?)
-                    .max_encoding_message_size(8 << 20)
-                    .broadcast(BroadcastRequest {
-                        transactions: transactions.clone(),
-                    })
-                    .await
-                    .map_err(|s| call_failed(&name, &s))
+        let deadline = tokio::time::Instant::now() + ORDERING_PATIENCE;
+        let count = self.config.orderers.len();
+        loop {
+            let mut failures = Vec::new();
+            let mut lasting = false;
+            let first = self
+                .ordering_leader
+                .load(std::sync::atomic::Ordering::Relaxed);
+            for turn in 0..count {
+                let index = (first + turn) % count;
+                let Some(orderer) = self.config.orderers.get(index) else {
+                    continue;
+                };
+                match self.broadcast_to(orderer, &transactions).await {
+                    Ok(()) => {
+                        self.ordering_leader
+                            .store(index, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Err((e, passing)) => {
+                        lasting |= !passing;
+                        failures.push(e.to_string());
+                    }
+                }
             }
-            .await;
-            match result {
-                Ok(_) => return Ok(()),
-                Err(e) => failures.push(e.to_string()),
+            if lasting || tokio::time::Instant::now() + ORDERING_RETRY > deadline {
+                return Err(OnlineError::Transport {
+                    peer: "ordering service".into(),
+                    reason: failures.join("; "),
+                });
             }
+            tokio::time::sleep(ORDERING_RETRY).await;
         }
-        Err(OnlineError::Transport {
-            peer: "ordering service".into(),
-            reason: failures.join("; "),
-        })
+    }
+
+    /// One broadcast to one orderer; a failure says whether it may pass
+    /// (the orderer is not the leader, or not reachable now) or will not
+    /// (the transactions were refused).
+    async fn broadcast_to(
+        &self,
+        orderer: &crate::config::Member,
+        transactions: &[Vec<u8>],
+    ) -> Result<(), (OnlineError, bool)> {
+        let name = orderer.name.to_string();
+        let address = orderer.address.clone().unwrap_or_default();
+        let channel = self.channel(&name, &address).map_err(|e| (e, true))?;
+        OrdererClient::new(channel)
+            .max_encoding_message_size(8 << 20)
+            .broadcast(BroadcastRequest {
+                transactions: transactions.to_vec(),
+            })
+            .await
+            .map_err(|s| {
+                let passing = matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
+                );
+                (call_failed(&name, &s), passing)
+            })?;
+        Ok(())
     }
 
     /// A business node's status.
@@ -509,6 +558,22 @@ impl LedgerClient {
             .status(StatusRequest {})
             .await
             .map_err(|s| call_failed(node, &s))?
+            .into_inner())
+    }
+
+    /// An orderer's view of the Raft group and its chain.
+    pub async fn orderer_status(
+        &self,
+        name: &str,
+    ) -> Result<sotto_wire::ledger::OrdererStatusReply, OnlineError> {
+        let orderer = self.config.orderer(name).ok_or_else(|| {
+            OnlineError::Misconfigured(format!("{name} is not an orderer in block 0"))
+        })?;
+        let address = orderer.address.clone().unwrap_or_default();
+        Ok(OrdererClient::new(self.channel(name, &address)?)
+            .status(sotto_wire::ledger::OrdererStatusRequest {})
+            .await
+            .map_err(|s| call_failed(name, &s))?
             .into_inner())
     }
 

@@ -150,29 +150,45 @@ async fn relay_memberships(
             })),
         }
         .encode_to_vec();
-        let mut relayed = false;
-        for orderer in &inner.config.orderers {
-            let address = orderer.address.clone().unwrap_or_default();
-            let Ok(channel) = channel(&tls, orderer.name.as_str(), &address) else {
-                continue;
-            };
-            let request = BroadcastRequest {
-                transactions: vec![tx.clone()],
-            };
-            match OrdererClient::new(channel).broadcast(request).await {
-                Ok(_) => {
-                    relayed = true;
-                    break;
-                }
-                Err(s) => {
-                    tracing::warn!(orderer = %orderer.name, "membership not relayed: {}", s.message())
-                }
+        let deadline = tokio::time::Instant::now() + RELAY_PATIENCE;
+        while !relay_once(&inner, &tls, &tx).await {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "no orderer took the membership update in {} s; it waits for the next change",
+                    RELAY_PATIENCE.as_secs()
+                );
+                break;
             }
-        }
-        if !relayed {
-            tracing::warn!("no orderer took the membership update; it waits for the next change");
+            tokio::time::sleep(RELAY_RETRY).await;
         }
     }
+}
+
+/// How long an endorser keeps offering a membership update while no
+/// orderer takes it (no Raft leader elected, orderers down).
+const RELAY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+/// The pause between two rounds over the orderers.
+const RELAY_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Offers one membership transaction to each orderer in turn until one
+/// (the Raft leader) takes it.
+async fn relay_once(inner: &Inner, tls: &sotto_net::tls::TlsMaterial, tx: &[u8]) -> bool {
+    for orderer in &inner.config.orderers {
+        let address = orderer.address.clone().unwrap_or_default();
+        let Ok(channel) = channel(tls, orderer.name.as_str(), &address) else {
+            continue;
+        };
+        let request = BroadcastRequest {
+            transactions: vec![tx.to_vec()],
+        };
+        match OrdererClient::new(channel).broadcast(request).await {
+            Ok(_) => return true,
+            Err(s) => {
+                tracing::debug!(orderer = %orderer.name, "membership not relayed: {}", s.message())
+            }
+        }
+    }
+    false
 }
 
 struct Service {

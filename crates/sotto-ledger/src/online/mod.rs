@@ -11,6 +11,7 @@ pub mod client;
 pub mod compute;
 pub mod endorser;
 pub mod orderer;
+pub mod raft;
 
 use std::time::Duration;
 

@@ -1,36 +1,46 @@
 //! The ordering service as a process: accepts transactions from the
 //! ledger's clients, endorsers (which relay the center's membership
 //! updates) and registration center, cuts blocks by count, bytes or
-//! timeout (block 0's settings), stores them in redb and delivers them from
-//! any height. It checks who submits and that each transaction decodes,
-//! not the business content. This is the single-orderer service (Fabric's
-//! "solo"): one process orders; a Raft group is the next step and will sit
-//! behind the same gRPC service.
+//! timeout (block 0's settings) and delivers them from any height. The
+//! orderers of block 0 form one Raft group ([`super::raft`]): only the
+//! leader takes broadcasts and cuts blocks, each block is one Raft entry,
+//! and a broadcast is answered once the block holding it is committed by a
+//! majority and stored. Every orderer delivers the committed chain. An
+//! orderer checks who submits and that each transaction decodes, not the
+//! business content.
 
-use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::collections::{BTreeSet, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{Raft, ServerState};
 use prost::Message;
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::Database;
 use sotto_crypto::identity::IdentityKey;
 use sotto_node::NodeHome;
+use sotto_wire::ledger::orderer_raft_server::OrdererRaftServer;
 use sotto_wire::ledger::orderer_server::{Orderer, OrdererServer};
-use sotto_wire::ledger::{BlockMessage, BroadcastReply, BroadcastRequest, DeliverRequest};
+use sotto_wire::ledger::{
+    BlockMessage, BroadcastReply, BroadcastRequest, DeliverRequest, OrdererStatusReply,
+    OrdererStatusRequest,
+};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{caller, check_role, listener_failed, server, tls_for, unix_ms, OnlineError};
-use crate::block::{Block, ChainTip};
+use super::raft::chain::{Chain, ChainMachine};
+use super::raft::log::RaftLog;
+use super::raft::network::{RaftPeers, RaftService, MAX_MESSAGE};
+use super::raft::{node_id, orderer_of, settings, OrderingRaft, ProposedBlock, RaftId};
+use super::{caller, check_role, listener_failed, server, tls_for, unix_ms, Channels, OnlineError};
+use crate::block::Block;
 use crate::config::LedgerConfig;
 use crate::tx::Transaction;
 
-const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 /// File name of the orderer's block store in its home.
 pub const DB_FILE: &str = "ledger-orderer.redb";
 /// The most transactions one broadcast may carry.
@@ -40,10 +50,14 @@ pub const MAX_BROADCAST: usize = 1000;
 /// memory without bound.
 pub const MAX_PENDING: usize = 100_000;
 
+/// What a broadcast learns once its transactions are ordered: the block
+/// holding them, or why they were not ordered.
+type Outcome = Result<u64, String>;
+
 /// Transactions waiting for the next block, oldest first.
 #[derive(Default)]
 struct Pending {
-    queue: VecDeque<(Vec<u8>, Option<oneshot::Sender<u64>>)>,
+    queue: VecDeque<(Vec<u8>, Option<oneshot::Sender<Outcome>>)>,
     bytes: usize,
     since: Option<Instant>,
 }
@@ -52,16 +66,15 @@ struct Inner {
     config: LedgerConfig,
     name: String,
     key: IdentityKey,
-    db: Database,
-    path: PathBuf,
-    tip: Mutex<ChainTip>,
+    chain: Arc<Chain>,
+    raft: Raft<OrderingRaft>,
     pending: Mutex<Pending>,
     arrived: Notify,
-    height: watch::Sender<u64>,
 }
 
 /// Starts the orderer: opens (or creates) its store from block 0, checks
-/// the stored chain, and serves until `shutdown`.
+/// the stored chain, joins the Raft group of block 0's orderers, and
+/// serves until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     home: NodeHome,
@@ -77,82 +90,79 @@ pub async fn serve(
         config.orderer(home.name().as_str()).map(|o| &o.identity),
     )?;
     let tls = tls_for(&home, &config)?;
+    let channels = Arc::new(Channels::new(tls_for(&home, &config)?));
     let path = home.dir().join(DB_FILE);
     let db = Database::create(&path).map_err(|e| OnlineError::Database {
         path: path.clone(),
         reason: e.to_string(),
     })?;
-    let tip = open_chain(&db, &path, &config, &genesis, tip0)?;
-    let (height, _) = watch::channel(tip.number);
+    let db = Arc::new(db);
+    let chain = Arc::new(Chain::open(
+        Arc::clone(&db),
+        &path,
+        config.clone(),
+        &genesis,
+        tip0,
+    )?);
+    let id = node_id(&config, home.name().as_str()).ok_or_else(|| {
+        OnlineError::Misconfigured(format!("{} is not an orderer in block 0", home.name()))
+    })?;
+    let raft = start_raft(id, &config, &tip0.ledger, db, &chain, channels).await?;
+    let height = chain.tip()?.number;
     let inner = Arc::new(Inner {
         name: home.name().to_string(),
         key: home.identity().duplicate(),
-        config,
-        db,
-        path,
-        tip: Mutex::new(tip),
+        config: config.clone(),
+        chain,
+        raft: raft.clone(),
         pending: Mutex::new(Pending::default()),
         arrived: Notify::new(),
-        height,
     });
-    tracing::info!(height = tip.number, "orderer ready");
-    tokio::spawn(cutter(Arc::clone(&inner)));
-    server(&tls)?
+    tracing::info!(height, raft_id = id, "orderer ready");
+    let cutting = tokio::spawn(cutter(Arc::clone(&inner)));
+    let served = server(&tls)?
         .add_service(OrdererServer::new(Service { inner }).max_decoding_message_size(8 << 20))
+        .add_service(
+            OrdererRaftServer::new(RaftService::new(raft.clone(), config))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
-        .map_err(listener_failed)
+        .map_err(listener_failed);
+    cutting.abort();
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!("Raft did not stop cleanly: {e}");
+    }
+    served
 }
 
-/// Stores block 0 in a new store, or checks a stored chain against it.
-fn open_chain(
-    db: &Database,
-    path: &std::path::Path,
+/// Starts this orderer's Raft node on its log and chain; on a first start
+/// (empty log) it proposes the group of every orderer in block 0 (each
+/// orderer does the same, which openraft allows).
+async fn start_raft(
+    id: RaftId,
     config: &LedgerConfig,
-    genesis: &Block,
-    tip0: ChainTip,
-) -> Result<ChainTip, OnlineError> {
-    let err = |reason: String| OnlineError::Database {
-        path: path.to_owned(),
-        reason,
-    };
-    let tx = db.begin_write().map_err(|e| err(e.to_string()))?;
-    let mut tip = tip0;
-    {
-        let mut blocks = tx.open_table(BLOCKS).map_err(|e| err(e.to_string()))?;
-        let stored_genesis = blocks
-            .get(0)
-            .map_err(|e| err(e.to_string()))?
-            .map(|v| v.value().to_vec());
-        match stored_genesis {
-            None => {
-                blocks
-                    .insert(0, genesis.encode_to_vec().as_slice())
-                    .map_err(|e| err(e.to_string()))?;
-            }
-            Some(bytes) if bytes == genesis.encode_to_vec() => {}
-            Some(_) => {
-                return Err(OnlineError::Misconfigured(format!(
-                    "{} holds the chain of another block 0; give this orderer its own home",
-                    path.display()
-                )))
-            }
-        }
-        let count = blocks.len().map_err(|e| err(e.to_string()))?;
-        for number in 1..count {
-            let bytes = blocks
-                .get(number)
-                .map_err(|e| err(e.to_string()))?
-                .ok_or_else(|| err(format!("block {number} is missing")))?;
-            let block =
-                Block::decode(bytes.value()).map_err(|e| err(format!("block {number}: {e}")))?;
-            tip = tip
-                .check_next(config, &block)
-                .map_err(|e| err(format!("stored {e}")))?;
-        }
+    ledger: &[u8; 32],
+    db: Arc<Database>,
+    chain: &Arc<Chain>,
+    channels: Arc<Channels>,
+) -> Result<Raft<OrderingRaft>, OnlineError> {
+    let failed = |e: &dyn std::fmt::Display| OnlineError::Misconfigured(format!("Raft: {e}"));
+    let raft = Raft::new(
+        id,
+        Arc::new(settings(ledger)?),
+        RaftPeers::new(config.clone(), channels),
+        RaftLog::new(db),
+        ChainMachine::new(Arc::clone(chain)),
+    )
+    .await
+    .map_err(|e| failed(&e))?;
+    let members: BTreeSet<RaftId> = (1..=config.orderers.len() as u64).collect();
+    match raft.initialize(members).await {
+        Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(raft),
+        Err(e) => Err(failed(&e)),
     }
-    tx.commit().map_err(|e| err(e.to_string()))?;
-    Ok(tip)
 }
 
 /// Cuts a block whenever the pending transactions reach the count or byte
@@ -174,10 +184,7 @@ async fn cutter(inner: Arc<Inner>) {
             None => inner.arrived.notified().await,
         }
         while let Some(batch) = take_batch(&inner, timeout) {
-            if let Err(e) = cut(&inner, batch) {
-                tracing::error!("cutting a block failed: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            order(&inner, batch).await;
         }
     }
 }
@@ -186,7 +193,7 @@ fn deadline_of(since: Option<Instant>, timeout: Duration) -> Option<Instant> {
     since.map(|s| s + timeout)
 }
 
-type Batch = Vec<(Vec<u8>, Option<oneshot::Sender<u64>>)>;
+type Batch = Vec<(Vec<u8>, Option<oneshot::Sender<Outcome>>)>;
 
 /// The transactions of the next block, if it is time to cut one.
 fn take_batch(inner: &Inner, timeout: Duration) -> Option<Batch> {
@@ -221,50 +228,97 @@ fn take_batch(inner: &Inner, timeout: Duration) -> Option<Batch> {
     Some(batch)
 }
 
-/// Cuts, stores and announces one block; answers the waiting broadcasts.
-fn cut(inner: &Inner, batch: Batch) -> Result<(), OnlineError> {
-    let err = |reason: String| OnlineError::Database {
-        path: inner.path.clone(),
-        reason,
-    };
-    let mut tip = inner.tip.lock().map_err(|_| err("poisoned".into()))?;
+/// The most times a batch is cut again because the chain moved under it
+/// (a block of a former leader committed first).
+const RECUTS: usize = 3;
+
+/// Cuts a block of `batch` on the chain's tip, proposes it to the Raft
+/// group and answers the waiting broadcasts once it is committed and
+/// stored, or with why not.
+async fn order(inner: &Inner, batch: Batch) {
     let (transactions, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let block = Block::cut(&tip, &inner.name, &inner.key, unix_ms(), transactions);
-    let next = tip
-        .check_next(&inner.config, &block)
-        .map_err(|e| err(e.to_string()))?;
-    let tx = inner.db.begin_write().map_err(|e| err(e.to_string()))?;
-    {
-        let mut blocks = tx.open_table(BLOCKS).map_err(|e| err(e.to_string()))?;
-        blocks
-            .insert(next.number, block.encode_to_vec().as_slice())
-            .map_err(|e| err(e.to_string()))?;
+    let outcome = propose(inner, transactions).await;
+    if let Err(reason) = &outcome {
+        tracing::warn!("a block was not ordered: {reason}");
     }
-    tx.commit().map_err(|e| err(e.to_string()))?;
-    *tip = next;
-    inner.height.send_replace(next.number);
     for waiter in waiters.into_iter().flatten() {
-        let _ = waiter.send(next.number);
+        let _ = waiter.send(outcome.clone());
     }
-    Ok(())
 }
 
-fn stored_block(inner: &Inner, number: u64) -> Result<Option<Vec<u8>>, Status> {
-    let tx = inner
-        .db
-        .begin_read()
-        .map_err(|e| Status::internal(e.to_string()))?;
-    let blocks = tx
-        .open_table(BLOCKS)
-        .map_err(|e| Status::internal(e.to_string()))?;
-    let value = blocks
-        .get(number)
-        .map_err(|e| Status::internal(e.to_string()))?;
-    Ok(value.map(|v| v.value().to_vec()))
+async fn propose(inner: &Inner, transactions: Vec<Vec<u8>>) -> Outcome {
+    let mut last_refusal = String::new();
+    for _ in 0..RECUTS {
+        let tip = inner.chain.tip().map_err(|e| e.to_string())?;
+        let block = Block::cut(
+            &tip,
+            &inner.name,
+            &inner.key,
+            unix_ms(),
+            transactions.clone(),
+        );
+        let proposed = ProposedBlock {
+            block: block.encode_to_vec(),
+        };
+        let applied = inner
+            .raft
+            .client_write(proposed)
+            .await
+            .map_err(|e| not_ordered(&inner.config, &e))?
+            .data;
+        match (applied.number, applied.refused) {
+            (Some(number), _) => return Ok(number),
+            (None, refused) => last_refusal = refused.unwrap_or_default(),
+        }
+    }
+    Err(format!(
+        "the chain moved under {RECUTS} cuts of this block ({last_refusal})"
+    ))
+}
+
+/// Why a proposal was not ordered, in words.
+fn not_ordered(
+    config: &LedgerConfig,
+    error: &RaftError<RaftId, ClientWriteError<RaftId, openraft::EmptyNode>>,
+) -> String {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            format!(
+                "this orderer lost the Raft leadership ({})",
+                leader_words(config, f.leader_id)
+            )
+        }
+        other => format!("Raft: {other}"),
+    }
+}
+
+/// Who leads the ordering group, in words.
+fn leader_words(config: &LedgerConfig, leader: Option<RaftId>) -> String {
+    match leader.and_then(|id| orderer_of(config, id)) {
+        Some(o) => format!("the leader is {}", o.name),
+        None => "no leader is elected yet".into(),
+    }
 }
 
 struct Service {
     inner: Arc<Inner>,
+}
+
+impl Service {
+    /// Refuses a broadcast unless this orderer leads the Raft group, and
+    /// names the leader for the caller to try.
+    fn leading(&self) -> Result<(), Status> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        if metrics.state == ServerState::Leader {
+            return Ok(());
+        }
+        Err(Status::unavailable(format!(
+            "{} does not order now: {}",
+            self.inner.name,
+            leader_words(&self.inner.config, metrics.current_leader)
+        )))
+    }
 }
 
 type BlockStream = Pin<Box<dyn Stream<Item = Result<BlockMessage, Status>> + Send>>;
@@ -297,6 +351,7 @@ impl Orderer for Service {
                 )));
             }
         }
+        self.leading()?;
         let count = transactions.len();
         let (done, stored) = oneshot::channel();
         {
@@ -322,11 +377,19 @@ impl Orderer for Service {
             }
         }
         self.inner.arrived.notify_one();
-        stored.await.map_err(|_| {
-            Status::unavailable(
-                "the orderer stopped before storing the transactions; submit them again",
-            )
-        })?;
+        stored
+            .await
+            .map_err(|_| {
+                Status::unavailable(
+                    "the orderer stopped before storing the transactions; submit them again",
+                )
+            })?
+            .map_err(|reason| {
+                Status::unavailable(format!(
+                    "{} did not order the transactions: {reason}; submit them again",
+                    self.inner.name
+                ))
+            })?;
         Ok(Response::new(BroadcastReply {
             accepted: count as u64,
         }))
@@ -350,13 +413,13 @@ impl Orderer for Service {
         let inner = Arc::clone(&self.inner);
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            let mut height = inner.height.subscribe();
+            let mut height = inner.chain.height();
             loop {
                 while next <= *height.borrow_and_update() {
-                    let block = match stored_block(&inner, next) {
+                    let block = match inner.chain.block(next) {
                         Ok(Some(block)) => Ok(BlockMessage { block }),
                         Ok(None) => Err(Status::internal(format!("block {next} is missing"))),
-                        Err(e) => Err(e),
+                        Err(e) => Err(Status::internal(e.to_string())),
                     };
                     let failed = block.is_err();
                     if sender.send(block).await.is_err() || failed {
@@ -370,5 +433,39 @@ impl Orderer for Service {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn status(
+        &self,
+        request: Request<OrdererStatusRequest>,
+    ) -> Result<Response<OrdererStatusReply>, Status> {
+        let config = &self.inner.config;
+        caller(&request, |name| config.member_identity(name))?;
+        let height = self
+            .inner
+            .chain
+            .tip()
+            .map_err(|e| Status::internal(e.to_string()))?
+            .number;
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics
+            .current_leader
+            .and_then(|id| orderer_of(config, id))
+            .map(|o| o.name.to_string())
+            .unwrap_or_default();
+        let role = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        Ok(Response::new(OrdererStatusReply {
+            height,
+            leader,
+            term: metrics.current_term,
+            role: role.into(),
+        }))
     }
 }

@@ -52,7 +52,13 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 fn roles(site: &Site) -> Vec<(&'static str, Vec<&ServerProcess>)> {
     vec![
-        ("orderer", vec![&site.orderer]),
+        (
+            "orderers (3)",
+            site.orderers
+                .iter()
+                .filter_map(|(_, p)| p.as_ref())
+                .collect(),
+        ),
         ("endorsers (3)", site.endorsers.iter().collect()),
         (
             "business nodes (2)",
@@ -147,7 +153,7 @@ pub fn run(args: &LedgerBenchArgs) -> Result<()> {
     let mut r = Runner::new(true)?;
     let mut site = start_site(&mut r, &dir)?;
     println!(
-        "sotto bench ledger: 1 orderer, 3 endorsers (2 of 3), 2 business nodes, 2 compute enclaves, 2 banks' clients in this process; {} kv puts per run at concurrency {}",
+        "sotto bench ledger: 3 orderers (Raft), 3 endorsers (2 of 3), 2 business nodes, 2 compute enclaves, 2 banks' clients in this process; {} kv puts per run at concurrency {}",
         args.transactions, args.concurrency
     );
     let runtime = super::psi::runtime()?;

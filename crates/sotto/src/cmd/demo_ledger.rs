@@ -15,9 +15,12 @@ use super::setup::{Runner, ServerProcess};
 
 const CUSTOMERS: [&str; 3] = ["customer-0001", "customer-0002", "customer-0003"];
 
-const NODES: [&str; 11] = [
-    "center", "o1", "e1", "e2", "e3", "b1", "b2", "c1", "c2", "bank-a", "bank-b",
+const NODES: [&str; 13] = [
+    "center", "o1", "o2", "o3", "e1", "e2", "e3", "b1", "b2", "c1", "c2", "bank-a", "bank-b",
 ];
+
+/// The orderers, one Raft group.
+const ORDERERS: [&str; 3] = ["o1", "o2", "o3"];
 
 fn free_address() -> Result<String> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -62,7 +65,9 @@ fn genesis_text(dir: &Path, addresses: &BTreeMap<&str, String>) -> Result<String
             identity(name)?
         ))
     };
-    text += &node("orderer", "o1", "ops", "")?;
+    for name in ORDERERS {
+        text += &node("orderer", name, "ops", "")?;
+    }
     for (name, org) in [("e1", "ops"), ("e2", "audit"), ("e3", "risk")] {
         text += &node("endorser", name, org, "")?;
     }
@@ -229,12 +234,12 @@ impl Bank<'_> {
     }
 }
 
-/// Scans every file the orderer, the endorsers and the (ciphertext-mode)
+/// Scans every file the orderers, the endorsers and the (ciphertext-mode)
 /// business nodes wrote for the demo's customer and loan ids; returns how
 /// many files it read.
 fn scan_for_records(dir: &Path, loans: &[(&str, &str, &str, u64)]) -> Result<usize> {
     let mut files = Vec::new();
-    let mut pending: Vec<std::path::PathBuf> = ["o1", "e1", "e2", "e3", "b1", "b2"]
+    let mut pending: Vec<std::path::PathBuf> = ["o1", "o2", "o3", "e1", "e2", "e3", "b1", "b2"]
         .iter()
         .map(|n| dir.join(n))
         .collect();
@@ -266,8 +271,8 @@ fn scan_for_records(dir: &Path, loans: &[(&str, &str, &str, u64)]) -> Result<usi
 pub struct Site {
     /// The registration center and its address.
     pub center: (ServerProcess, String),
-    /// The orderer.
-    pub orderer: ServerProcess,
+    /// The orderers by name (one may be stopped by the demo).
+    pub orderers: Vec<(String, Option<ServerProcess>)>,
     /// The endorsers e1-e3.
     pub endorsers: Vec<ServerProcess>,
     /// Business node b1.
@@ -289,7 +294,7 @@ pub fn start_site(r: &mut Runner, dir: &Path) -> Result<Site> {
     let (center_process, center_address) = center(r, dir)?;
     println!("  registration center up; compute enclaves c1 and c2 admitted (identical code)");
     let mut addresses = BTreeMap::new();
-    for name in ["o1", "e1", "e2", "e3", "b1", "b2"] {
+    for name in ["o1", "o2", "o3", "e1", "e2", "e3", "b1", "b2"] {
         addresses.insert(name, free_address()?);
     }
     std::fs::write(p("genesis.toml"), genesis_text(dir, &addresses)?)?;
@@ -309,7 +314,15 @@ pub fn start_site(r: &mut Runner, dir: &Path) -> Result<Site> {
         OsString::from("--center-connect"),
         center_address.clone().into(),
     ];
-    let orderer = start(r, dir, "orderer", &["orderer"], "o1", &[])?;
+    let orderers = ORDERERS
+        .iter()
+        .map(|o| {
+            Ok((
+                (*o).to_owned(),
+                Some(start(r, dir, "orderer", &["orderer"], o, &[])?.0),
+            ))
+        })
+        .collect::<Result<_>>()?;
     let endorsers: Vec<_> = ["e1", "e2", "e3"]
         .iter()
         .map(|e| start(r, dir, "endorser", &["endorser"], e, &center_arg))
@@ -339,7 +352,7 @@ pub fn start_site(r: &mut Runner, dir: &Path) -> Result<Site> {
         compute.push(format!("{name}@{address}"));
         compute_processes.push(process);
     }
-    println!("  orderer o1, endorsers e1-e3 (policy 2 of 3), business nodes b1 and b2, compute c1 and c2 up");
+    println!("  orderers o1-o3 (one Raft group), endorsers e1-e3 (policy 2 of 3), business nodes b1 and b2, compute c1 and c2 up");
     wait_for_status(
         r,
         dir,
@@ -350,7 +363,7 @@ pub fn start_site(r: &mut Runner, dir: &Path) -> Result<Site> {
     println!("  the endorsers put the center's signed membership on the chain");
     Ok(Site {
         center: (center_process, center_address),
-        orderer: orderer.0,
+        orderers,
         endorsers: endorsers.into_iter().map(|e| e.0).collect(),
         b1: b1.0,
         b2: b2.map(|b| b.0),
@@ -395,6 +408,72 @@ fn wait_for_status(
     }
 }
 
+/// Finds the Raft leader of the orderers, kills its process, and waits
+/// until the others elect a new one; returns the killed orderer's name.
+fn kill_leader(r: &mut Runner, dir: &Path, site: &mut Site) -> Result<String> {
+    let status = wait_for_status(r, dir, "o1", "an ordering leader", |out| {
+        !out.contains("leader none elected")
+    })?;
+    let leader = status
+        .split(", leader ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_default()
+        .to_owned();
+    let slot = site
+        .orderers
+        .iter_mut()
+        .find(|(name, _)| *name == leader)
+        .with_context(|| format!("o1 names an unknown leader: {}", status.trim()))?;
+    drop(slot.1.take());
+    let survivor = ORDERERS
+        .iter()
+        .find(|o| **o != leader)
+        .context("no other orderer")?;
+    let elected = wait_for_status(r, dir, survivor, "a new ordering leader", |out| {
+        !out.contains(&format!(", leader {leader},")) && !out.contains("leader none elected")
+    })?;
+    println!(
+        "  killed the ordering leader {leader} mid-stream; {}",
+        elected.trim()
+    );
+    Ok(leader)
+}
+
+/// Restarts a stopped orderer and waits until its chain reaches the
+/// others' height (it catches up through Raft replication).
+fn restart_orderer(r: &mut Runner, dir: &Path, site: &mut Site, name: &str) -> Result<()> {
+    let height = |out: &str| -> u64 {
+        out.split("height ")
+            .nth(1)
+            .and_then(|h| h.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let survivor = ORDERERS
+        .iter()
+        .find(|o| **o != name)
+        .context("no other orderer")?;
+    let target = height(&wait_for_status(
+        r,
+        dir,
+        survivor,
+        "an orderer's height",
+        |_| true,
+    )?);
+    let process = start(r, dir, "orderer", &["orderer"], name, &[])?.0;
+    if let Some(slot) = site.orderers.iter_mut().find(|(n, _)| n == name) {
+        slot.1 = Some(process);
+    }
+    let caught_up = wait_for_status(r, dir, name, "the restarted orderer catching up", |out| {
+        height(out) >= target
+    })?;
+    println!(
+        "  {name} restarted and caught up through Raft: {}",
+        caught_up.trim()
+    );
+    Ok(())
+}
+
 /// The commit hash in a `ledger status` line.
 fn commit_hash(status: &str) -> String {
     status
@@ -437,7 +516,11 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         ("bank-a", CUSTOMERS[2], "loan-a-0003", 10_000),
         ("bank-b", CUSTOMERS[1], "loan-b-0003", 7_500),
     ];
-    for (bank, customer, loan, amount) in loans {
+    let mut killed = None;
+    for (i, (bank, customer, loan, amount)) in loans.into_iter().enumerate() {
+        if i == 3 {
+            killed = Some(kill_leader(&mut r, dir, &mut site)?);
+        }
         let json =
             format!("{{\"customer\":\"{customer}\",\"loan\":\"{loan}\",\"amount\":{amount}}}");
         let out = banks.call(&mut r, bank, "invoke", "loan", &json)?;
@@ -447,7 +530,10 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         );
         *truth.entry(customer.to_owned()).or_default() += amount;
     }
-    println!("  6 loans recorded by two banks, each VALID at b1");
+    println!("  6 loans recorded by two banks, each VALID at b1 (3 before the leader was killed, 3 after)");
+    if let Some(leader) = killed {
+        restart_orderer(&mut r, dir, &mut site, &leader)?;
+    }
     // b2 goes down and misses blocks.
     drop(site.b2.take());
     for (bank, customer, loan, amount) in [
@@ -564,7 +650,7 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
     );
     drop(site);
     let scanned = scan_for_records(dir, &loans)?;
-    println!("  no customer or loan id in any of the {scanned} files the orderer, endorsers and business nodes wrote (raw, hex or base64)");
-    println!("  checked: answers match the plaintext truth, a restarted node caught up, a revoked enclave refused, no record in clear at rest");
+    println!("  no customer or loan id in any of the {scanned} files the orderers, endorsers and business nodes wrote (raw, hex or base64)");
+    println!("  checked: answers match the plaintext truth (nothing lost or doubled across the leader's death), a restarted node caught up, a revoked enclave refused, no record in clear at rest");
     Ok(())
 }

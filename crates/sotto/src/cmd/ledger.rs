@@ -24,7 +24,10 @@ use super::psi::{bind_and_announce, ctrl_c, runtime};
 pub enum LedgerCommand {
     /// Check a consortium's genesis file (TOML) and write block 0.
     Genesis(GenesisArgs),
-    /// Run the orderer (a single ordering node; its blocks in redb).
+    /// Run an orderer: one member of the Raft ordering group of block 0's
+    /// orderers (Raft log and chain in redb in its home; only the elected
+    /// leader takes broadcasts and cuts blocks, every orderer delivers the
+    /// committed chain).
     #[command(subcommand)]
     Orderer(ServeOnly),
     /// Run an endorser.
@@ -169,7 +172,9 @@ pub struct BlockArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     node: NodeArgs,
-    /// The business node to ask.
+    /// The business node to ask (height, commit hash, mode, membership
+    /// version, keys), or an orderer (its Raft role, term and leader, and
+    /// its chain's height).
     #[arg(long, value_name = "NODE")]
     node_name: String,
 }
@@ -389,6 +394,19 @@ fn show_block(a: &BlockArgs) -> Result<()> {
 fn status(a: &StatusArgs) -> Result<()> {
     let (home, block, _) = open(&a.node)?;
     let client = LedgerClient::new(home, &block, vec![(String::new(), String::new())])?;
+    if client.config().orderer(&a.node_name).is_some() {
+        let status = runtime()?.block_on(client.orderer_status(&a.node_name))?;
+        let leader = if status.leader.is_empty() {
+            "none elected".to_owned()
+        } else {
+            status.leader
+        };
+        println!(
+            "{}: orderer, Raft {} in term {}, leader {leader}, height {}",
+            a.node_name, status.role, status.term, status.height
+        );
+        return Ok(());
+    }
     let status = runtime()?.block_on(client.status(&a.node_name))?;
     println!(
         "{}: height {}, commit hash {}, {} mode, membership v{}, {} keys",
