@@ -23,6 +23,7 @@ fn the_ledger_runs_as_processes_and_every_answer_is_the_truth() {
         "every customer's total exposure matches the plaintext truth",
         "b2 restarted, replayed its store, caught up",
         "killed the ordering leader",
+        "replayed to the ordering service: DUPLICATE_TXID at b1 and b2",
         "restarted and caught up through Raft",
         "its request refused",
         "no customer or loan id in any of the",

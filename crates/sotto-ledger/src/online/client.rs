@@ -561,6 +561,51 @@ impl LedgerClient {
             .into_inner())
     }
 
+    /// The block at or after `from` in which business node `node` has
+    /// transaction `tx_id`, and the code it gave it there; waits up to
+    /// `patience` for that block.
+    pub async fn code_of(
+        &self,
+        node: &str,
+        tx_id: &TxId,
+        from: u64,
+        patience: Duration,
+    ) -> Result<(u64, ValidationCode), OnlineError> {
+        let mut stream = self
+            .business(node)?
+            .events(EventsRequest { from })
+            .await
+            .map_err(|s| call_failed(node, &s))?
+            .into_inner();
+        let search = async {
+            while let Some(event) = stream.message().await.map_err(|s| call_failed(node, &s))? {
+                let found = event
+                    .codes
+                    .iter()
+                    .find(|c| c.tx_id.as_slice() == tx_id.as_bytes().as_slice());
+                if let Some(code) = found {
+                    let code = ValidationCode::from_number(code.code).ok_or_else(|| {
+                        OnlineError::Refused {
+                            peer: node.to_owned(),
+                            reason: format!("unknown validation code {}", code.code),
+                        }
+                    })?;
+                    return Ok((event.block, code));
+                }
+            }
+            Err(OnlineError::Transport {
+                peer: node.to_owned(),
+                reason: "the commit event stream ended".into(),
+            })
+        };
+        tokio::time::timeout(patience, search)
+            .await
+            .map_err(|_| OnlineError::Transport {
+                peer: node.to_owned(),
+                reason: format!("{tx_id} not committed within {} s", patience.as_secs()),
+            })?
+    }
+
     /// An orderer's view of the Raft group and its chain.
     pub async fn orderer_status(
         &self,

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
+use std::str::FromStr;
 
 use anyhow::{bail, ensure, Context, Result};
 use sotto_node::NodeHome;
@@ -474,6 +475,59 @@ fn restart_orderer(r: &mut Runner, dir: &Path, site: &mut Site, name: &str) -> R
     Ok(())
 }
 
+/// A relay replays the first loan's transaction, as stored in its block, to
+/// the ordering service (under bank-b's certificate, which may submit):
+/// every business node must mark the copy DUPLICATE_TXID, so the loan
+/// counts once (the exposures are checked against the truth afterwards).
+fn replay_transaction(dir: &Path, committed: &str) -> Result<()> {
+    use prost::Message;
+    use sotto_ledger::tx::{Body, Transaction};
+    let (tx_hex, rest) = committed
+        .trim()
+        .split_once(" in block ")
+        .with_context(|| format!("no transaction id in {committed:?}"))?;
+    let number: u64 = rest
+        .split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .with_context(|| format!("no block number in {committed:?}"))?;
+    let tx_id = sotto_crypto::ids::TxId::from_str(tx_hex.trim())?;
+    let block0 =
+        sotto_ledger::block::Block::decode(std::fs::read(dir.join("block0.bin"))?.as_slice())?;
+    let client = sotto_ledger::online::client::LedgerClient::new(
+        NodeHome::open(&dir.join("bank-b"))?,
+        &block0,
+        vec![(String::new(), String::new())],
+    )?;
+    super::psi::runtime()?.block_on(async {
+        let stored = client.block(number).await?;
+        let original = stored
+            .transactions
+            .iter()
+            .find(|tx| {
+                let packet = match Transaction::decode(tx.as_slice()).ok().and_then(|t| t.body) {
+                    Some(Body::Invoke(invoke)) => invoke.packet,
+                    _ => return false,
+                };
+                sotto_ledger::packet::Packet::decode(packet.as_slice())
+                    .is_ok_and(|p| p.tx_id == tx_id.as_bytes())
+            })
+            .with_context(|| format!("{tx_id} is not in block {number}"))?;
+        client.broadcast(vec![original.clone()]).await?;
+        for node in ["b1", "b2"] {
+            let (at, code) = client
+                .code_of(node, &tx_id, number + 1, std::time::Duration::from_secs(10))
+                .await?;
+            ensure!(
+                code == sotto_ledger::ValidationCode::DuplicateTxid,
+                "{node} gave the replayed {tx_id} in block {at} {code}, not DUPLICATE_TXID"
+            );
+        }
+        println!("  the first loan's transaction replayed to the ordering service: DUPLICATE_TXID at b1 and b2");
+        Ok(())
+    })
+}
+
 /// The commit hash in a `ledger status` line.
 fn commit_hash(status: &str) -> String {
     status
@@ -517,6 +571,7 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         ("bank-b", CUSTOMERS[1], "loan-b-0003", 7_500),
     ];
     let mut killed = None;
+    let mut first_loan = String::new();
     for (i, (bank, customer, loan, amount)) in loans.into_iter().enumerate() {
         if i == 3 {
             killed = Some(kill_leader(&mut r, dir, &mut site)?);
@@ -529,11 +584,15 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
             "{bank}'s loan {loan} was not committed: {out}"
         );
         *truth.entry(customer.to_owned()).or_default() += amount;
+        if i == 0 {
+            first_loan = out;
+        }
     }
     println!("  6 loans recorded by two banks, each VALID at b1 (3 before the leader was killed, 3 after)");
     if let Some(leader) = killed {
         restart_orderer(&mut r, dir, &mut site, &leader)?;
     }
+    replay_transaction(dir, &first_loan)?;
     // b2 goes down and misses blocks.
     drop(site.b2.take());
     for (bank, customer, loan, amount) in [

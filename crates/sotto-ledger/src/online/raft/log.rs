@@ -1,8 +1,8 @@
 //! The Raft log and vote of one orderer, in its redb file: one table of
 //! entries by index (each entry JSON-encoded, as openraft serializes it),
-//! one of metadata (vote, committed and purged log ids). Every write is one
-//! durable redb transaction, finished before openraft is told it is
-//! flushed.
+//! one of metadata (vote, committed and purged log ids). Entries, vote and
+//! purge are each one synced redb transaction, finished before openraft is
+//! told they are flushed; the committed log id rides along unsynced.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -53,10 +53,19 @@ pub(super) fn read_meta<T: DeserializeOwned>(
         .map_err(|e| failed(format!("raft metadata {key}: {e}")))
 }
 
-/// Stores a JSON value under `key` in the metadata table, durably.
-fn write_meta<T: Serialize>(db: &Database, key: &str, value: &T) -> Result<(), AnyError> {
+/// Stores a JSON value under `key` in the metadata table, synced to disk
+/// before it returns if `synced` (otherwise with the next synced write).
+fn write_meta<T: Serialize>(
+    db: &Database,
+    key: &str,
+    value: &T,
+    synced: bool,
+) -> Result<(), AnyError> {
     let bytes = serde_json::to_vec(value).map_err(failed)?;
-    let tx = db.begin_write().map_err(failed)?;
+    let mut tx = db.begin_write().map_err(failed)?;
+    if !synced {
+        tx.set_durability(redb::Durability::None);
+    }
     tx.open_table(META)
         .map_err(failed)?
         .insert(key, bytes.as_slice())
@@ -142,15 +151,17 @@ impl RaftLogStorage<OrderingRaft> for RaftLog {
     }
 
     async fn save_vote(&mut self, vote: &Vote<RaftId>) -> StoreResult<()> {
-        write_meta(&self.db, VOTE, vote).map_err(|e| StorageIOError::write_vote(e).into())
+        write_meta(&self.db, VOTE, vote, true).map_err(|e| StorageIOError::write_vote(e).into())
     }
 
     async fn read_vote(&mut self) -> StoreResult<Option<Vote<RaftId>>> {
         read_meta(&self.db, VOTE).map_err(|e| StorageIOError::read_vote(e).into())
     }
 
+    /// The committed log id only shortens a restart (openraft may apply
+    /// up to it before an election), so it is not synced on its own.
     async fn save_committed(&mut self, committed: Option<LogId<RaftId>>) -> StoreResult<()> {
-        write_meta(&self.db, COMMITTED, &committed)
+        write_meta(&self.db, COMMITTED, &committed, false)
             .map_err(|e| StorageIOError::write_logs(e).into())
     }
 
@@ -196,7 +207,7 @@ impl RaftLogStorage<OrderingRaft> for RaftLog {
     }
 
     async fn purge(&mut self, log_id: LogId<RaftId>) -> StoreResult<()> {
-        write_meta(&self.db, PURGED, &log_id).map_err(StorageIOError::write_logs)?;
+        write_meta(&self.db, PURGED, &log_id, true).map_err(StorageIOError::write_logs)?;
         self.remove(..=log_id.index)
             .map_err(|e| StorageIOError::write_logs(e).into())
     }
