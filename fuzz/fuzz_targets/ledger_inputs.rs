@@ -17,7 +17,7 @@ use sotto_ledger::keys::LedgerKeys;
 use sotto_ledger::request::Request;
 use sotto_ledger::memory::MemoryLedger;
 use sotto_ledger::online::raft::chain::snapshot_blocks;
-use sotto_ledger::online::raft::OrderingRaft;
+use sotto_ledger::online::raft::{from_cbor, OrderingRaft};
 use sotto_ledger::policy::Policy;
 use sotto_ledger::LedgerConfig;
 
@@ -52,9 +52,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(block) = Block::decode(data) {
         let _ = block.open_genesis("fuzz");
     }
-    let _ = serde_json::from_slice::<openraft::raft::AppendEntriesRequest<OrderingRaft>>(data);
-    let _ = serde_json::from_slice::<openraft::raft::VoteRequest<u64>>(data);
-    let _ = serde_json::from_slice::<openraft::raft::InstallSnapshotRequest<OrderingRaft>>(data);
+    let _ = from_cbor::<openraft::raft::AppendEntriesRequest<OrderingRaft>>(data);
+    let _ = from_cbor::<openraft::raft::VoteRequest<u64>>(data);
+    let _ = from_cbor::<openraft::raft::InstallSnapshotRequest<OrderingRaft>>(data);
+    let _ = from_cbor::<openraft::Entry<OrderingRaft>>(data);
     let text = genesis();
     let Ok(config) = LedgerConfig::parse("genesis.toml", &text) else {
         return;

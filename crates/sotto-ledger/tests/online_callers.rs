@@ -173,13 +173,12 @@ async fn each_role_answers_only_the_roles_that_need_it() {
             sotto_ledger::online::channel(&client_tls(home), "o1", &o1_addr).unwrap(),
         )
     };
-    let vote_for = |node: u64| {
-        RaftMessage {
-        json: format!(
-            r#"{{"vote":{{"leader_id":{{"term":9,"node_id":{node}}},"committed":false}},"last_log_id":null}}"#
-        )
-        .into_bytes(),
-    }
+    let vote_for = |node: u64| RaftMessage {
+        body: sotto_ledger::online::raft::to_cbor(&openraft::raft::VoteRequest::new(
+            openraft::Vote::new(9, node),
+            None,
+        ))
+        .unwrap(),
     };
     denied(raft(bank).vote(vote_for(1)).await, "bank-a");
     let for_another = raft(o1).vote(vote_for(2)).await.expect_err("not o1's vote");
@@ -190,7 +189,7 @@ async fn each_role_answers_only_the_roles_that_need_it() {
     );
     let garbage = raft(o1)
         .append_entries(RaftMessage {
-            json: b"{}".to_vec(),
+            body: b"{}".to_vec(),
         })
         .await
         .expect_err("not a Raft message");

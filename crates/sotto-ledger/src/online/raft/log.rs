@@ -1,5 +1,5 @@
 //! The Raft log and vote of one orderer, in its redb file: one table of
-//! entries by index (each entry JSON-encoded, as openraft serializes it),
+//! entries by index (each entry CBOR-encoded, as openraft serializes it),
 //! one of metadata (vote, committed and purged log ids). Entries, vote and
 //! purge are each one synced redb transaction, finished before openraft is
 //! told they are flushed; the committed log id rides along unsynced.
@@ -17,7 +17,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{OrderingRaft, RaftId};
+use super::{from_cbor, to_cbor, OrderingRaft, RaftId};
 
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 /// Raft metadata of the log and of the state machine, by key.
@@ -95,7 +95,7 @@ impl RaftLog {
         let Some((_, bytes)) = table.last().map_err(failed)? else {
             return Ok(None);
         };
-        let entry: Entry<OrderingRaft> = serde_json::from_slice(bytes.value()).map_err(failed)?;
+        let entry: Entry<OrderingRaft> = from_cbor(bytes.value()).map_err(failed)?;
         Ok(Some(entry.log_id))
     }
 
@@ -125,7 +125,7 @@ impl RaftLogReader<OrderingRaft> for RaftLog {
             let mut entries = Vec::new();
             for item in table.range(range).map_err(failed)? {
                 let (_, bytes) = item.map_err(failed)?;
-                entries.push(serde_json::from_slice(bytes.value()).map_err(failed)?);
+                entries.push(from_cbor(bytes.value()).map_err(failed)?);
             }
             Ok(entries)
         };
@@ -181,7 +181,7 @@ impl RaftLogStorage<OrderingRaft> for RaftLog {
             {
                 let mut table = tx.open_table(ENTRIES).map_err(failed)?;
                 for entry in entries {
-                    let bytes = serde_json::to_vec(&entry).map_err(failed)?;
+                    let bytes = to_cbor(&entry).map_err(failed)?;
                     table
                         .insert(entry.log_id.index, bytes.as_slice())
                         .map_err(failed)?;

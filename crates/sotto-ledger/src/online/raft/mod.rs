@@ -6,7 +6,9 @@
 //! orderers hold it. This module owns the group's types and settings;
 //! [`log`] stores the Raft log and vote in redb, [`chain`] is the state
 //! machine (the block chain in the same redb file), [`network`] carries
-//! Raft messages over the orderers' mutual-TLS gRPC.
+//! Raft messages over the orderers' mutual-TLS gRPC. Log entries and Raft
+//! messages are encoded in CBOR ([`to_cbor`], [`from_cbor`]), blocks as
+//! byte strings inside them.
 
 pub mod chain;
 pub mod log;
@@ -29,6 +31,24 @@ openraft::declare_raft_types!(
         SnapshotData = std::io::Cursor<Vec<u8>>,
 );
 
+/// Encodes a Raft message or log entry (CBOR).
+pub fn to_cbor<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Decodes a Raft message or log entry (CBOR); refuses trailing bytes.
+pub fn from_cbor<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut rest = bytes;
+    let value = ciborium::from_reader(&mut rest).map_err(|e| e.to_string())?;
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(format!("{} bytes after the message", rest.len()))
+    }
+}
+
 /// A Raft node id.
 pub type RaftId = u64;
 
@@ -36,7 +56,7 @@ pub type RaftId = u64;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposedBlock {
     /// The encoded block.
-    #[serde(with = "hex::serde")]
+    #[serde(with = "serde_bytes")]
     pub block: Vec<u8>,
 }
 

@@ -23,11 +23,11 @@ use sotto_wire::ledger::orderer_raft_server::OrdererRaft;
 use sotto_wire::ledger::RaftMessage;
 use tonic::{Request, Response, Status};
 
-use super::{node_id, orderer_of, OrderingRaft, RaftId};
+use super::{from_cbor, node_id, orderer_of, to_cbor, OrderingRaft, RaftId};
 use crate::config::LedgerConfig;
 use crate::online::{caller, Channels};
 
-/// The largest Raft message, encoded (a few blocks, hex in JSON).
+/// The largest Raft message, encoded (a few blocks).
 pub const MAX_MESSAGE: usize = 64 << 20;
 
 type Failure<E> = RPCError<RaftId, EmptyNode, RaftError<RaftId, E>>;
@@ -92,8 +92,8 @@ impl RaftPeer {
                 self.target
             )));
         };
-        let json =
-            serde_json::to_vec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let body = to_cbor(request)
+            .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
         let channel = self
             .channels
             .get(name, address)
@@ -101,7 +101,7 @@ impl RaftPeer {
         let mut client = OrdererRaftClient::new(channel)
             .max_encoding_message_size(MAX_MESSAGE)
             .max_decoding_message_size(MAX_MESSAGE);
-        let message = RaftMessage { json };
+        let message = RaftMessage { body };
         let sent = async {
             match call {
                 Call::Append => client.append_entries(message).await,
@@ -119,8 +119,8 @@ impl RaftPeer {
                 _ => RPCError::Network(NetworkError::new(&s)),
             })?
             .into_inner();
-        let answer: Result<A, RaftError<RaftId, E>> = serde_json::from_slice(&reply.json)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let answer: Result<A, RaftError<RaftId, E>> = from_cbor(&reply.body)
+            .map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -184,14 +184,14 @@ pub fn check_speaker(caller: RaftId, speaks_for: RaftId) -> Result<(), Status> {
 }
 
 fn decode<T: DeserializeOwned>(message: &RaftMessage) -> Result<T, Status> {
-    serde_json::from_slice(&message.json)
+    from_cbor(&message.body)
         .map_err(|e| Status::invalid_argument(format!("not a Raft message: {e}")))
 }
 
 fn encode<T: Serialize>(reply: &T) -> Result<Response<RaftMessage>, Status> {
-    serde_json::to_vec(reply)
-        .map(|json| Response::new(RaftMessage { json }))
-        .map_err(|e| Status::internal(e.to_string()))
+    to_cbor(reply)
+        .map(|body| Response::new(RaftMessage { body }))
+        .map_err(Status::internal)
 }
 
 #[tonic::async_trait]
