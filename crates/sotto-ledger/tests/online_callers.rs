@@ -10,17 +10,18 @@ use std::path::Path;
 
 use rand_chacha::rand_core::SeedableRng;
 use sotto_ledger::block::Block;
-use sotto_ledger::online::{business, orderer, OnlineError};
+use sotto_ledger::online::{business, endorser, orderer, OnlineError};
 use sotto_ledger::LedgerConfig;
 use sotto_net::ca::ConsortiumCa;
 use sotto_net::tls::TlsMaterial;
 use sotto_node::{NodeHome, NodeName};
 use sotto_wire::ledger::business_client::BusinessClient;
+use sotto_wire::ledger::endorser_client::EndorserClient;
 use sotto_wire::ledger::orderer_client::OrdererClient;
 use sotto_wire::ledger::orderer_raft_client::OrdererRaftClient;
 use sotto_wire::ledger::{
-    BroadcastRequest, DeliverRequest, EventsRequest, LoadRequest, OrdererStatusRequest,
-    RaftMessage, StatusRequest,
+    BroadcastRequest, DeliverRequest, EndorseRequest, EventsRequest, LoadRequest,
+    OrdererStatusRequest, RaftMessage, StatusRequest,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -253,6 +254,58 @@ async fn each_role_answers_only_the_roles_that_need_it() {
             .status(StatusRequest {})
             .await,
         "bank-a",
+    );
+    let _ = stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endorser_endorses_for_clients_only() {
+    let (c, homes) = consortium("127.0.0.1:1", "127.0.0.1:2");
+    let (center, e1, b1, bank) = (&homes[0], &homes[2], &homes[3], &homes[4]);
+    let profile = c.dir.path().join("center.profile.json");
+    std::fs::write(&profile, center.profile().to_json()).unwrap();
+    e1.pin_peer(&profile).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    // No center answers at this address: the endorser serves and keeps
+    // trying to follow it.
+    tokio::spawn(endorser::serve(
+        listener,
+        NodeHome::open(e1.dir()).unwrap(),
+        c.genesis.clone(),
+        "127.0.0.1:1".into(),
+        async move {
+            let mut stopped = stopped;
+            let _ = stopped.changed().await;
+        },
+    ));
+    let endorse = |home: &NodeHome| {
+        EndorserClient::new(
+            sotto_ledger::online::channel(&client_tls(home), "e1", &address).unwrap(),
+        )
+    };
+    let garbage = EndorseRequest {
+        packet: vec![0xff; 8],
+        tee_signature: vec![0; 64],
+    };
+    denied(endorse(b1).endorse(garbage.clone()).await, "b1");
+    denied(
+        endorse(&impostor_of(&c, "bank-a"))
+            .endorse(garbage.clone())
+            .await,
+        "bank-a",
+    );
+    let reply = endorse(bank)
+        .endorse(garbage)
+        .await
+        .expect("a client passes the caller check")
+        .into_inner();
+    assert!(reply.endorsement.is_empty());
+    assert!(
+        reply.refusal.starts_with("malformed packet"),
+        "{}",
+        reply.refusal
     );
     let _ = stop.send(true);
 }
