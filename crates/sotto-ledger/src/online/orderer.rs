@@ -29,15 +29,17 @@ use sotto_wire::ledger::{
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::raft::chain::{Chain, ChainMachine};
 use super::raft::log::RaftLog;
 use super::raft::network::{RaftPeers, RaftService, MAX_MESSAGE};
-use super::raft::{node_id, orderer_of, settings, OrderingRaft, ProposedBlock, RaftId};
+use super::raft::{
+    node_id, orderer_of, settings, AppliedBlock, OrderingRaft, ProposedBlock, RaftId,
+};
 use super::{caller, check_role, listener_failed, server, tls_for, unix_ms, Channels, OnlineError};
-use crate::block::Block;
+use crate::block::{Block, ChainTip};
 use crate::config::LedgerConfig;
 use crate::tx::Transaction;
 
@@ -166,26 +168,156 @@ async fn start_raft(
 }
 
 /// Cuts a block whenever the pending transactions reach the count or byte
-/// limit, or the oldest has waited the block timeout.
+/// limit, or the oldest has waited the block timeout, and keeps up to
+/// [`IN_FLIGHT`] blocks proposed to the Raft group at once, each cut on the
+/// one before it. Broadcasts are answered in block order as their blocks
+/// are applied. If a proposal fails or is refused (the chain moved: a
+/// former leader's block won), no new block is proposed until the flight
+/// is empty; then the refused batches are cut again, in order, on the
+/// applied chain.
 async fn cutter(inner: Arc<Inner>) {
     let timeout = Duration::from_millis(u64::from(inner.config.blocks.timeout_ms));
+    let mut flight = Flight::default();
     loop {
+        flight.launch_ready(&inner, timeout);
         let deadline = {
             let pending = inner.pending.lock().map_or(None, |p| p.since);
             deadline_of(pending, timeout)
         };
-        match deadline {
-            Some(at) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at.into()) => {}
-                    () = inner.arrived.notified() => {}
-                }
+        tokio::select! {
+            Some((proposal, result)) = flight.running.next(), if !flight.running.is_empty() => {
+                flight.settle(proposal, result);
             }
-            None => inner.arrived.notified().await,
+            () = sleep_until_some(deadline) => {}
+            () = inner.arrived.notified() => {}
         }
-        while let Some(batch) = take_batch(&inner, timeout) {
-            order(&inner, batch).await;
+    }
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The most blocks proposed and not yet applied at once.
+const IN_FLIGHT: usize = 4;
+
+/// The most times a batch is cut again because the chain moved under it
+/// (a block of a former leader committed first).
+const RECUTS: usize = 3;
+
+/// A batch of transactions on its way into a block.
+struct Proposal {
+    batch: Batch,
+    cuts: usize,
+}
+
+type Proposed = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Proposal, Result<AppliedBlock, String>)> + Send>,
+>;
+
+/// The blocks proposed and not yet applied, and what to do after them.
+#[derive(Default)]
+struct Flight {
+    running: futures_util::stream::FuturesOrdered<Proposed>,
+    /// The tip the next block extends; `None`: the applied chain's tip.
+    next_tip: Option<ChainTip>,
+    /// Set when a proposal failed: nothing new until the flight is empty.
+    resync: bool,
+    /// Refused batches to cut again, in order, once the flight is empty.
+    again: Vec<Proposal>,
+}
+
+impl Flight {
+    /// Proposes what may be proposed now.
+    fn launch_ready(&mut self, inner: &Arc<Inner>, timeout: Duration) {
+        if self.resync {
+            if !self.running.is_empty() {
+                return;
+            }
+            self.resync = false;
+            self.next_tip = None;
+            for proposal in std::mem::take(&mut self.again) {
+                self.launch(inner, proposal);
+            }
         }
+        while self.running.len() < IN_FLIGHT && !self.resync {
+            let Some(batch) = take_batch(inner, timeout) else {
+                break;
+            };
+            self.launch(inner, Proposal { batch, cuts: 0 });
+        }
+    }
+
+    /// Cuts the proposal's block on the next tip and proposes it.
+    fn launch(&mut self, inner: &Arc<Inner>, mut proposal: Proposal) {
+        if proposal.cuts >= RECUTS {
+            answer(
+                proposal.batch,
+                Err(format!("the chain moved under {RECUTS} cuts of this block")),
+            );
+            return;
+        }
+        let tip = match self.next_tip.map_or_else(|| inner.chain.tip(), Ok) {
+            Ok(tip) => tip,
+            Err(e) => return answer(proposal.batch, Err(e.to_string())),
+        };
+        let transactions = proposal.batch.iter().map(|(tx, _)| tx.clone()).collect();
+        let block = Block::cut(&tip, &inner.name, &inner.key, unix_ms(), transactions);
+        match tip.check_next(&inner.config, &block) {
+            Ok(next) => self.next_tip = Some(next),
+            Err(e) => return answer(proposal.batch, Err(e.to_string())),
+        }
+        proposal.cuts += 1;
+        let inner = Arc::clone(inner);
+        self.running.push_back(Box::pin(async move {
+            let proposed = ProposedBlock {
+                block: block.encode_to_vec(),
+            };
+            let result = inner
+                .raft
+                .client_write(proposed)
+                .await
+                .map(|r| r.data)
+                .map_err(|e| not_ordered(&inner.config, &e));
+            (proposal, result)
+        }));
+    }
+
+    /// Answers a proposal's broadcasts once its block is applied, or keeps
+    /// it to cut again, or answers why it was not ordered.
+    fn settle(&mut self, proposal: Proposal, result: Result<AppliedBlock, String>) {
+        match result {
+            Ok(AppliedBlock {
+                number: Some(number),
+                ..
+            }) => answer(proposal.batch, Ok(number)),
+            Ok(AppliedBlock { refused, .. }) => {
+                tracing::info!(
+                    "a proposed block was refused ({}); cutting it again",
+                    refused.unwrap_or_default()
+                );
+                self.resync = true;
+                self.again.push(proposal);
+            }
+            Err(reason) => {
+                self.resync = true;
+                answer(proposal.batch, Err(reason));
+            }
+        }
+    }
+}
+
+/// Answers every broadcast waiting on `batch`.
+fn answer(batch: Batch, outcome: Outcome) {
+    if let Err(reason) = &outcome {
+        tracing::warn!("a block was not ordered: {reason}");
+    }
+    for waiter in batch.into_iter().filter_map(|(_, w)| w) {
+        let _ = waiter.send(outcome.clone());
     }
 }
 
@@ -226,54 +358,6 @@ fn take_batch(inner: &Inner, timeout: Duration) -> Option<Batch> {
         Some(Instant::now())
     };
     Some(batch)
-}
-
-/// The most times a batch is cut again because the chain moved under it
-/// (a block of a former leader committed first).
-const RECUTS: usize = 3;
-
-/// Cuts a block of `batch` on the chain's tip, proposes it to the Raft
-/// group and answers the waiting broadcasts once it is committed and
-/// stored, or with why not.
-async fn order(inner: &Inner, batch: Batch) {
-    let (transactions, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let outcome = propose(inner, transactions).await;
-    if let Err(reason) = &outcome {
-        tracing::warn!("a block was not ordered: {reason}");
-    }
-    for waiter in waiters.into_iter().flatten() {
-        let _ = waiter.send(outcome.clone());
-    }
-}
-
-async fn propose(inner: &Inner, transactions: Vec<Vec<u8>>) -> Outcome {
-    let mut last_refusal = String::new();
-    for _ in 0..RECUTS {
-        let tip = inner.chain.tip().map_err(|e| e.to_string())?;
-        let block = Block::cut(
-            &tip,
-            &inner.name,
-            &inner.key,
-            unix_ms(),
-            transactions.clone(),
-        );
-        let proposed = ProposedBlock {
-            block: block.encode_to_vec(),
-        };
-        let applied = inner
-            .raft
-            .client_write(proposed)
-            .await
-            .map_err(|e| not_ordered(&inner.config, &e))?
-            .data;
-        match (applied.number, applied.refused) {
-            (Some(number), _) => return Ok(number),
-            (None, refused) => last_refusal = refused.unwrap_or_default(),
-        }
-    }
-    Err(format!(
-        "the chain moved under {RECUTS} cuts of this block ({last_refusal})"
-    ))
 }
 
 /// Why a proposal was not ordered, in words.
