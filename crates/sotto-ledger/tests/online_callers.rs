@@ -174,12 +174,14 @@ async fn each_role_answers_only_the_roles_that_need_it() {
             sotto_ledger::online::channel(&client_tls(home), "o1", &o1_addr).unwrap(),
         )
     };
+    let ledger = c.genesis.open_genesis("block 0").unwrap().1.ledger.to_vec();
     let vote_for = |node: u64| RaftMessage {
         body: sotto_ledger::online::raft::to_cbor(&openraft::raft::VoteRequest::new(
             openraft::Vote::new(9, node),
             None,
         ))
         .unwrap(),
+        ledger: ledger.clone(),
     };
     denied(raft(bank).vote(vote_for(1)).await, "bank-a");
     let for_another = raft(o1).vote(vote_for(2)).await.expect_err("not o1's vote");
@@ -188,9 +190,26 @@ async fn each_role_answers_only_the_roles_that_need_it() {
         for_another.message(),
         "Raft node 1 sent a message for node 2; an orderer speaks only for itself"
     );
+    // A message of another ledger's group, even from a known orderer.
+    let other_ledger = raft(o1)
+        .vote(RaftMessage {
+            ledger: vec![7; 32],
+            ..vote_for(1)
+        })
+        .await
+        .expect_err("another ledger");
+    assert_eq!(other_ledger.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        other_ledger.message().starts_with(&format!(
+            "o1 sent a Raft message for ledger {}; this orderer orders ledger",
+            "07".repeat(32)
+        )),
+        "{other_ledger:?}"
+    );
     let garbage = raft(o1)
         .append_entries(RaftMessage {
             body: b"{}".to_vec(),
+            ledger: ledger.clone(),
         })
         .await
         .expect_err("not a Raft message");

@@ -75,6 +75,28 @@ fn cut_on(tip: &ChainTip, key: &IdentityKey, n: u8) -> Block {
     Block::cut(tip, "o1", key, common::START_MS + 1000, vec![vec![n]])
 }
 
+/// Blocks 1 and 2 of o1 on block 0, with the tips they make.
+struct Chained {
+    tip0: ChainTip,
+    first: Block,
+    tip1: ChainTip,
+    second: Block,
+}
+
+fn chained(world: &World) -> Chained {
+    let (_, tip0) = world.genesis.open_genesis("block 0").unwrap();
+    let o1 = &world.consortium.orderers[0];
+    let first = cut_on(&tip0, o1, 1);
+    let tip1 = tip0.check_next(&world.config, &first).unwrap();
+    let second = cut_on(&tip1, o1, 2);
+    Chained {
+        tip0,
+        first,
+        tip1,
+        second,
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .build()
@@ -84,14 +106,15 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn a_block_that_does_not_extend_the_chain_is_refused_alike_on_every_orderer() {
     let world = World::new();
-    let (_, tip0) = world.genesis.open_genesis("block 0").unwrap();
-    let o1 = &world.consortium.orderers[0];
-    let first = cut_on(&tip0, o1, 1);
-    let tip1 = tip0.check_next(&world.config, &first).unwrap();
-    let second = cut_on(&tip1, o1, 2);
+    let Chained {
+        tip0,
+        first,
+        tip1,
+        second,
+    } = chained(&world);
     // A former leader's block on the same tip as `first`, and a block
     // signed with a key that is no orderer's.
-    let stale = cut_on(&tip0, o1, 3);
+    let stale = cut_on(&tip0, &world.consortium.orderers[0], 3);
     let forged = cut_on(&tip1, &world.consortium.clients[0], 4);
     let entries = [
         entry(1, &first),
@@ -153,11 +176,7 @@ fn a_restart_resumes_at_the_last_applied_entry() {
 #[test]
 fn a_snapshot_is_installed_only_if_every_block_extends_the_chain() {
     let world = World::new();
-    let (_, tip0) = world.genesis.open_genesis("block 0").unwrap();
-    let o1 = &world.consortium.orderers[0];
-    let first = cut_on(&tip0, o1, 1);
-    let tip1 = tip0.check_next(&world.config, &first).unwrap();
-    let second = cut_on(&tip1, o1, 2);
+    let Chained { first, second, .. } = chained(&world);
     let rt = runtime();
     let source = tempfile::tempdir().unwrap();
     let (_, mut machine, _) = open(source.path(), &world);

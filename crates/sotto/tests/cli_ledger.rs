@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{fails, ok};
+use common::{fails, fails_within, ok};
 
 #[test]
 fn the_ledger_runs_as_processes_and_every_answer_is_the_truth() {
@@ -39,38 +39,20 @@ fn the_ledger_runs_as_processes_and_every_answer_is_the_truth() {
 /// Runs `sotto ledger ROLE serve` on `home` and returns its error output
 /// once it exits (it must, within a minute, and not successfully).
 fn serve_must_fail(work: &std::path::Path, role: &str, home: &str) -> String {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sotto"))
-        .args([
-            "--quiet",
-            "ledger",
-            role,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--home",
-        ])
-        .arg(work.join(home))
-        .arg("--genesis")
-        .arg(work.join("block0.bin"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{home} kept running on an altered store");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success());
-    stderr
+    fails_within(
+        &[
+            &"ledger",
+            &role,
+            &"serve",
+            &"--listen",
+            &"127.0.0.1:0",
+            &"--home",
+            &work.join(home),
+            &"--genesis",
+            &work.join("block0.bin"),
+        ],
+        std::time::Duration::from_secs(60),
+    )
 }
 
 /// After the demo: one transaction of block 2 in o2's chain altered on

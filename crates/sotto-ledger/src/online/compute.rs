@@ -99,7 +99,6 @@ pub async fn serve(
     let (config, tip) = genesis
         .open_genesis("block 0")
         .map_err(|e| OnlineError::Genesis(e.to_string()))?;
-    let tls = tls_for(&home, &config)?;
     let center = check_center(&home, &config)?;
     let inner = Arc::new(Inner {
         channels: Channels::new(tls_for(&home, &config)?),
@@ -144,7 +143,7 @@ pub async fn serve(
             }
         }
     });
-    server(&tls)?
+    server(inner.channels.tls())?
         .add_service(ComputeServer::new(Service { inner }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

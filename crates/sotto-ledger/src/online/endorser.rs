@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
-use super::{caller, channel, check_role, listener_failed, server, tls_for, unix_ms, OnlineError};
+use super::{caller, check_role, listener_failed, server, tls_for, unix_ms, Channels, OnlineError};
 use crate::block::Block;
 use crate::config::LedgerConfig;
 use crate::endorse::Endorser;
@@ -90,7 +90,7 @@ pub async fn serve(
         "endorser",
         config.endorser(&me).map(|(_, e)| &e.identity),
     )?;
-    let tls = tls_for(&home, &config)?;
+    let channels = Arc::new(Channels::new(tls_for(&home, &config)?));
     let center = check_center(&home, &config)?;
     let inner = Arc::new(Inner {
         config,
@@ -102,7 +102,7 @@ pub async fn serve(
     let (updates, relayed) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(relay_memberships(
         Arc::clone(&inner),
-        tls_for(&inner.home, &inner.config)?,
+        Arc::clone(&channels),
         relayed,
     ));
     tokio::spawn(async move {
@@ -126,7 +126,7 @@ pub async fn serve(
         )
         .await;
     });
-    server(&tls)?
+    server(channels.tls())?
         .add_service(EndorserServer::new(Service { inner }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
@@ -139,7 +139,7 @@ pub async fn serve(
 /// after the first is marked INVALID_CONFIG_TRANSACTION and changes nothing.
 async fn relay_memberships(
     inner: Arc<Inner>,
-    tls: sotto_net::tls::TlsMaterial,
+    channels: Arc<Channels>,
     mut updates: tokio::sync::mpsc::UnboundedReceiver<sotto_wire::tee::MembershipUpdate>,
 ) {
     while let Some(update) = updates.recv().await {
@@ -151,7 +151,7 @@ async fn relay_memberships(
         }
         .encode_to_vec();
         let deadline = tokio::time::Instant::now() + RELAY_PATIENCE;
-        while !relay_once(&inner, &tls, &tx).await {
+        while !relay_once(&inner, &channels, &tx).await {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(
                     "no orderer took the membership update in {} s; it waits for the next change",
@@ -172,10 +172,10 @@ const RELAY_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Offers one membership transaction to each orderer in turn until one
 /// (the Raft leader) takes it.
-async fn relay_once(inner: &Inner, tls: &sotto_net::tls::TlsMaterial, tx: &[u8]) -> bool {
+async fn relay_once(inner: &Inner, channels: &Channels, tx: &[u8]) -> bool {
     for orderer in &inner.config.orderers {
         let address = orderer.address.clone().unwrap_or_default();
-        let Ok(channel) = channel(tls, orderer.name.as_str(), &address) else {
+        let Ok(channel) = channels.get(orderer.name.as_str(), &address) else {
             continue;
         };
         let request = BroadcastRequest {

@@ -155,6 +155,11 @@ impl Channels {
         }
     }
 
+    /// This node's TLS material.
+    pub fn tls(&self) -> &TlsMaterial {
+        &self.tls
+    }
+
     /// The channel to `name` at `address`, opened on first use.
     pub fn get(&self, name: &str, address: &str) -> Result<Channel, OnlineError> {
         let mut open = self

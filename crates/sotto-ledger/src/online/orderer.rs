@@ -91,7 +91,6 @@ pub async fn serve(
         "orderer",
         config.orderer(home.name().as_str()).map(|o| &o.identity),
     )?;
-    let tls = tls_for(&home, &config)?;
     let channels = Arc::new(Channels::new(tls_for(&home, &config)?));
     let path = home.dir().join(DB_FILE);
     let db = Database::create(&path).map_err(|e| OnlineError::Database {
@@ -109,7 +108,7 @@ pub async fn serve(
     let id = node_id(&config, home.name().as_str()).ok_or_else(|| {
         OnlineError::Misconfigured(format!("{} is not an orderer in block 0", home.name()))
     })?;
-    let raft = start_raft(id, &config, &tip0.ledger, db, &chain, channels).await?;
+    let raft = start_raft(id, &config, &tip0.ledger, db, &chain, Arc::clone(&channels)).await?;
     let height = chain.tip()?.number;
     let inner = Arc::new(Inner {
         name: home.name().to_string(),
@@ -122,10 +121,10 @@ pub async fn serve(
     });
     tracing::info!(height, raft_id = id, "orderer ready");
     let cutting = tokio::spawn(cutter(Arc::clone(&inner)));
-    let served = server(&tls)?
+    let served = server(channels.tls())?
         .add_service(OrdererServer::new(Service { inner }).max_decoding_message_size(8 << 20))
         .add_service(
-            OrdererRaftServer::new(RaftService::new(raft.clone(), config))
+            OrdererRaftServer::new(RaftService::new(raft.clone(), config, tip0.ledger))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
@@ -154,7 +153,7 @@ async fn start_raft(
     let raft = Raft::new(
         id,
         Arc::new(settings(ledger)?),
-        RaftPeers::new(config.clone(), channels),
+        RaftPeers::new(config.clone(), *ledger, channels),
         RaftLog::new(db),
         ChainMachine::new(Arc::clone(chain)),
     )
@@ -180,10 +179,11 @@ async fn cutter(inner: Arc<Inner>) {
     let mut flight = Flight::default();
     loop {
         flight.launch_ready(&inner, timeout);
-        let deadline = {
-            let pending = inner.pending.lock().map_or(None, |p| p.since);
-            deadline_of(pending, timeout)
-        };
+        let deadline = inner
+            .pending
+            .lock()
+            .map_or(None, |p| p.since)
+            .map(|since| since + timeout);
         tokio::select! {
             Some((proposal, result)) = flight.running.next(), if !flight.running.is_empty() => {
                 flight.settle(proposal, result);
@@ -319,10 +319,6 @@ fn answer(batch: Batch, outcome: Outcome) {
     for waiter in batch.into_iter().filter_map(|(_, w)| w) {
         let _ = waiter.send(outcome.clone());
     }
-}
-
-fn deadline_of(since: Option<Instant>, timeout: Duration) -> Option<Instant> {
-    since.map(|s| s + timeout)
 }
 
 type Batch = Vec<(Vec<u8>, Option<oneshot::Sender<Outcome>>)>;

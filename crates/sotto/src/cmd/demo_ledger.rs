@@ -415,12 +415,7 @@ fn kill_leader(r: &mut Runner, dir: &Path, site: &mut Site) -> Result<String> {
     let status = wait_for_status(r, dir, "o1", "an ordering leader", |out| {
         !out.contains("leader none elected")
     })?;
-    let leader = status
-        .split(", leader ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or_default()
-        .to_owned();
+    let leader = status_field(&status, ", leader ").to_owned();
     let slot = site
         .orderers
         .iter_mut()
@@ -444,12 +439,7 @@ fn kill_leader(r: &mut Runner, dir: &Path, site: &mut Site) -> Result<String> {
 /// Restarts a stopped orderer and waits until its chain reaches the
 /// others' height (it catches up through Raft replication).
 fn restart_orderer(r: &mut Runner, dir: &Path, site: &mut Site, name: &str) -> Result<()> {
-    let height = |out: &str| -> u64 {
-        out.split("height ")
-            .nth(1)
-            .and_then(|h| h.trim().parse().ok())
-            .unwrap_or(0)
-    };
+    let height = |out: &str| -> u64 { status_field(out, "height ").parse().unwrap_or(0) };
     let survivor = ORDERERS
         .iter()
         .find(|o| **o != name)
@@ -528,24 +518,25 @@ fn replay_transaction(dir: &Path, committed: &str) -> Result<()> {
     })
 }
 
-/// The commit hash in a `ledger status` line.
-fn commit_hash(status: &str) -> String {
+/// The field after `label` in a `ledger status` line, up to the next
+/// comma (empty if the line has no such field).
+fn status_field<'a>(status: &'a str, label: &str) -> &'a str {
     status
-        .split(", commit hash ")
+        .split(label)
         .nth(1)
         .and_then(|s| s.split(',').next())
         .unwrap_or_default()
-        .to_owned()
+        .trim()
+}
+
+/// The commit hash in a `ledger status` line.
+fn commit_hash(status: &str) -> String {
+    status_field(status, ", commit hash ").to_owned()
 }
 
 /// The membership version in a `ledger status` line.
 fn membership_version(status: &str) -> u64 {
-    status
-        .split("membership v")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    status_field(status, "membership v").parse().unwrap_or(0)
 }
 
 /// Runs the demo in `dir`.

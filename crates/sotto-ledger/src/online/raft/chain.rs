@@ -185,14 +185,15 @@ pub fn snapshot_blocks<'a>(
     Ok((tip, blocks))
 }
 
-/// What one entry does to the chain whose tip is `tip`.
+/// What one entry does to the chain whose tip is `tip`: the number of the
+/// block it stores, or why its block is refused.
 fn apply_one(
     config: &LedgerConfig,
     tip: &mut ChainTip,
     payload: &EntryPayload<OrderingRaft>,
-) -> (AppliedBlock, Option<Vec<u8>>) {
+) -> AppliedBlock {
     let EntryPayload::Normal(proposed) = payload else {
-        return (AppliedBlock::default(), None);
+        return AppliedBlock::default();
     };
     let checked = Block::decode(proposed.block.as_slice())
         .map_err(|e| format!("the proposed block does not decode: {e}"))
@@ -203,19 +204,15 @@ fn apply_one(
     match checked {
         Ok(next) => {
             *tip = next;
-            let applied = AppliedBlock {
+            AppliedBlock {
                 number: Some(next.number),
                 refused: None,
-            };
-            (applied, Some(proposed.block.clone()))
+            }
         }
-        Err(reason) => {
-            let applied = AppliedBlock {
-                number: None,
-                refused: Some(reason),
-            };
-            (applied, None)
-        }
+        Err(reason) => AppliedBlock {
+            number: None,
+            refused: Some(reason),
+        },
     }
 }
 
@@ -265,9 +262,13 @@ impl ChainMachine {
                 if let EntryPayload::Membership(m) = &entry.payload {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                 }
-                let (reply, stored) = apply_one(&chain.config, &mut tip, &entry.payload);
-                if let (Some(number), Some(bytes)) = (reply.number, stored) {
-                    blocks.insert(number, bytes.as_slice()).map_err(failed)?;
+                let reply = apply_one(&chain.config, &mut tip, &entry.payload);
+                if let (Some(number), EntryPayload::Normal(proposed)) =
+                    (reply.number, &entry.payload)
+                {
+                    blocks
+                        .insert(number, proposed.block.as_slice())
+                        .map_err(failed)?;
                 }
                 replies.push(reply);
             }

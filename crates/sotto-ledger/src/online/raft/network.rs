@@ -1,9 +1,11 @@
 //! Raft messages between orderers over their mutual-TLS gRPC: the client
 //! side openraft calls ([`RaftPeers`]) and the `OrdererRaft` service that
 //! hands received messages to the local Raft node ([`RaftService`]). A
-//! message is accepted only from an orderer of block 0, and only if the
-//! leader (or candidate) it speaks for is that orderer: one orderer cannot
-//! speak for another.
+//! message is accepted only from an orderer of block 0, only for this
+//! orderer's ledger (the ledger id travels with every message, so a group
+//! of another ledger sharing names and keys cannot reach this one), and
+//! only if the leader (or candidate) it speaks for is that orderer: one
+//! orderer cannot speak for another.
 
 use std::sync::Arc;
 
@@ -35,13 +37,19 @@ type Failure<E> = RPCError<RaftId, EmptyNode, RaftError<RaftId, E>>;
 /// Opens links to the other orderers of block 0.
 pub struct RaftPeers {
     config: LedgerConfig,
+    ledger: [u8; 32],
     channels: Arc<Channels>,
 }
 
 impl RaftPeers {
-    /// Links made with `channels` (this orderer's TLS material).
-    pub fn new(config: LedgerConfig, channels: Arc<Channels>) -> Self {
-        Self { config, channels }
+    /// Links for the group of `ledger`, made with `channels` (this
+    /// orderer's TLS material).
+    pub fn new(config: LedgerConfig, ledger: [u8; 32], channels: Arc<Channels>) -> Self {
+        Self {
+            config,
+            ledger,
+            channels,
+        }
     }
 }
 
@@ -54,6 +62,7 @@ impl RaftNetworkFactory<OrderingRaft> for RaftPeers {
         RaftPeer {
             target,
             peer,
+            ledger: self.ledger,
             channels: Arc::clone(&self.channels),
         }
     }
@@ -63,6 +72,7 @@ impl RaftNetworkFactory<OrderingRaft> for RaftPeers {
 pub struct RaftPeer {
     target: RaftId,
     peer: Option<(String, String)>,
+    ledger: [u8; 32],
     channels: Arc<Channels>,
 }
 
@@ -101,7 +111,10 @@ impl RaftPeer {
         let mut client = OrdererRaftClient::new(channel)
             .max_encoding_message_size(MAX_MESSAGE)
             .max_decoding_message_size(MAX_MESSAGE);
-        let message = RaftMessage { body };
+        let message = RaftMessage {
+            body,
+            ledger: self.ledger.to_vec(),
+        };
         let sent = async {
             match call {
                 Call::Append => client.append_entries(message).await,
@@ -155,18 +168,43 @@ impl RaftNetwork<OrderingRaft> for RaftPeer {
 pub struct RaftService {
     raft: Raft<OrderingRaft>,
     config: LedgerConfig,
+    ledger: [u8; 32],
 }
 
 impl RaftService {
-    /// The service handing messages to `raft`.
-    pub fn new(raft: Raft<OrderingRaft>, config: LedgerConfig) -> Self {
-        Self { raft, config }
+    /// The service handing messages of `ledger`'s group to `raft`.
+    pub fn new(raft: Raft<OrderingRaft>, config: LedgerConfig, ledger: [u8; 32]) -> Self {
+        Self {
+            raft,
+            config,
+            ledger,
+        }
     }
 
-    /// The Raft node id of the calling orderer.
-    fn sender<T>(&self, request: &Request<T>) -> Result<RaftId, Status> {
+    /// A reply of this ledger's group.
+    fn encode<T: Serialize>(&self, reply: &T) -> Result<Response<RaftMessage>, Status> {
+        to_cbor(reply)
+            .map(|body| {
+                Response::new(RaftMessage {
+                    body,
+                    ledger: self.ledger.to_vec(),
+                })
+            })
+            .map_err(Status::internal)
+    }
+
+    /// The Raft node id of the calling orderer, once the message is known
+    /// to be for this ledger.
+    fn sender(&self, request: &Request<RaftMessage>) -> Result<RaftId, Status> {
         let config = &self.config;
         let name = caller(request, |name| config.orderer(name).map(|o| o.identity))?;
+        if request.get_ref().ledger != self.ledger {
+            return Err(Status::failed_precondition(format!(
+                "{name} sent a Raft message for ledger {}; this orderer orders ledger {}",
+                hex::encode(&request.get_ref().ledger),
+                hex::encode(self.ledger)
+            )));
+        }
         node_id(config, &name)
             .ok_or_else(|| Status::permission_denied(format!("{name} is not an orderer")))
     }
@@ -188,12 +226,6 @@ fn decode<T: DeserializeOwned>(message: &RaftMessage) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("not a Raft message: {e}")))
 }
 
-fn encode<T: Serialize>(reply: &T) -> Result<Response<RaftMessage>, Status> {
-    to_cbor(reply)
-        .map(|body| Response::new(RaftMessage { body }))
-        .map_err(Status::internal)
-}
-
 #[tonic::async_trait]
 impl OrdererRaft for RaftService {
     async fn append_entries(
@@ -203,14 +235,14 @@ impl OrdererRaft for RaftService {
         let from = self.sender(&request)?;
         let rpc: AppendEntriesRequest<OrderingRaft> = decode(request.get_ref())?;
         check_speaker(from, rpc.vote.leader_id.node_id)?;
-        encode(&self.raft.append_entries(rpc).await)
+        self.encode(&self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let from = self.sender(&request)?;
         let rpc: VoteRequest<RaftId> = decode(request.get_ref())?;
         check_speaker(from, rpc.vote.leader_id.node_id)?;
-        encode(&self.raft.vote(rpc).await)
+        self.encode(&self.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(
@@ -220,6 +252,6 @@ impl OrdererRaft for RaftService {
         let from = self.sender(&request)?;
         let rpc: InstallSnapshotRequest<OrderingRaft> = decode(request.get_ref())?;
         check_speaker(from, rpc.vote.leader_id.node_id)?;
-        encode(&self.raft.install_snapshot(rpc).await)
+        self.encode(&self.raft.install_snapshot(rpc).await)
     }
 }
