@@ -13,7 +13,7 @@ pub fn decimal_places(scale: u64) -> Option<u32> {
     let mut places = 0;
     let mut s = scale;
     while s > 1 {
-        if s % 10 != 0 {
+        if !s.is_multiple_of(10) {
             return None;
         }
         s /= 10;

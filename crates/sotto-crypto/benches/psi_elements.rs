@@ -1,12 +1,14 @@
-//! Per-element costs of PSI: hash to the group, exponentiate, BLS sign, and
-//! BLS verification by per-key aggregation.
+//! Per-element costs of PSI: hash to the group, exponentiate (ristretto255,
+//! and x25519 on each backend this CPU runs, one core), BLS sign, and BLS
+//! verification by per-key aggregation.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use sotto_crypto::bls::{find_invalid, hash_message, BlsSecretKey, SignedItem};
-use sotto_crypto::group::EcdhScalar;
+use sotto_crypto::group::{EcdhScalar, GroupId};
 use sotto_crypto::secret::SecretBytes;
+use sotto_crypto::x25519::{hash_fields_with, hash_ids, multiply_with, Backend, X25519Scalar};
 
 const BATCH: usize = 4096;
 
@@ -18,7 +20,7 @@ fn ids() -> Vec<Vec<u8>> {
 
 fn group(c: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
-    let k = EcdhScalar::random(&mut rng);
+    let k = EcdhScalar::random(GroupId::Ristretto255, &mut rng);
     let salt = SecretBytes::new([9; 32]);
     let ids = ids();
     let encrypted = k.hash_and_multiply(&salt, &ids);
@@ -79,5 +81,32 @@ fn bls(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, group, bls);
+fn x25519(c: &mut Criterion) {
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let k = X25519Scalar::random(&mut rng);
+    let scalar = *k.to_bytes().expose();
+    let salt = SecretBytes::new([9; 32]);
+    let ids = ids();
+    let encrypted = k.hash_and_multiply(&salt, &ids);
+    for backend in Backend::available() {
+        let mut g = c.benchmark_group(format!(
+            "x25519 {} (batch of 4096, one core)",
+            backend.name()
+        ));
+        g.throughput(Throughput::Elements(BATCH as u64));
+        g.sample_size(10);
+        g.bench_function("hash to curve (RFC 9380 RO)", |b| {
+            b.iter(|| hash_fields_with(backend, &hash_ids(&salt, &ids), None))
+        });
+        g.bench_function("hash and multiply", |b| {
+            b.iter(|| hash_fields_with(backend, &hash_ids(&salt, &ids), Some(&scalar)))
+        });
+        g.bench_function("multiply (X25519 ladder)", |b| {
+            b.iter(|| multiply_with(backend, &scalar, &encrypted))
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, group, x25519, bls);
 criterion_main!(benches);

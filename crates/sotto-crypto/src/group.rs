@@ -1,8 +1,8 @@
-//! The PSI group, ristretto255, behind a batch-oriented interface: hash a batch
-//! of identifiers to points and multiply them by one secret scalar, or
-//! multiply a batch of encoded points by one secret scalar. Work is spread
-//! over all cores with rayon. A vectorized backend can replace these functions
-//! without touching the protocol engine.
+//! The PSI groups behind one batch-oriented interface: hash a batch of
+//! identifiers to points and multiply them by one secret scalar, or multiply
+//! a batch of encoded points by one secret scalar. Work is spread over all
+//! cores with rayon. Two groups: ristretto255 (curve25519-dalek) and x25519
+//! (see [`crate::x25519`], with its AVX-512 IFMA kernel).
 
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
@@ -12,6 +12,7 @@ use sha2::{Digest, Sha512};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::secret::SecretBytes;
+use crate::x25519::{X25519Fault, X25519Scalar};
 use crate::CryptoError;
 
 /// Length of an encoded group element.
@@ -31,52 +32,181 @@ const HASH_TO_GROUP_DOMAIN: &[u8] = b"sotto/psi/hash-to-group/v1";
 pub enum GroupId {
     /// ristretto255 over curve25519.
     Ristretto255,
+    /// Montgomery u-coordinates of curve25519 with RFC 9380 hashing and
+    /// clamped (cofactor-clearing) scalars.
+    X25519,
 }
 
 impl GroupId {
+    /// Every group, in wire-code order.
+    pub const ALL: [GroupId; 2] = [GroupId::Ristretto255, GroupId::X25519];
+
     /// The wire code of the group.
     pub fn code(self) -> u8 {
         match self {
             GroupId::Ristretto255 => 1,
+            GroupId::X25519 => 2,
         }
     }
 
     /// Parses a wire code.
     pub fn from_code(code: u8) -> Option<Self> {
-        match code {
-            1 => Some(GroupId::Ristretto255),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|g| g.code() == code)
     }
 
     /// The name used in reports and on the command line.
     pub fn name(self) -> &'static str {
         match self {
             GroupId::Ristretto255 => "ristretto255",
+            GroupId::X25519 => "x25519",
+        }
+    }
+
+    /// The faster group on this CPU: x25519 where the AVX-512 IFMA kernel
+    /// runs, ristretto255 elsewhere (the portable x25519 is slower than it).
+    pub fn fastest_here() -> Self {
+        match crate::x25519::backend() {
+            crate::x25519::Backend::Ifma => GroupId::X25519,
+            crate::x25519::Backend::Portable => GroupId::Ristretto255,
         }
     }
 }
 
-/// An element at `index` in a batch did not decode to a group element.
+impl std::fmt::Display for GroupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for GroupId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|g| g.name() == s)
+            .ok_or_else(|| format!("unknown PSI group {s:?}; use ristretto255 or x25519"))
+    }
+}
+
+/// What is wrong with a peer's element.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("element {index} of the batch is not a valid ristretto255 encoding")]
+pub enum ElementFault {
+    /// Not the canonical encoding of a ristretto255 point.
+    #[error("not a valid ristretto255 encoding")]
+    NotRistretto255,
+    /// An x25519 u-coordinate that is not below 2^255 - 19.
+    #[error("not a canonical x25519 u-coordinate (u must be below 2^255 - 19)")]
+    NonCanonicalU,
+    /// An x25519 element of small order (the product is u = 0).
+    #[error("an x25519 point of small order (the product is u = 0)")]
+    SmallOrder,
+}
+
+/// An element at `index` in a batch is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("element {index} of the batch is refused: {fault}")]
 pub struct InvalidElement {
     /// Position of the element within the batch.
     pub index: usize,
+    /// What is wrong with it.
+    pub fault: ElementFault,
 }
 
-/// A secret exponent for one PSI session. Zeroized on drop.
-#[derive(Zeroize, ZeroizeOnDrop)]
+/// A secret exponent for one PSI session, in the session's group. Zeroized
+/// on drop.
 pub struct EcdhScalar {
+    kind: ScalarKind,
+}
+
+enum ScalarKind {
+    Ristretto(RistrettoScalar),
+    X25519(X25519Scalar),
+}
+
+impl EcdhScalar {
+    /// Draws a fresh secret for `group`.
+    pub fn random<R: RngCore + CryptoRng>(group: GroupId, rng: &mut R) -> Self {
+        let kind = match group {
+            GroupId::Ristretto255 => ScalarKind::Ristretto(RistrettoScalar::random(rng)),
+            GroupId::X25519 => ScalarKind::X25519(X25519Scalar::random(rng)),
+        };
+        Self { kind }
+    }
+
+    /// Restores a secret of `group` saved with [`EcdhScalar::to_bytes`].
+    pub fn from_bytes(group: GroupId, bytes: &SecretBytes<32>) -> Result<Self, CryptoError> {
+        let kind = match group {
+            GroupId::Ristretto255 => ScalarKind::Ristretto(RistrettoScalar::from_bytes(bytes)?),
+            GroupId::X25519 => ScalarKind::X25519(X25519Scalar::from_bytes(bytes)?),
+        };
+        Ok(Self { kind })
+    }
+
+    /// The encoding, for a private session state file.
+    pub fn to_bytes(&self) -> SecretBytes<32> {
+        match &self.kind {
+            ScalarKind::Ristretto(s) => SecretBytes::new(s.scalar.to_bytes()),
+            ScalarKind::X25519(s) => s.to_bytes(),
+        }
+    }
+
+    /// The group of this secret.
+    pub fn group(&self) -> GroupId {
+        match &self.kind {
+            ScalarKind::Ristretto(_) => GroupId::Ristretto255,
+            ScalarKind::X25519(_) => GroupId::X25519,
+        }
+    }
+
+    /// Computes `k · H(salt, id)` for every identifier and encodes the results.
+    pub fn hash_and_multiply<I: AsRef<[u8]> + Sync>(
+        &self,
+        salt: &SecretBytes<32>,
+        ids: &[I],
+    ) -> Vec<Element> {
+        match &self.kind {
+            ScalarKind::Ristretto(s) => s.hash_and_multiply(salt, ids),
+            ScalarKind::X25519(s) => s.hash_and_multiply(salt, ids),
+        }
+    }
+
+    /// Computes `k · P` for every encoded point `P`, failing on the first
+    /// element that is refused.
+    pub fn multiply_encoded(&self, elements: &[Element]) -> Result<Vec<Element>, InvalidElement> {
+        match &self.kind {
+            ScalarKind::Ristretto(s) => s.multiply_encoded(elements),
+            ScalarKind::X25519(s) => {
+                s.multiply_encoded(elements)
+                    .map_err(|(index, fault)| InvalidElement {
+                        index,
+                        fault: match fault {
+                            X25519Fault::NonCanonical => ElementFault::NonCanonicalU,
+                            X25519Fault::SmallOrder => ElementFault::SmallOrder,
+                        },
+                    })
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for EcdhScalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EcdhScalar({}, redacted)", self.group())
+    }
+}
+
+/// A ristretto255 exponent. Zeroized on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+struct RistrettoScalar {
     scalar: Scalar,
     /// `scalar / 2`: multiplying by it and then doubling lets a whole batch be
     /// compressed with one field inversion.
     half: Scalar,
 }
 
-impl EcdhScalar {
-    /// Draws a fresh non-zero scalar.
-    pub fn random<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
+impl RistrettoScalar {
+    fn random<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
         loop {
             let scalar = Scalar::random(rng);
             if scalar != Scalar::ZERO {
@@ -85,8 +215,7 @@ impl EcdhScalar {
         }
     }
 
-    /// Restores a scalar saved with [`EcdhScalar::to_bytes`].
-    pub fn from_bytes(bytes: &SecretBytes<32>) -> Result<Self, CryptoError> {
+    fn from_bytes(bytes: &SecretBytes<32>) -> Result<Self, CryptoError> {
         let scalar = Option::<Scalar>::from(Scalar::from_canonical_bytes(*bytes.expose()))
             .filter(|s| *s != Scalar::ZERO)
             .ok_or(CryptoError::BadEncoding {
@@ -95,18 +224,12 @@ impl EcdhScalar {
         Ok(Self::from_scalar(scalar))
     }
 
-    /// The canonical encoding, for a private session state file.
-    pub fn to_bytes(&self) -> SecretBytes<32> {
-        SecretBytes::new(self.scalar.to_bytes())
-    }
-
     fn from_scalar(scalar: Scalar) -> Self {
         let half = scalar * Scalar::from(2u8).invert();
         Self { scalar, half }
     }
 
-    /// Computes `k · H(salt, id)` for every identifier and encodes the results.
-    pub fn hash_and_multiply<I: AsRef<[u8]> + Sync>(
+    fn hash_and_multiply<I: AsRef<[u8]> + Sync>(
         &self,
         salt: &SecretBytes<32>,
         ids: &[I],
@@ -122,9 +245,7 @@ impl EcdhScalar {
             .collect()
     }
 
-    /// Computes `k · P` for every encoded point `P`, failing on the first
-    /// encoding that is not a group element.
-    pub fn multiply_encoded(&self, elements: &[Element]) -> Result<Vec<Element>, InvalidElement> {
+    fn multiply_encoded(&self, elements: &[Element]) -> Result<Vec<Element>, InvalidElement> {
         let chunks: Vec<Result<Vec<Element>, InvalidElement>> = elements
             .par_chunks(CHUNK)
             .enumerate()
@@ -135,6 +256,7 @@ impl EcdhScalar {
                         .decompress()
                         .ok_or(InvalidElement {
                             index: chunk_index * CHUNK + offset,
+                            fault: ElementFault::NotRistretto255,
                         })?;
                     halves.push(point * self.half);
                 }
@@ -146,12 +268,6 @@ impl EcdhScalar {
             out.extend(chunk?);
         }
         Ok(out)
-    }
-}
-
-impl std::fmt::Debug for EcdhScalar {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EcdhScalar(redacted)")
     }
 }
 
@@ -182,7 +298,7 @@ mod tests {
     #[test]
     fn batch_results_match_one_point_at_a_time() {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
-        let k = EcdhScalar::random(&mut rng);
+        let k = RistrettoScalar::random(&mut rng);
         let salt = SecretBytes::new([5; 32]);
         let ids: Vec<Vec<u8>> = (0..600u32).map(|i| i.to_be_bytes().to_vec()).collect();
         let batch = k.hash_and_multiply(&salt, &ids);
@@ -195,7 +311,10 @@ mod tests {
     #[test]
     fn exponents_commute() {
         let mut rng = ChaCha20Rng::seed_from_u64(2);
-        let (a, b) = (EcdhScalar::random(&mut rng), EcdhScalar::random(&mut rng));
+        let (a, b) = (
+            RistrettoScalar::random(&mut rng),
+            RistrettoScalar::random(&mut rng),
+        );
         let salt = SecretBytes::new([6; 32]);
         let ids = [b"alice".to_vec(), b"bob".to_vec()];
         let ab = b
@@ -212,22 +331,41 @@ mod tests {
     #[test]
     fn invalid_encoding_is_located() {
         let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let k = EcdhScalar::random(&mut rng);
+        let k = RistrettoScalar::random(&mut rng);
         let ids: Vec<Vec<u8>> = (0..300u32).map(|i| i.to_be_bytes().to_vec()).collect();
         let mut elements = k.hash_and_multiply(&SecretBytes::new([1; 32]), &ids);
         elements[290] = [0xff; 32];
         assert_eq!(
             k.multiply_encoded(&elements),
-            Err(InvalidElement { index: 290 })
+            Err(InvalidElement {
+                index: 290,
+                fault: ElementFault::NotRistretto255
+            })
         );
     }
 
     #[test]
     fn scalar_round_trips_and_rejects_zero() {
         let mut rng = ChaCha20Rng::seed_from_u64(4);
-        let k = EcdhScalar::random(&mut rng);
-        let again = EcdhScalar::from_bytes(&k.to_bytes()).expect("canonical");
+        let k = RistrettoScalar::random(&mut rng);
+        let again =
+            RistrettoScalar::from_bytes(&SecretBytes::new(k.scalar.to_bytes())).expect("canonical");
         assert_eq!(again.scalar, k.scalar);
-        assert!(EcdhScalar::from_bytes(&SecretBytes::new([0; 32])).is_err());
+        assert!(RistrettoScalar::from_bytes(&SecretBytes::new([0; 32])).is_err());
+    }
+
+    #[test]
+    fn every_group_round_trips_its_code_name_and_scalar() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        for group in GroupId::ALL {
+            assert_eq!(GroupId::from_code(group.code()), Some(group));
+            assert_eq!(group.name().parse::<GroupId>(), Ok(group));
+            let k = EcdhScalar::random(group, &mut rng);
+            let again = EcdhScalar::from_bytes(group, &k.to_bytes()).expect("valid");
+            assert_eq!(again.to_bytes().expose(), k.to_bytes().expose());
+            assert_eq!(again.group(), group);
+        }
+        assert_eq!(GroupId::from_code(3), None);
+        assert!("p256".parse::<GroupId>().is_err());
     }
 }

@@ -16,5 +16,6 @@ pub mod ids;
 pub mod kdf;
 pub mod ring;
 pub mod secret;
+pub mod x25519;
 
 pub use error::CryptoError;

@@ -70,7 +70,7 @@ pub fn to_le_bytes(values: &[u64]) -> Vec<u8> {
 /// Parses little-endian bytes back into a vector; `None` when the length is
 /// not a multiple of 8.
 pub fn from_le_bytes(bytes: &[u8]) -> Option<Vec<u64>> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return None;
     }
     Some(

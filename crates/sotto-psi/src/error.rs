@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use sotto_crypto::group::ElementFault;
 use sotto_crypto::ids::SessionId;
 
 use crate::wire::StreamKind;
@@ -130,10 +131,12 @@ pub enum Rejection {
         reason: String,
     },
     /// An element is not a valid group element.
-    #[error("element at position {position} is not a valid group element")]
+    #[error("element at position {position} is refused: {fault}")]
     InvalidElement {
         /// Stream position of the element.
         position: u64,
+        /// What is wrong with it.
+        fault: ElementFault,
     },
 }
 

@@ -4,6 +4,7 @@
 
 use rand_core::{CryptoRng, RngCore};
 use sotto_crypto::bls::BlsSecretKey;
+use sotto_crypto::group::GroupId;
 use sotto_crypto::identity::IdentityKey;
 use sotto_node::{NodeName, Profile};
 
@@ -54,6 +55,8 @@ impl LocalParty {
 /// Options of an in-process run.
 #[derive(Clone, Copy, Debug)]
 pub struct LocalOptions {
+    /// PSI group the requester proposes.
+    pub group: GroupId,
     /// Signing mode.
     pub mode: SigningMode,
     /// Reveal mode.
@@ -94,6 +97,7 @@ pub fn run_local<R: RngCore + CryptoRng>(
     let now = sotto_node::clock::unix_now();
     let keys = KeyParams::default();
     let params = SessionParams::fresh(
+        options.group,
         options.mode,
         options.reveal,
         options.batch_size,

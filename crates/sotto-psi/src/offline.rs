@@ -7,6 +7,7 @@
 //! [`respond`]) → [`finish`]; the provider may then [`finish`] with the
 //! requester's closing file (required under reveal `both`).
 
+use sotto_crypto::group::GroupId;
 use std::path::{Path, PathBuf};
 
 use rand_core::{CryptoRng, RngCore};
@@ -216,6 +217,8 @@ pub struct StartOptions {
     pub input: PathBuf,
     /// Key columns and normalization.
     pub spec: KeySpec,
+    /// PSI group the requester proposes.
+    pub group: GroupId,
     /// Signing mode.
     pub mode: SigningMode,
     /// Reveal mode.
@@ -478,6 +481,7 @@ pub fn start<R: RngCore + CryptoRng>(
     let params = SessionParams {
         align: options.align,
         ..SessionParams::fresh(
+            options.group,
             options.mode,
             options.reveal,
             options.batch_size,

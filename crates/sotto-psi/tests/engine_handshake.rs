@@ -23,6 +23,7 @@ fn parties() -> Parties {
 fn handshake(ours: KeyParams, created: u64, theirs: KeyParams) -> Result<(), EngineError> {
     let mut p = parties();
     let params = SessionParams::fresh(
+        support::group(),
         SigningMode::Element,
         Reveal::Requester,
         8,
@@ -55,6 +56,7 @@ fn request(
     created: u64,
 ) -> Result<(Session, Hello), EngineError> {
     let params = SessionParams::fresh(
+        support::group(),
         SigningMode::Element,
         Reveal::Requester,
         batch_size,
@@ -225,6 +227,7 @@ fn an_aligned_session_needs_reveal_both_and_the_providers_consent() {
     let params = SessionParams {
         align: true,
         ..SessionParams::fresh(
+            support::group(),
             SigningMode::Element,
             Reveal::Requester,
             8,

@@ -1,5 +1,5 @@
 //! For random sets, the protocol's intersection equals the plaintext
-//! intersection in every signing mode and every reveal mode.
+//! intersection in both groups, every signing mode and every reveal mode.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use proptest::prelude::*;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use sotto_crypto::group::GroupId;
 use sotto_psi::local::{run_local, LocalOptions, LocalParty};
 use sotto_psi::wire::{Reveal, SigningMode};
 
@@ -23,10 +24,24 @@ fn keys(set: &BTreeSet<u16>) -> sotto_psi::keystore::KeyStore {
     sotto_psi::keystore::KeyStore::from_keys(set.iter().map(|v| format!("id-{v}")))
 }
 
-fn check(a: BTreeSet<u16>, b: BTreeSet<u16>, mode: SigningMode, reveal: Reveal, seed: u64) {
+struct Case {
+    group: GroupId,
+    mode: SigningMode,
+    reveal: Reveal,
+    seed: u64,
+}
+
+fn check(a: BTreeSet<u16>, b: BTreeSet<u16>, case: Case) -> Vec<u32> {
+    let Case {
+        group,
+        mode,
+        reveal,
+        seed,
+    } = case;
     let (pa, pb) = parties();
     let (ka, kb) = (keys(&a), keys(&b));
     let options = LocalOptions {
+        group,
         mode,
         reveal,
         batch_size: 5,
@@ -52,6 +67,11 @@ fn check(a: BTreeSet<u16>, b: BTreeSet<u16>, mode: SigningMode, reveal: Reveal, 
         assert!(out.provider_counts.verified >= a.len() as u64);
         assert!(out.requester_counts.verified >= (a.len() + b.len()) as u64);
     }
+    out.requester_matched
+}
+
+fn group_strategy() -> impl Strategy<Value = GroupId> {
+    prop_oneof![Just(GroupId::Ristretto255), Just(GroupId::X25519)]
 }
 
 fn mode_strategy() -> impl Strategy<Value = SigningMode> {
@@ -77,11 +97,12 @@ proptest! {
     fn intersection_matches_plaintext(
         a in proptest::collection::btree_set(0u16..60, 0..30),
         b in proptest::collection::btree_set(0u16..60, 0..30),
+        group in group_strategy(),
         mode in mode_strategy(),
         reveal in reveal_strategy(),
         seed in any::<u64>(),
     ) {
-        check(a, b, mode, reveal, seed);
+        check(a, b, Case { group, mode, reveal, seed });
     }
 }
 
@@ -96,10 +117,38 @@ fn edge_cases_in_every_mode() {
         (set(0..17), set(0..17)),
     ];
     for (a, b) in cases {
-        for &mode in SigningMode::ALL {
-            for &reveal in Reveal::ALL {
-                check(a.clone(), b.clone(), mode, reveal, 1);
+        for group in GroupId::ALL {
+            for &mode in SigningMode::ALL {
+                for &reveal in Reveal::ALL {
+                    let case = Case {
+                        group,
+                        mode,
+                        reveal,
+                        seed: 1,
+                    };
+                    check(a.clone(), b.clone(), case);
+                }
             }
         }
     }
+}
+
+#[test]
+fn a_whole_session_in_x25519_equals_one_in_ristretto255() {
+    let a: BTreeSet<u16> = (0..300).collect();
+    let b: BTreeSet<u16> = (150..700).step_by(3).collect();
+    let matched: Vec<Vec<u32>> = GroupId::ALL
+        .into_iter()
+        .map(|group| {
+            let case = Case {
+                group,
+                mode: SigningMode::Element,
+                reveal: Reveal::Both,
+                seed: 3,
+            };
+            check(a.clone(), b.clone(), case)
+        })
+        .collect();
+    assert_eq!(matched[0], matched[1]);
+    assert_eq!(matched[0].len(), 50);
 }

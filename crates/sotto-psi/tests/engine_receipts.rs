@@ -8,10 +8,11 @@
 
 mod support;
 
+use sotto_crypto::group::{ElementFault, GroupId};
 use sotto_psi::error::Rejection;
 use sotto_psi::wire::{Receipt, Reveal, Role, StreamKind, RECEIPT_DOMAIN};
 use sotto_psi::EngineError;
-use support::rounds;
+use support::{rounds, rounds_in};
 
 fn mismatch(what: &str) -> Result<(), EngineError> {
     Err(EngineError::ReceiptMismatch(what.to_owned()))
@@ -197,6 +198,30 @@ fn an_invalid_element_is_named_by_its_stream_position() {
             batch: 1,
             reason: Rejection::InvalidElement {
                 position: batch.header.first_position + 1,
+                fault: match support::group() {
+                    GroupId::Ristretto255 => ElementFault::NotRistretto255,
+                    GroupId::X25519 => ElementFault::NonCanonicalU,
+                },
+            },
+        }
+    );
+}
+
+#[test]
+fn an_x25519_element_of_small_order_is_named_by_its_stream_position() {
+    let r = rounds_in(GroupId::X25519, 9, Reveal::Requester, false);
+    let mut batch = r.u[1].clone();
+    batch.elements[1] = [0; 32];
+    let err = r.bob.multiply(&batch).expect_err("u = 0");
+    assert_eq!(
+        err,
+        EngineError::BatchRejected {
+            round: 1,
+            stream: StreamKind::RequesterEncrypted,
+            batch: 1,
+            reason: Rejection::InvalidElement {
+                position: batch.header.first_position + 1,
+                fault: ElementFault::SmallOrder,
             },
         }
     );

@@ -6,13 +6,14 @@
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use sotto_crypto::group::GroupId;
 use sotto_crypto::ids::SessionId;
 use sotto_psi::engine::{AcceptPolicy, Session, SessionParams};
 use sotto_psi::local::LocalParty;
 use sotto_psi::steps::{check_stream, send_own};
 use sotto_psi::wire::{Batch, KeyParams, Reveal, SigningMode, StreamKind, HEADER_DOMAIN};
 use sotto_psi::{EngineError, Rejection};
+
+mod support;
 
 const N: usize = 20;
 const BATCH: u32 = 8;
@@ -39,7 +40,7 @@ fn setup(mode: SigningMode, seed: u64) -> Setup {
     );
     let params = SessionParams {
         sid: SessionId::random(&mut rng),
-        group: GroupId::Ristretto255,
+        group: support::group(),
         mode,
         reveal: Reveal::Requester,
         batch_size: BATCH,
@@ -287,7 +288,7 @@ fn hello_from_unpinned_peer_or_altered_hello_is_refused() {
     let mallory = LocalParty::generate(&"a".parse().expect("name"), 2, &mut rng);
     let params = SessionParams {
         sid: SessionId::random(&mut rng),
-        group: GroupId::Ristretto255,
+        group: support::group(),
         mode: SigningMode::Element,
         reveal: Reveal::Requester,
         batch_size: 8,

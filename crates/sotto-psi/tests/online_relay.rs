@@ -5,6 +5,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use sotto_crypto::group::GroupId;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -160,6 +161,7 @@ impl World {
             via: Some("relay".parse().unwrap()),
             input: self.p("a.csv"),
             spec: spec(),
+            group: GroupId::X25519,
             mode: SigningMode::Element,
             reveal: Reveal::Requester,
             batch_size: 32,

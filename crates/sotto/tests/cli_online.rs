@@ -205,7 +205,7 @@ fn rows(path: &Path) -> usize {
 }
 
 #[test]
-fn sessions_in_every_mode_and_reveal_both() {
+fn sessions_in_every_mode_both_groups_and_reveal_both() {
     let w = World::new(300);
     std::fs::create_dir_all(w.p("b-out")).unwrap();
     let provider = w.serve(&[
@@ -214,15 +214,24 @@ fn sessions_in_every_mode_and_reveal_both() {
         "--output-dir",
         w.p("b-out").to_str().unwrap(),
     ]);
-    for mode in ["element", "digest", "none"] {
+    let sessions = [
+        ("element", "x25519"),
+        ("element", "ristretto255"),
+        ("digest", "x25519"),
+        ("none", "ristretto255"),
+    ];
+    for (mode, group) in sessions {
+        let name = format!("{mode}-{group}");
         let out = w.run(
             &provider,
-            &format!("{mode}.csv"),
+            &format!("{name}.csv"),
             &[
                 "--mode",
                 mode,
+                "--group",
+                group,
                 "--report",
-                w.p(&format!("{mode}.json")).to_str().unwrap(),
+                w.p(&format!("{name}.json")).to_str().unwrap(),
             ],
         );
         assert!(
@@ -232,10 +241,11 @@ fn sessions_in_every_mode_and_reveal_both() {
         );
         assert!(String::from_utf8_lossy(&out.stdout)
             .contains("150 shared keys, 150 of your rows matched"));
-        assert_eq!(rows(&w.p(&format!("{mode}.csv"))), 150);
+        assert_eq!(rows(&w.p(&format!("{name}.csv"))), 150);
         let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(w.p(&format!("{mode}.json"))).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(w.p(&format!("{name}.json"))).unwrap()).unwrap();
         assert_eq!(report["intersection"]["distinct_keys"], 150);
+        assert_eq!(report["group"], group);
         assert_eq!(report["failed_batches"], 0);
     }
     let out = w.run(&provider, "both.csv", &["--reveal", "both"]);

@@ -66,6 +66,7 @@ impl Session {
                 batch: incoming.header.batch_index,
                 reason: Rejection::InvalidElement {
                     position: incoming.header.first_position + bad.index as u64,
+                    fault: bad.fault,
                 },
             })
     }

@@ -1,7 +1,7 @@
 //! The signed hello exchange and the salt agreement.
 
 use rand_core::{CryptoRng, RngCore};
-use sotto_crypto::group::{EcdhScalar, GroupId};
+use sotto_crypto::group::EcdhScalar;
 use sotto_crypto::kdf::EphemeralKey;
 use sotto_crypto::secret::SecretBytes;
 
@@ -111,12 +111,6 @@ fn check_common(hello: &Hello, peer: &PeerKeys, role: Role) -> Result<(), Engine
             "the peer's hello names a profile other than the one pinned (its BLS keys changed?); re-exchange profiles",
         ));
     }
-    if hello.group != GroupId::Ristretto255 {
-        return Err(refuse(format!(
-            "group {} is not supported",
-            hello.group.name()
-        )));
-    }
     Ok(())
 }
 
@@ -165,7 +159,7 @@ impl Session {
             provider_size: 0,
             ephemeral: Some(ephemeral),
             salt: None,
-            scalar: EcdhScalar::random(rng),
+            scalar: EcdhScalar::random(params.group, rng),
             shuffle_seed: random_seed(rng),
             transcript: Transcript {
                 requester_hello: Some(hello.digest()),
@@ -253,7 +247,7 @@ impl Session {
             provider_size: input_size,
             ephemeral: None,
             salt: Some(salt),
-            scalar: EcdhScalar::random(rng),
+            scalar: EcdhScalar::random(params.group, rng),
             shuffle_seed: random_seed(rng),
             transcript: Transcript {
                 requester_hello: Some(hello.digest()),

@@ -95,9 +95,10 @@ impl<'a> Signer<'a> {
 }
 
 impl SessionParams {
-    /// Parameters of a new session over ristretto255 with a fresh random id,
+    /// Parameters of a new session over `group` with a fresh random id,
     /// opened at `now` (Unix seconds).
     pub fn fresh<R: RngCore + CryptoRng>(
+        group: GroupId,
         mode: SigningMode,
         reveal: Reveal,
         batch_size: u32,
@@ -107,7 +108,7 @@ impl SessionParams {
     ) -> Self {
         Self {
             sid: SessionId::random(rng),
-            group: GroupId::Ristretto255,
+            group,
             mode,
             reveal,
             batch_size,

@@ -99,8 +99,9 @@ impl Session {
         let ephemeral = get_opt(&mut r, "state.ephemeral")?
             .map(|b| EphemeralKey::from_bytes(&SecretBytes::new(b)));
         let salt = get_opt(&mut r, "state.salt")?.map(SecretBytes::new);
-        let scalar = EcdhScalar::from_bytes(&SecretBytes::new(r.array("state.scalar")?))
-            .map_err(|e| r.invalid("state.scalar", e.to_string()))?;
+        let scalar =
+            EcdhScalar::from_bytes(params.group, &SecretBytes::new(r.array("state.scalar")?))
+                .map_err(|e| r.invalid("state.scalar", e.to_string()))?;
         let shuffle_seed = SecretBytes::new(r.array("state.shuffle_seed")?);
         let transcript = Transcript {
             requester_hello: get_opt(&mut r, "state.transcript")?,

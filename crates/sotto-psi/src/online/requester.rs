@@ -1,6 +1,7 @@
 //! The requester's client: connects over mutual TLS, runs one session, and
 //! writes the same outputs and report as the offline mode.
 
+use sotto_crypto::group::GroupId;
 use std::path::PathBuf;
 
 use rand::rngs::OsRng;
@@ -40,6 +41,8 @@ pub struct RequesterConfig {
     pub input: PathBuf,
     /// Key columns and normalization.
     pub spec: KeySpec,
+    /// PSI group the requester proposes.
+    pub group: GroupId,
     /// Signing mode.
     pub mode: SigningMode,
     /// Reveal mode.
@@ -174,6 +177,7 @@ fn run_session(config: &RequesterConfig, link: &Link) -> Result<FinishSummary, O
     let params = SessionParams {
         align: config.align,
         ..SessionParams::fresh(
+            config.group,
             config.mode,
             config.reveal,
             config.batch_size,

@@ -5,6 +5,7 @@
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use sotto_crypto::group::GroupId;
 use sotto_psi::engine::{AcceptPolicy, Session, SessionParams};
 use sotto_psi::keystore::KeyStore;
 use sotto_psi::local::LocalParty;
@@ -32,6 +33,19 @@ pub fn parties(seed: u64) -> Parties {
     }
 }
 
+/// The variable that picks the PSI group the engine tests run in.
+pub const GROUP_VARIABLE: &str = "SOTTO_TEST_PSI_GROUP";
+
+/// The group of this test run: `SOTTO_TEST_PSI_GROUP` (ristretto255 or
+/// x25519), ristretto255 when unset. The test command runs the engine suite
+/// once per group.
+pub fn group() -> GroupId {
+    match std::env::var(GROUP_VARIABLE) {
+        Ok(name) => name.parse().unwrap(),
+        Err(_) => GroupId::Ristretto255,
+    }
+}
+
 /// A session after rounds 1 and 2: both sessions and every stream.
 pub struct Rounds {
     pub alice: Session,
@@ -45,10 +59,16 @@ pub struct Rounds {
 /// Runs the handshake and rounds 1 and 2 (a has k0..k5, b has k3..k8;
 /// batches of 4), every stream checked by its receiver.
 pub fn rounds(seed: u64, reveal: Reveal, align: bool) -> Rounds {
+    rounds_in(group(), seed, reveal, align)
+}
+
+/// [`rounds`] in a given group.
+pub fn rounds_in(group: GroupId, seed: u64, reveal: Reveal, align: bool) -> Rounds {
     let mut p = parties(seed);
     let params = SessionParams {
         align,
         ..SessionParams::fresh(
+            group,
             SigningMode::Element,
             reveal,
             4,

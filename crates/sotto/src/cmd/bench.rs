@@ -2,6 +2,7 @@
 //! phase (or as two processes with --online). `sotto bench agg`: a
 //! coordinator and n lender processes on loopback.
 
+use sotto_crypto::group::GroupId;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -80,6 +81,11 @@ pub struct PsiBenchArgs {
     /// Fraction of the requester's keys the provider also has.
     #[arg(long, default_value_t = 0.5)]
     overlap: f64,
+    /// PSI group (default: x25519 where this CPU runs the AVX-512 IFMA
+    /// kernel, ristretto255 elsewhere). SOTTO_X25519_BACKEND=portable forces
+    /// x25519's portable backend.
+    #[arg(long)]
+    group: Option<GroupId>,
     /// Signing mode.
     #[arg(long, default_value_t = SigningMode::Element)]
     mode: SigningMode,
@@ -163,14 +169,17 @@ pub fn run(command: BenchCommand) -> Result<()> {
     let mut rng = ChaCha20Rng::from_entropy();
     let a = LocalParty::generate(&"bench-a".parse()?, 2, &mut rng);
     let b = LocalParty::generate(&"bench-b".parse()?, 2, &mut rng);
+    let group = args.group.unwrap_or_else(GroupId::fastest_here);
     let options = LocalOptions {
+        group,
         mode: args.mode,
         reveal: args.reveal,
         batch_size: args.batch_size,
     };
     println!(
-        "sotto bench psi: n={} m={m} shared={shared} mode={} reveal={} batch={} threads={}",
+        "sotto bench psi: n={} m={m} shared={shared} group={group} ({}) mode={} reveal={} batch={} threads={}",
         args.n,
+        group_backend(group),
         args.mode,
         args.reveal,
         args.batch_size,
@@ -216,10 +225,19 @@ pub fn run(command: BenchCommand) -> Result<()> {
     );
     args.json.write(&serde_json::json!({
         "n": args.n, "m": m, "shared": shared, "mode": args.mode.to_string(),
+        "group": group.name(), "backend": group_backend(group),
         "reveal": args.reveal.to_string(), "batch_size": args.batch_size,
         "threads": rayon_threads(), "totals_seconds": totals, "median_seconds": median,
         "phases": outcome.phases,
     }))
+}
+
+/// The implementation behind a group on this CPU, for the report.
+fn group_backend(group: GroupId) -> &'static str {
+    match group {
+        GroupId::Ristretto255 => "curve25519-dalek",
+        GroupId::X25519 => sotto_crypto::x25519::backend().name(),
+    }
 }
 
 fn rayon_threads() -> usize {
@@ -245,6 +263,7 @@ fn mib(bytes: Option<u64>) -> String {
 
 /// Both roles as separate processes over mutual TLS on loopback.
 fn online(args: &PsiBenchArgs, m: u64, shared: u64) -> Result<()> {
+    let group = args.group.unwrap_or_else(GroupId::fastest_here);
     let dir = tempfile::Builder::new().prefix("sotto-bench-").tempdir()?;
     let p = |name: &str| dir.path().join(name);
     let mut r = Runner::new(true)?;
@@ -268,13 +287,15 @@ fn online(args: &PsiBenchArgs, m: u64, shared: u64) -> Result<()> {
         writes_rows.then_some(results.as_path()),
     )?;
     println!(
-        "sotto bench psi --online: n={} m={m} shared={shared} mode={} reveal={}{} batch={}, two processes over mutual TLS on loopback",
+        "sotto bench psi --online: n={} m={m} shared={shared} group={group} ({}) mode={} reveal={}{} batch={}, two processes over mutual TLS on loopback",
         args.n,
+        group_backend(group),
         args.mode,
         if args.align { "both" } else { args.reveal.name() },
         if args.align { " (aligned)" } else { "" },
         args.batch_size
     );
+    let group_name = group.name();
     let mut totals = Vec::new();
     let mut requester_rss = Vec::new();
     let (home_a, input_a) = (p("bank-a"), p("a.csv"));
@@ -301,6 +322,8 @@ fn online(args: &PsiBenchArgs, m: u64, shared: u64) -> Result<()> {
             &"id",
             &"--mode",
             &mode,
+            &"--group",
+            &group_name,
             &"--batch-size",
             &batch,
             &"--report",
@@ -341,6 +364,7 @@ fn online(args: &PsiBenchArgs, m: u64, shared: u64) -> Result<()> {
     );
     args.json.write(&serde_json::json!({
         "online": true, "align": args.align, "n": args.n, "m": m, "shared": shared, "mode": args.mode.to_string(),
+        "group": group.name(), "backend": group_backend(group),
         "reveal": args.reveal.to_string(), "batch_size": args.batch_size,
         "totals_seconds": totals, "median_seconds": median,
         "requester_peak_rss_bytes": requester_rss, "provider_peak_rss_bytes": provider_rss,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use rand::rngs::OsRng;
+use sotto_crypto::group::GroupId;
 use sotto_node::NodeName;
 use sotto_psi::aligned::{self, Duplicates};
 use sotto_psi::engine::{AcceptPolicy, DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE};
@@ -263,6 +264,12 @@ impl KeyArgs {
 /// What a requester proposes for a session.
 #[derive(Args)]
 pub struct SessionArgs {
+    /// PSI group: x25519 (RFC 9380 hashing to curve25519, eight X25519
+    /// ladders at once on CPUs with AVX-512 IFMA) or ristretto255. Default:
+    /// x25519 where this CPU runs the IFMA kernel, ristretto255 elsewhere.
+    /// The provider accepts either.
+    #[arg(long)]
+    group: Option<GroupId>,
     /// Signing mode: element (every element BLS-signed), digest (batch headers
     /// only), none (no integrity; comparison only).
     #[arg(long, default_value_t = SigningMode::Element)]
@@ -292,6 +299,10 @@ pub struct SessionArgs {
 }
 
 impl SessionArgs {
+    fn group(&self) -> GroupId {
+        self.group.unwrap_or_else(GroupId::fastest_here)
+    }
+
     fn reveal(&self) -> Reveal {
         if self.size_only {
             Reveal::Size
@@ -402,6 +413,7 @@ pub fn run(command: PsiCommand, progress: std::sync::Arc<dyn ProgressSink + Send
                 peer: a.peer,
                 input: a.keys.input.clone(),
                 spec: a.keys.spec(),
+                group: a.session.group(),
                 mode: a.session.mode,
                 reveal: a.session.reveal(),
                 batch_size: a.session.batch_size,
@@ -535,6 +547,7 @@ fn run_online(a: RunArgs, progress: std::sync::Arc<dyn ProgressSink + Send>) -> 
         via: a.via,
         input: a.keys.input.clone(),
         spec: a.keys.spec(),
+        group: a.session.group(),
         mode: a.session.mode,
         reveal: a.session.reveal(),
         batch_size: a.session.batch_size,
