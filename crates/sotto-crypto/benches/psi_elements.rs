@@ -8,7 +8,7 @@ use rand_chacha::ChaCha20Rng;
 use sotto_crypto::bls::{find_invalid, hash_message, BlsSecretKey, SignedItem};
 use sotto_crypto::group::{EcdhScalar, GroupId};
 use sotto_crypto::secret::SecretBytes;
-use sotto_crypto::x25519::{hash_fields_with, hash_ids, multiply_with, Backend, X25519Scalar};
+use sotto_crypto::x25519::{expand_ids, hash_expanded_with, multiply_with, Backend, X25519Scalar};
 
 const BATCH: usize = 4096;
 
@@ -95,11 +95,14 @@ fn x25519(c: &mut Criterion) {
         ));
         g.throughput(Throughput::Elements(BATCH as u64));
         g.sample_size(10);
+        g.bench_function("expand_message_xmd (SHA-512)", |b| {
+            b.iter(|| expand_ids(&salt, &ids))
+        });
         g.bench_function("hash to curve (RFC 9380 RO)", |b| {
-            b.iter(|| hash_fields_with(backend, &hash_ids(&salt, &ids), None))
+            b.iter(|| hash_expanded_with(backend, &expand_ids(&salt, &ids), None))
         });
         g.bench_function("hash and multiply", |b| {
-            b.iter(|| hash_fields_with(backend, &hash_ids(&salt, &ids), Some(&scalar)))
+            b.iter(|| hash_expanded_with(backend, &expand_ids(&salt, &ids), Some(&scalar)))
         });
         g.bench_function("multiply (X25519 ladder)", |b| {
             b.iter(|| multiply_with(backend, &scalar, &encrypted))

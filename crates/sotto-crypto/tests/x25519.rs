@@ -10,8 +10,8 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use sotto_crypto::secret::SecretBytes;
 use sotto_crypto::x25519::{
-    field, hash_fields_with, hash_to_field, multiply_with, portable, Backend, X25519Fault,
-    X25519Scalar,
+    expand_message_xmd, field, fields_of_expanded, hash_expanded_with, hash_to_field,
+    multiply_with, portable, Backend, X25519Fault, X25519Scalar, EXPANDED_LEN,
 };
 
 const RFC9380_DST: &[u8] = b"QUUX-V01-CS02-with-curve25519_XMD:SHA-512_ELL2_RO_";
@@ -153,12 +153,12 @@ fn rfc9380_hash_to_field_and_map_vectors() {
 
 #[test]
 fn rfc9380_hash_to_curve_vectors_on_every_backend() {
-    let fields: Vec<[[u8; 32]; 2]> = rfc9380_messages()
+    let expanded: Vec<[u8; EXPANDED_LEN]> = rfc9380_messages()
         .iter()
-        .map(|m| hash_to_field(&[m], RFC9380_DST))
+        .map(|m| expand_message_xmd(&[m], RFC9380_DST))
         .collect();
     for backend in Backend::available() {
-        let got = hash_fields_with(backend, &fields, None);
+        let got = hash_expanded_with(backend, &expanded, None);
         for (p, [px, ..]) in got.iter().zip(J41) {
             assert_eq!(*p, be(px), "{backend:?}");
         }
@@ -261,42 +261,81 @@ fn kernel_multiply_matches_portable_on_a_large_random_batch() {
     assert_multiply_agrees(&scalar, &random_elements(&mut rng, 1003));
 }
 
-fn assert_hash_agrees(fields: &[[[u8; 32]; 2]], scalar: Option<&[u8; 32]>) {
-    let expected = hash_fields_with(Backend::Portable, fields, scalar);
+fn assert_hash_agrees(expanded: &[[u8; EXPANDED_LEN]], scalar: Option<&[u8; 32]>) {
+    let expected = hash_expanded_with(Backend::Portable, expanded, scalar);
     for backend in kernel_backends() {
         assert_eq!(
-            hash_fields_with(backend, fields, scalar),
+            hash_expanded_with(backend, expanded, scalar),
             expected,
             "{backend:?}"
         );
     }
 }
 
+/// 48-byte big-endian pieces of expand_message_xmd's output that reduce to
+/// the edge elements (0, 1, p - 1, small order, ...), plus the largest piece
+/// and 2^256 (the reduction's high half).
+fn edge_pieces() -> Vec<[u8; 48]> {
+    let mut pieces: Vec<[u8; 48]> = edge_elements()
+        .iter()
+        .map(|le| {
+            let mut piece = [0u8; 48];
+            for (i, byte) in le.iter().enumerate() {
+                piece[47 - i] = *byte;
+            }
+            piece
+        })
+        .collect();
+    pieces.push([0xff; 48]);
+    let mut two_256 = [0u8; 48];
+    two_256[15] = 1;
+    pieces.push(two_256);
+    pieces
+}
+
+fn random_expanded(rng: &mut ChaCha20Rng, n: usize) -> Vec<[u8; EXPANDED_LEN]> {
+    (0..n)
+        .map(|_| {
+            let mut e = [0u8; EXPANDED_LEN];
+            rng.fill_bytes(&mut e);
+            e
+        })
+        .collect()
+}
+
 #[test]
 fn kernel_hash_matches_portable_on_edges_at_every_lane_and_length() {
     let mut rng = ChaCha20Rng::seed_from_u64(9);
-    let edges: Vec<[u8; 32]> = edge_elements()
-        .into_iter()
-        .filter(field::is_canonical)
-        .collect();
+    let pieces = edge_pieces();
     for len in 1..=17 {
         for position in 0..len {
-            for edge in &edges {
-                let mut fields: Vec<[[u8; 32]; 2]> = random_elements(&mut rng, len)
-                    .chunks(1)
-                    .map(|c| [c[0], random_elements(&mut rng, 1)[0]])
-                    .map(|[a, b]| {
-                        [
-                            field::to_bytes(&field::from_bytes(&a)),
-                            field::to_bytes(&field::from_bytes(&b)),
-                        ]
-                    })
-                    .collect();
-                fields[position][position % 2] = *edge;
-                assert_hash_agrees(&fields, None);
+            for piece in &pieces {
+                let mut expanded = random_expanded(&mut rng, len);
+                let half = 48 * (position % 2);
+                expanded[position][half..half + 48].copy_from_slice(piece);
+                assert_hash_agrees(&expanded, None);
             }
         }
     }
+}
+
+#[test]
+fn wide_pieces_reduce_to_canonical_field_elements_on_both_backends() {
+    let pieces = edge_pieces();
+    for (i, first) in pieces.iter().enumerate() {
+        let mut e = [0u8; EXPANDED_LEN];
+        e[..48].copy_from_slice(first);
+        e[48..].copy_from_slice(&pieces[(i + 3) % pieces.len()]);
+        let [u0, u1] = fields_of_expanded(&e);
+        assert!(field::is_canonical(&u0) && field::is_canonical(&u1));
+        assert_hash_agrees(&[e], None);
+    }
+    // 2^256 = 38 (mod p).
+    let mut e = [0u8; EXPANDED_LEN];
+    e[15] = 1;
+    let mut thirty_eight = [0u8; 32];
+    thirty_eight[0] = 38;
+    assert_eq!(fields_of_expanded(&e)[0], thirty_eight);
 }
 
 #[test]
@@ -304,9 +343,13 @@ fn kernel_hash_and_multiply_matches_portable_on_a_large_batch() {
     let mut rng = ChaCha20Rng::seed_from_u64(10);
     let scalar = *X25519Scalar::random(&mut rng).to_bytes().expose();
     let ids: Vec<Vec<u8>> = (0..777u32).map(|i| i.to_le_bytes().to_vec()).collect();
-    let fields: Vec<[[u8; 32]; 2]> = ids.iter().map(|id| hash_to_field(&[id], b"t")).collect();
-    assert_hash_agrees(&fields, Some(&scalar));
-    assert_hash_agrees(&fields, None);
+    let expanded: Vec<[u8; EXPANDED_LEN]> = ids
+        .iter()
+        .map(|id| expand_message_xmd(&[id], b"t"))
+        .collect();
+    assert_hash_agrees(&expanded, Some(&scalar));
+    assert_hash_agrees(&expanded, None);
+    assert_hash_agrees(&random_expanded(&mut rng, 333), Some(&scalar));
 }
 
 #[test]

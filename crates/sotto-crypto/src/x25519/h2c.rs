@@ -9,7 +9,7 @@ use sha2::{Digest, Sha512};
 use super::field;
 
 /// Bytes expand_message_xmd produces for two field elements (2 · L, L = 48).
-const EXPANDED_LEN: usize = 96;
+pub const EXPANDED_LEN: usize = 96;
 
 /// SHA-512's input block size: the length of expand_message_xmd's zero pad.
 const BLOCK_LEN: usize = 128;
@@ -28,7 +28,7 @@ fn after_zero_pad() -> Sha512 {
 
 /// expand_message_xmd(msg, dst, 96) with SHA-512, `msg` given in parts that
 /// are concatenated. `dst` must be at most 255 bytes.
-fn expand_message_xmd(msg: &[&[u8]], dst: &[u8]) -> [u8; EXPANDED_LEN] {
+pub fn expand_message_xmd(msg: &[&[u8]], dst: &[u8]) -> [u8; EXPANDED_LEN] {
     let dst_len = [dst.len() as u8];
     let mut h0 = after_zero_pad();
     for part in msg {
@@ -64,9 +64,20 @@ fn expand_message_xmd(msg: &[&[u8]], dst: &[u8]) -> [u8; EXPANDED_LEN] {
 /// hash_to_field(msg, 2): two field elements as canonical little-endian
 /// encodings.
 pub fn hash_to_field(msg: &[&[u8]], dst: &[u8]) -> [[u8; 32]; 2] {
-    let expanded = expand_message_xmd(msg, dst);
+    fields_of_expanded(&expand_message_xmd(msg, dst))
+}
+
+/// The two field elements of expand_message_xmd's output: each 48-byte
+/// big-endian piece reduced mod p.
+pub fn fields_of_expanded(expanded: &[u8; EXPANDED_LEN]) -> [[u8; 32]; 2] {
+    let [first, second] = wide_pieces(expanded);
+    [first, second].map(|piece| field::to_bytes(&field::from_wide_be(&piece)))
+}
+
+/// The two 48-byte pieces of expand_message_xmd's output.
+pub fn wide_pieces(expanded: &[u8; EXPANDED_LEN]) -> [[u8; 48]; 2] {
     let mut pieces = [[0u8; 48]; 2];
     pieces[0].copy_from_slice(&expanded[..48]);
     pieces[1].copy_from_slice(&expanded[48..]);
-    pieces.map(|piece| field::to_bytes(&field::from_wide_be(&piece)))
+    pieces
 }

@@ -24,6 +24,7 @@ use std::arch::x86_64::{
 };
 
 use super::field::{Limbs, PortableConstants};
+use super::h2c::{wide_pieces, EXPANDED_LEN};
 
 /// Lanes per register.
 pub const LANES: usize = 8;
@@ -102,6 +103,28 @@ fn load(elements: &[[u8; 32]; LANES]) -> Fe8 {
     }))
 }
 
+/// Loads eight 48-byte big-endian integers reduced mod p, RFC 9380's
+/// hash_to_field step: `hi · 2^256 + lo` with 2^256 = 38 and 2^255 = 19.
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn load_wide(pieces: &[[u8; 48]; LANES]) -> Fe8 {
+    let mut low = [[0u8; 32]; LANES];
+    let mut high = [[0u8; 32]; LANES];
+    for (lane, piece) in pieces.iter().enumerate() {
+        for (i, byte) in piece[16..].iter().rev().enumerate() {
+            low[lane][i] = *byte;
+        }
+        for (i, byte) in piece[..16].iter().rev().enumerate() {
+            high[lane][i] = *byte;
+        }
+    }
+    let top_bits: [u64; LANES] = std::array::from_fn(|lane| u64::from(low[lane][31] >> 7));
+    let mut low = load(&low);
+    // SAFETY: `top_bits` is eight initialised u64 values, the 64 bytes read.
+    let top = unsafe { _mm512_loadu_epi64(top_bits.as_ptr().cast()) };
+    low.0[0] = _mm512_madd52lo_epu64(low.0[0], top, splat(19));
+    add(&low, &mul_small(&load(&high), 38))
+}
+
 /// Stores eight canonical little-endian encodings.
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn store(value: &Fe8) -> [[u8; 32]; LANES] {
@@ -126,23 +149,16 @@ fn store(value: &Fe8) -> [[u8; 32]; LANES] {
     out
 }
 
-/// `19 · v` for lanes below 2^59.
-#[target_feature(enable = "avx512f,avx512ifma")]
-fn times19(v: __m512i) -> __m512i {
-    let sixteen = _mm512_slli_epi64::<4>(v);
-    let two = _mm512_slli_epi64::<1>(v);
-    _mm512_add_epi64(_mm512_add_epi64(sixteen, two), v)
-}
-
 /// One parallel carry step over five limbs below 2^63: every limb keeps its
-/// low 51 bits and passes the rest up; the top carry wraps around times 19.
+/// low 51 bits and passes the rest up; the top carry (below 2^12) wraps
+/// around times 19, multiplied in by the IFMA unit.
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn carry(r: [__m512i; 5]) -> Fe8 {
     let mask = splat(MASK51);
     let c = r.map(|x| _mm512_srli_epi64::<51>(x));
     let m = r.map(|x| _mm512_and_si512(x, mask));
     Fe8([
-        _mm512_add_epi64(m[0], times19(c[4])),
+        _mm512_madd52lo_epu64(m[0], c[4], splat(19)),
         _mm512_add_epi64(m[1], c[0]),
         _mm512_add_epi64(m[2], c[1]),
         _mm512_add_epi64(m[3], c[2]),
@@ -150,17 +166,18 @@ fn carry(r: [__m512i; 5]) -> Fe8 {
     ])
 }
 
-/// Folds ten product columns (column k of weight 2^(51k)) into five and
-/// carries them.
+/// Folds ten product columns into five and carries them. Column k has
+/// weight 2^(51k) and is `lo[k] + 2·hi[k]`; columns 5..9 wrap around times
+/// 19 (2^255 = 19 mod p), computed as `lo + t + 2·(hi + t) + 16·t` with `t`
+/// the wrapped column.
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn reduce_columns(col: [__m512i; 10]) -> Fe8 {
-    carry([
-        _mm512_add_epi64(col[0], times19(col[5])),
-        _mm512_add_epi64(col[1], times19(col[6])),
-        _mm512_add_epi64(col[2], times19(col[7])),
-        _mm512_add_epi64(col[3], times19(col[8])),
-        _mm512_add_epi64(col[4], times19(col[9])),
-    ])
+fn reduce_columns(lo: &[__m512i; 10], hi: &[__m512i; 10]) -> Fe8 {
+    carry(std::array::from_fn(|k| {
+        let t = _mm512_add_epi64(lo[k + 5], _mm512_slli_epi64::<1>(hi[k + 5]));
+        let doubled = _mm512_slli_epi64::<1>(_mm512_add_epi64(hi[k], t));
+        let low = _mm512_add_epi64(lo[k], t);
+        _mm512_add_epi64(_mm512_add_epi64(low, doubled), _mm512_slli_epi64::<4>(t))
+    }))
 }
 
 /// `a · b`. The high half of a 104-bit product has weight 2^52 = 2 · 2^51, so
@@ -176,40 +193,30 @@ fn mul(a: &Fe8, b: &Fe8) -> Fe8 {
             hi[i + j + 1] = _mm512_madd52hi_epu64(hi[i + j + 1], a.0[i], b.0[j]);
         }
     }
-    let mut col = [zero; 10];
-    for k in 0..10 {
-        col[k] = _mm512_add_epi64(lo[k], _mm512_slli_epi64::<1>(hi[k]));
-    }
-    reduce_columns(col)
+    reduce_columns(&lo, &hi)
 }
 
-/// `a^2`: cross products once, doubled.
+/// `a^2`: cross products once. A cross product counts twice, so its low
+/// half goes with the diagonal's high halves (weight 2) and its high half
+/// into a third set of columns of weight 4.
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn square(a: &Fe8) -> Fe8 {
     let zero = _mm512_setzero_si512();
-    let mut lo_diag = [zero; 10];
-    let mut hi_diag = [zero; 10];
-    let mut lo_cross = [zero; 10];
+    let mut lo = [zero; 10];
+    let mut hi = [zero; 10];
     let mut hi_cross = [zero; 10];
     for i in 0..5 {
-        lo_diag[2 * i] = _mm512_madd52lo_epu64(lo_diag[2 * i], a.0[i], a.0[i]);
-        hi_diag[2 * i + 1] = _mm512_madd52hi_epu64(hi_diag[2 * i + 1], a.0[i], a.0[i]);
+        lo[2 * i] = _mm512_madd52lo_epu64(lo[2 * i], a.0[i], a.0[i]);
+        hi[2 * i + 1] = _mm512_madd52hi_epu64(hi[2 * i + 1], a.0[i], a.0[i]);
         for j in (i + 1)..5 {
-            lo_cross[i + j] = _mm512_madd52lo_epu64(lo_cross[i + j], a.0[i], a.0[j]);
+            hi[i + j] = _mm512_madd52lo_epu64(hi[i + j], a.0[i], a.0[j]);
             hi_cross[i + j + 1] = _mm512_madd52hi_epu64(hi_cross[i + j + 1], a.0[i], a.0[j]);
         }
     }
-    let mut col = [zero; 10];
     for k in 0..10 {
-        // lo_diag + 2·(hi_diag + lo_cross) + 4·hi_cross
-        let twice = _mm512_add_epi64(hi_diag[k], lo_cross[k]);
-        let doubled = _mm512_add_epi64(
-            _mm512_slli_epi64::<1>(twice),
-            _mm512_slli_epi64::<2>(hi_cross[k]),
-        );
-        col[k] = _mm512_add_epi64(lo_diag[k], doubled);
+        hi[k] = _mm512_add_epi64(hi[k], _mm512_slli_epi64::<1>(hi_cross[k]));
     }
-    reduce_columns(col)
+    reduce_columns(&lo, &hi)
 }
 
 /// `a^(2^n)`.
@@ -236,7 +243,7 @@ fn mul_small(a: &Fe8, s: u64) -> Fe8 {
     let col: [__m512i; 6] =
         std::array::from_fn(|k| _mm512_add_epi64(lo[k], _mm512_slli_epi64::<1>(hi[k])));
     carry([
-        _mm512_add_epi64(col[0], times19(col[5])),
+        _mm512_madd52lo_epu64(col[0], col[5], splat(19)),
         col[1],
         col[2],
         col[3],
@@ -279,7 +286,7 @@ fn freeze(a: &Fe8) -> Fe8 {
         l[i + 1] = _mm512_add_epi64(l[i + 1], _mm512_srli_epi64::<51>(l[i]));
         l[i] = _mm512_and_si512(l[i], mask);
     }
-    l[0] = _mm512_add_epi64(l[0], times19(_mm512_srli_epi64::<51>(l[4])));
+    l[0] = _mm512_madd52lo_epu64(l[0], _mm512_srli_epi64::<51>(l[4]), splat(19));
     l[4] = _mm512_and_si512(l[4], mask);
     for i in 0..4 {
         l[i + 1] = _mm512_add_epi64(l[i + 1], _mm512_srli_epi64::<51>(l[i]));
@@ -291,7 +298,7 @@ fn freeze(a: &Fe8) -> Fe8 {
     for limb in &l[1..] {
         q = _mm512_srli_epi64::<51>(_mm512_add_epi64(*limb, q));
     }
-    l[0] = _mm512_add_epi64(l[0], times19(q));
+    l[0] = _mm512_madd52lo_epu64(l[0], q, splat(19));
     for i in 0..4 {
         l[i + 1] = _mm512_add_epi64(l[i + 1], _mm512_srli_epi64::<51>(l[i]));
         l[i] = _mm512_and_si512(l[i], mask);
@@ -584,21 +591,35 @@ fn multiply_kernel(scalar: &[u8; 32], elements: &[[u8; 32]]) -> Vec<[u8; 32]> {
     divide_and_store(&xs, zs, elements.len())
 }
 
+/// Splits expand_message_xmd outputs into lane groups of their two pieces
+/// (the last group padded with zeros, results discarded).
+fn wide_lane_groups(expanded: &[[u8; EXPANDED_LEN]]) -> Vec<[[[u8; 48]; LANES]; 2]> {
+    expanded
+        .chunks(LANES)
+        .map(|chunk| {
+            let mut group = [[[0u8; 48]; LANES]; 2];
+            for (lane, e) in chunk.iter().enumerate() {
+                let [first, second] = wide_pieces(e);
+                group[0][lane] = first;
+                group[1][lane] = second;
+            }
+            group
+        })
+        .collect()
+}
+
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn hash_kernel(
     portable: &PortableConstants,
-    fields: &[[[u8; 32]; 2]],
+    expanded: &[[u8; EXPANDED_LEN]],
     scalar: Option<&[u8; 32]>,
 ) -> Vec<[u8; 32]> {
     let k = constants(portable);
-    let u0: Vec<[u8; 32]> = fields.iter().map(|f| f[0]).collect();
-    let u1: Vec<[u8; 32]> = fields.iter().map(|f| f[1]).collect();
-    let (nums, dens): (Vec<Fe8>, Vec<Fe8>) = lane_groups(&u0)
+    let (nums, dens): (Vec<Fe8>, Vec<Fe8>) = wide_lane_groups(expanded)
         .iter()
-        .zip(lane_groups(&u1).iter())
-        .map(|(a, b)| hash_pair(&load(a), &load(b), &k))
+        .map(|[first, second]| hash_pair(&load_wide(first), &load_wide(second), &k))
         .unzip();
-    let hashed = divide_and_store(&nums, dens, fields.len());
+    let hashed = divide_and_store(&nums, dens, expanded.len());
     match scalar {
         Some(scalar) => multiply_kernel(scalar, &hashed),
         None => hashed,
@@ -616,17 +637,16 @@ pub fn multiply(scalar: &[u8; 32], elements: &[[u8; 32]]) -> Option<Vec<[u8; 32]
     Some(unsafe { multiply_kernel(scalar, elements) })
 }
 
-/// The Montgomery u of the RFC 9380 random-oracle hash of every pair of field
-/// elements `(u0, u1)` (canonical encodings), multiplied by `scalar` when one
-/// is given.
+/// The Montgomery u of the RFC 9380 random-oracle hash of every
+/// expand_message_xmd output, multiplied by `scalar` when one is given.
 pub fn hash_to_curve(
     portable: &PortableConstants,
-    fields: &[[[u8; 32]; 2]],
+    expanded: &[[u8; EXPANDED_LEN]],
     scalar: Option<&[u8; 32]>,
 ) -> Option<Vec<[u8; 32]>> {
     if !available() {
         return None;
     }
     // SAFETY: as in `multiply`, the CPU features were checked above.
-    Some(unsafe { hash_kernel(portable, fields, scalar) })
+    Some(unsafe { hash_kernel(portable, expanded, scalar) })
 }

@@ -25,13 +25,15 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::secret::SecretBytes;
 use crate::CryptoError;
 
-pub use h2c::hash_to_field;
+pub use h2c::{expand_message_xmd, fields_of_expanded, hash_to_field, EXPANDED_LEN};
 
 /// The environment variable that forces a backend (`portable`).
 pub const BACKEND_VARIABLE: &str = "SOTTO_X25519_BACKEND";
 
-/// The domain separation tag of sotto's hash from identifiers to the group.
-pub const HASH_DST: &[u8] = b"sotto/psi/x25519/v1 with curve25519_XMD:SHA-512_ELL2_RO_";
+/// The domain separation tag of sotto's hash from identifiers to the group:
+/// application, version and suite, short enough (44 bytes) that each of
+/// expand_message_xmd's SHA-512 calls after the first fits one block.
+pub const HASH_DST: &[u8] = b"sotto-psi-v1-curve25519_XMD:SHA-512_ELL2_RO_";
 
 /// Elements one rayon task handles (one batched inversion each).
 const CHUNK: usize = 256;
@@ -89,23 +91,24 @@ pub fn backend() -> Backend {
     })
 }
 
-/// The Montgomery u of `8 · (map(u0) + map(u1))` for every pair of field
-/// elements, times `scalar` when one is given.
-pub fn hash_fields_with(
+/// The Montgomery u of `8 · (map(u0) + map(u1))` for every
+/// expand_message_xmd output (whose two halves reduce to u0 and u1), times
+/// `scalar` when one is given.
+pub fn hash_expanded_with(
     backend: Backend,
-    fields: &[[[u8; 32]; 2]],
+    expanded: &[[u8; EXPANDED_LEN]],
     scalar: Option<&[u8; 32]>,
 ) -> Vec<[u8; 32]> {
     #[cfg(target_arch = "x86_64")]
     if backend == Backend::Ifma {
-        if let Some(out) = ifma::hash_to_curve(field::constants(), fields, scalar) {
+        if let Some(out) = ifma::hash_to_curve(field::constants(), expanded, scalar) {
             return out;
         }
     }
-    fields
+    expanded
         .iter()
-        .map(|f| {
-            let hashed = portable::hash_fields(f);
+        .map(|e| {
+            let hashed = portable::hash_fields(&fields_of_expanded(e));
             match scalar {
                 Some(s) => portable::multiply(s, &hashed),
                 None => hashed,
@@ -129,10 +132,11 @@ pub fn multiply_with(backend: Backend, scalar: &[u8; 32], elements: &[[u8; 32]])
         .collect()
 }
 
-/// The hash of identifiers to the group under a session salt.
-pub fn hash_ids(salt: &SecretBytes<32>, ids: &[impl AsRef<[u8]>]) -> Vec<[[u8; 32]; 2]> {
+/// expand_message_xmd of every identifier under a session salt (message =
+/// salt ‖ identifier), the input of [`hash_expanded_with`].
+pub fn expand_ids(salt: &SecretBytes<32>, ids: &[impl AsRef<[u8]>]) -> Vec<[u8; EXPANDED_LEN]> {
     ids.iter()
-        .map(|id| hash_to_field(&[salt.expose(), id.as_ref()], HASH_DST))
+        .map(|id| expand_message_xmd(&[salt.expose(), id.as_ref()], HASH_DST))
         .collect()
 }
 
@@ -186,7 +190,9 @@ impl X25519Scalar {
     ) -> Vec<[u8; 32]> {
         let backend = backend();
         ids.par_chunks(CHUNK)
-            .flat_map_iter(|chunk| hash_fields_with(backend, &hash_ids(salt, chunk), Some(&self.0)))
+            .flat_map_iter(|chunk| {
+                hash_expanded_with(backend, &expand_ids(salt, chunk), Some(&self.0))
+            })
             .collect()
     }
 
