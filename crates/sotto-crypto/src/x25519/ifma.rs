@@ -12,9 +12,12 @@
 //! lane `l` in lane `l` of register `i`. The multiply instructions read only
 //! the low 52 bits of their operands, so every value handed to a
 //! multiplication must have limbs below 2^52. Every operation here returns
-//! "carried" limbs below 2^51 + 2^17, and the sum of two carried values is
-//! carried again before it is multiplied. Values are reduced to the canonical
-//! representative only to compare, to read a sign and to encode.
+//! "carried" limbs: limbs 1-4 below 2^51 and limb 0 below 2^51 + 2^17 (one
+//! carry pass from limb 0 up, the top carry wrapped into limb 0 times 19).
+//! So twice a limb 1-4 is still a valid operand (squaring uses this), while
+//! the sum of two carried values is carried again before it is multiplied.
+//! Values are reduced to the canonical representative only to compare, to
+//! read a sign and to encode.
 
 use std::arch::x86_64::{
     __m512i, __mmask8, _mm512_add_epi64, _mm512_and_si512, _mm512_cmpeq_epi64_mask,
@@ -122,7 +125,7 @@ fn load_wide(pieces: &[[u8; 48]; LANES]) -> Fe8 {
     // SAFETY: `top_bits` is eight initialised u64 values, the 64 bytes read.
     let top = unsafe { _mm512_loadu_epi64(top_bits.as_ptr().cast()) };
     low.0[0] = _mm512_madd52lo_epu64(low.0[0], top, splat(19));
-    add(&low, &mul_small(&load(&high), 38))
+    mul_small_add(&load(&high), 38, &low)
 }
 
 /// Stores eight canonical little-endian encodings.
@@ -149,21 +152,22 @@ fn store(value: &Fe8) -> [[u8; 32]; LANES] {
     out
 }
 
-/// One parallel carry step over five limbs below 2^63: every limb keeps its
-/// low 51 bits and passes the rest up; the top carry (below 2^12) wraps
-/// around times 19, multiplied in by the IFMA unit.
+/// One carry pass over five limbs below 2^62, from limb 0 up: every limb
+/// keeps its low 51 bits and passes the rest to the next; the top carry
+/// (below 2^12) wraps around times 19 into limb 0, multiplied in by the IFMA
+/// unit. Limbs 1-4 end below 2^51, limb 0 below 2^51 + 2^17.
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn carry(r: [__m512i; 5]) -> Fe8 {
     let mask = splat(MASK51);
-    let c = r.map(|x| _mm512_srli_epi64::<51>(x));
-    let m = r.map(|x| _mm512_and_si512(x, mask));
-    Fe8([
-        _mm512_madd52lo_epu64(m[0], c[4], splat(19)),
-        _mm512_add_epi64(m[1], c[0]),
-        _mm512_add_epi64(m[2], c[1]),
-        _mm512_add_epi64(m[3], c[2]),
-        _mm512_add_epi64(m[4], c[3]),
-    ])
+    let mut l = r;
+    for i in 0..4 {
+        l[i + 1] = _mm512_add_epi64(l[i + 1], _mm512_srli_epi64::<51>(l[i]));
+        l[i] = _mm512_and_si512(l[i], mask);
+    }
+    let top = _mm512_srli_epi64::<51>(l[4]);
+    l[4] = _mm512_and_si512(l[4], mask);
+    l[0] = _mm512_madd52lo_epu64(l[0], top, splat(19));
+    Fe8(l)
 }
 
 /// Folds ten product columns into five and carries them. Column k has
@@ -196,25 +200,22 @@ fn mul(a: &Fe8, b: &Fe8) -> Fe8 {
     reduce_columns(&lo, &hi)
 }
 
-/// `a^2`: cross products once. A cross product counts twice, so its low
-/// half goes with the diagonal's high halves (weight 2) and its high half
-/// into a third set of columns of weight 4.
+/// `a^2`: each cross product once, with its higher-index limb doubled
+/// (limbs 1-4 of a carried value are below 2^51, so twice one is a valid
+/// operand).
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn square(a: &Fe8) -> Fe8 {
     let zero = _mm512_setzero_si512();
+    let twice: [__m512i; 5] = std::array::from_fn(|j| _mm512_slli_epi64::<1>(a.0[j]));
     let mut lo = [zero; 10];
     let mut hi = [zero; 10];
-    let mut hi_cross = [zero; 10];
     for i in 0..5 {
         lo[2 * i] = _mm512_madd52lo_epu64(lo[2 * i], a.0[i], a.0[i]);
         hi[2 * i + 1] = _mm512_madd52hi_epu64(hi[2 * i + 1], a.0[i], a.0[i]);
         for j in (i + 1)..5 {
-            hi[i + j] = _mm512_madd52lo_epu64(hi[i + j], a.0[i], a.0[j]);
-            hi_cross[i + j + 1] = _mm512_madd52hi_epu64(hi_cross[i + j + 1], a.0[i], a.0[j]);
+            lo[i + j] = _mm512_madd52lo_epu64(lo[i + j], a.0[i], twice[j]);
+            hi[i + j + 1] = _mm512_madd52hi_epu64(hi[i + j + 1], a.0[i], twice[j]);
         }
-    }
-    for k in 0..10 {
-        hi[k] = _mm512_add_epi64(hi[k], _mm512_slli_epi64::<1>(hi_cross[k]));
     }
     reduce_columns(&lo, &hi)
 }
@@ -229,26 +230,23 @@ fn square_times(a: &Fe8, n: u32) -> Fe8 {
     r
 }
 
-/// `a · s` for a constant `s` below 2^20.
+/// `c + a · s` for a constant `s` below 2^20: the products' low halves are
+/// accumulated onto `c`'s limbs and everything is carried once.
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn mul_small(a: &Fe8, s: u64) -> Fe8 {
+fn mul_small_add(a: &Fe8, s: u64, c: &Fe8) -> Fe8 {
     let zero = _mm512_setzero_si512();
     let s = splat(s);
-    let mut lo = [zero; 6];
     let mut hi = [zero; 6];
+    let mut lo = c.0;
     for i in 0..5 {
-        lo[i] = _mm512_madd52lo_epu64(zero, a.0[i], s);
+        lo[i] = _mm512_madd52lo_epu64(lo[i], a.0[i], s);
         hi[i + 1] = _mm512_madd52hi_epu64(zero, a.0[i], s);
     }
-    let col: [__m512i; 6] =
-        std::array::from_fn(|k| _mm512_add_epi64(lo[k], _mm512_slli_epi64::<1>(hi[k])));
-    carry([
-        _mm512_madd52lo_epu64(col[0], col[5], splat(19)),
-        col[1],
-        col[2],
-        col[3],
-        col[4],
-    ])
+    // hi[5] < 2^17 has weight 2 · 2^255 = 38 (mod p).
+    lo[0] = _mm512_madd52lo_epu64(lo[0], hi[5], splat(38));
+    carry(std::array::from_fn(|k| {
+        _mm512_add_epi64(lo[k], _mm512_slli_epi64::<1>(hi[k]))
+    }))
 }
 
 #[target_feature(enable = "avx512f,avx512ifma")]
@@ -432,7 +430,7 @@ fn ladder(scalar: &[u8; 32], u: &Fe8) -> (Fe8, Fe8) {
         z3 = mul(u, &square(&sub(&da, &cb)));
         x2 = mul(&aa, &bb);
         let e = sub(&aa, &bb);
-        z2 = mul(&e, &add(&aa, &mul_small(&e, 121_665)));
+        z2 = mul(&e, &mul_small_add(&e, 121_665, &aa));
     }
     cswap(swap, &mut x2, &mut x3);
     cswap(swap, &mut z2, &mut z3);
