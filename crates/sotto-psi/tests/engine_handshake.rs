@@ -351,3 +351,9 @@ fn the_accept_is_dated_by_the_provider_and_counted_once() {
     requester.on_accept(&accept, &p.b.peer_keys()).unwrap();
     assert_eq!(requester.counts().verified, 1);
 }
+
+/// Every test above, again in the x25519 group on both of its backends.
+#[test]
+fn every_test_of_this_file_passes_in_x25519_too() {
+    support::rerun_in_x25519("every_test_of_this_file_passes_in_x25519_too");
+}

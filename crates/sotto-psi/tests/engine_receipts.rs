@@ -246,3 +246,9 @@ fn a_receivers_progress_follows_the_batches_it_accepted() {
     }
     assert_eq!((received, r.u.len()), (6, 2));
 }
+
+/// Every test above, again in the x25519 group on both of its backends.
+#[test]
+fn every_test_of_this_file_passes_in_x25519_too() {
+    support::rerun_in_x25519("every_test_of_this_file_passes_in_x25519_too");
+}

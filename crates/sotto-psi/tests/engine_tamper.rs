@@ -482,3 +482,9 @@ fn a_receiver_counts_every_signature_it_verified() {
         assert_eq!(expected as usize, 3 * per_batch + elements, "{mode}");
     }
 }
+
+/// Every test above, again in the x25519 group on both of its backends.
+#[test]
+fn every_test_of_this_file_passes_in_x25519_too() {
+    support::rerun_in_x25519("every_test_of_this_file_passes_in_x25519_too");
+}

@@ -37,12 +37,42 @@ pub fn parties(seed: u64) -> Parties {
 pub const GROUP_VARIABLE: &str = "SOTTO_TEST_PSI_GROUP";
 
 /// The group of this test run: `SOTTO_TEST_PSI_GROUP` (ristretto255 or
-/// x25519), ristretto255 when unset. The test command runs the engine suite
-/// once per group.
+/// x25519), ristretto255 when unset.
 pub fn group() -> GroupId {
     match std::env::var(GROUP_VARIABLE) {
         Ok(name) => name.parse().unwrap(),
         Err(_) => GroupId::Ristretto255,
+    }
+}
+
+/// Runs every other test of this test binary again in the x25519 group,
+/// once on this CPU's x25519 backend and once on the portable one
+/// (`SOTTO_X25519_BACKEND=portable`), as child processes; fails with the
+/// child's output if any test fails there. `this_test` is skipped in the
+/// children. Under `SOTTO_TEST_PSI_GROUP` (a child, or a run pinned by
+/// hand) it does nothing.
+pub fn rerun_in_x25519(this_test: &str) {
+    if std::env::var(GROUP_VARIABLE).is_ok() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    for backend in [None, Some("portable")] {
+        let mut child = std::process::Command::new(&exe);
+        child
+            .args(["--skip", this_test, "--test-threads", "2"])
+            .env(GROUP_VARIABLE, "x25519");
+        if let Some(backend) = backend {
+            child.env(sotto_crypto::x25519::BACKEND_VARIABLE, backend);
+        }
+        let out = child.output().unwrap();
+        assert!(
+            out.status.success(),
+            "in x25519 (backend {}):\n{}\n{}",
+            backend.unwrap_or("default"),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("test result: ok"));
     }
 }
 
