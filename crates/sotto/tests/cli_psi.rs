@@ -255,9 +255,9 @@ fn full_offline_session_reveal_both_with_every_output() {
 }
 
 #[test]
-fn keys_only_and_size_only_and_unsigned_modes() {
+fn keys_only_and_size_only_and_unsigned_modes_in_both_groups() {
     let w = World::new();
-    w.start(&["--mode", "digest"]);
+    w.start(&["--mode", "digest", "--group", "ristretto255"]);
     w.accept(&[]);
     w.send();
     w.respond();
@@ -278,7 +278,7 @@ fn keys_only_and_size_only_and_unsigned_modes() {
     assert_eq!(keys[1], "user20");
 
     let w = World::new();
-    w.start(&["--size-only", "--mode", "none"]);
+    w.start(&["--size-only", "--mode", "none", "--group", "x25519"]);
     let refused = fails(&[
         &"psi",
         &"offline",
