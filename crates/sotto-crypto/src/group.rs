@@ -12,7 +12,7 @@ use sha2::{Digest, Sha512};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::secret::SecretBytes;
-use crate::x25519::{X25519Fault, X25519Scalar};
+use crate::x25519::X25519Scalar;
 use crate::CryptoError;
 
 /// Length of an encoded group element.
@@ -176,16 +176,7 @@ impl EcdhScalar {
     pub fn multiply_encoded(&self, elements: &[Element]) -> Result<Vec<Element>, InvalidElement> {
         match &self.kind {
             ScalarKind::Ristretto(s) => s.multiply_encoded(elements),
-            ScalarKind::X25519(s) => {
-                s.multiply_encoded(elements)
-                    .map_err(|(index, fault)| InvalidElement {
-                        index,
-                        fault: match fault {
-                            X25519Fault::NonCanonical => ElementFault::NonCanonicalU,
-                            X25519Fault::SmallOrder => ElementFault::SmallOrder,
-                        },
-                    })
-            }
+            ScalarKind::X25519(s) => s.multiply_encoded(elements),
         }
     }
 }

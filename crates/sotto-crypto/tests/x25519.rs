@@ -8,10 +8,11 @@
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use sotto_crypto::group::{ElementFault, InvalidElement};
 use sotto_crypto::secret::SecretBytes;
 use sotto_crypto::x25519::{
     expand_message_xmd, field, fields_of_expanded, hash_expanded_with, hash_to_field,
-    multiply_with, portable, Backend, X25519Fault, X25519Scalar, EXPANDED_LEN,
+    multiply_with, portable, Backend, X25519Scalar, EXPANDED_LEN,
 };
 
 const RFC9380_DST: &[u8] = b"QUUX-V01-CS02-with-curve25519_XMD:SHA-512_ELL2_RO_";
@@ -387,6 +388,10 @@ fn exponents_commute_and_salts_separate() {
     assert_ne!(a.hash_and_multiply(&salt, &ids), other);
 }
 
+fn refused(index: usize, fault: ElementFault) -> InvalidElement {
+    InvalidElement { index, fault }
+}
+
 #[test]
 fn peer_elements_that_are_not_canonical_or_of_small_order_are_located() {
     let mut rng = ChaCha20Rng::seed_from_u64(13);
@@ -396,18 +401,18 @@ fn peer_elements_that_are_not_canonical_or_of_small_order_are_located() {
     elements[17] = edges[5];
     assert_eq!(
         k.multiply_encoded(&elements),
-        Err((17, X25519Fault::NonCanonical))
+        Err(refused(17, ElementFault::NonCanonicalU))
     );
     elements[17][31] |= 0x80;
     assert_eq!(
         k.multiply_encoded(&elements),
-        Err((17, X25519Fault::NonCanonical))
+        Err(refused(17, ElementFault::NonCanonicalU))
     );
     for small_order in &edges[..5] {
         elements[17] = *small_order;
         assert_eq!(
             k.multiply_encoded(&elements),
-            Err((17, X25519Fault::SmallOrder)),
+            Err(refused(17, ElementFault::SmallOrder)),
             "{}",
             hex::encode(small_order)
         );

@@ -1,11 +1,12 @@
 //! The handshake refuses, before any element is computed, a requester whose
 //! keys are made differently (column count, normalization, shard, shard
 //! salt), a hello too old or dated in the future, and an accept that
-//! changes the key parameters. Each refusal names the parameter and both
+//! changes the key parameters, the group or another proposed parameter. Each refusal names the parameter and both
 //! values.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use sotto_crypto::group::GroupId;
 use sotto_psi::engine::{AcceptPolicy, Session, SessionParams, CLOCK_SKEW, HELLO_LIFETIME};
 use sotto_psi::wire::{Hello, KeyParams, Reveal, ShardParams, SigningMode, HELLO_DOMAIN};
 use sotto_psi::EngineError;
@@ -213,6 +214,40 @@ fn an_accept_that_changes_the_key_parameters_is_refused_by_the_requester() {
             .expect_err("changed"),
     );
     assert_eq!(parameter, "case folding (--casefold)");
+}
+
+/// A provider that answers in another group (or another signing mode,
+/// reveal or batch size) than proposed is refused before any element, even
+/// with the accept correctly signed.
+#[test]
+fn an_accept_that_changes_the_group_or_another_proposed_parameter_is_refused() {
+    let other_group = match support::group() {
+        GroupId::Ristretto255 => GroupId::X25519,
+        GroupId::X25519 => GroupId::Ristretto255,
+    };
+    type Change = Box<dyn Fn(&mut Hello)>;
+    let changes: [(&str, Change); 3] = [
+        ("group", Box::new(move |a| a.group = other_group)),
+        ("mode", Box::new(|a| a.mode = SigningMode::None)),
+        ("batch size", Box::new(|a| a.batch_size += 1)),
+    ];
+    for (what, change) in changes {
+        let mut p = parties();
+        let (mut alice, hello) = request(&mut p, 8, NOW).unwrap();
+        let (_, mut accept) = accept(&mut p, &hello).unwrap();
+        change(&mut accept);
+        accept.signature =
+            p.b.signer()
+                .identity
+                .sign(HELLO_DOMAIN, &accept.signed_bytes());
+        assert_eq!(
+            alice.on_accept(&accept, &p.b.peer_keys()),
+            Err(EngineError::Handshake(
+                "the accept changes the proposed parameters".into()
+            )),
+            "{what}"
+        );
+    }
 }
 
 fn aligned_rounds() -> (Session, Session, Parties) {

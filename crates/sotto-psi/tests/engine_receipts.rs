@@ -12,7 +12,7 @@ use sotto_crypto::group::{ElementFault, GroupId};
 use sotto_psi::error::Rejection;
 use sotto_psi::wire::{Receipt, Reveal, Role, StreamKind, RECEIPT_DOMAIN};
 use sotto_psi::EngineError;
-use support::{rounds, rounds_in};
+use support::{rounds, rounds_in, Rounds};
 
 fn mismatch(what: &str) -> Result<(), EngineError> {
     Err(EngineError::ReceiptMismatch(what.to_owned()))
@@ -180,16 +180,14 @@ fn receipts_are_counted_once_each_and_only_when_they_pass() {
     assert_eq!(r.alice.counts().made, alice_before.made);
 }
 
-/// An element that is not a valid encoding is named by its position in the
-/// whole stream (the batch's first position plus its index), not in the
-/// batch.
-#[test]
-fn an_invalid_element_is_named_by_its_stream_position() {
-    let r = rounds(8, Reveal::Requester, false);
+/// Bob multiplies round-1 batch 1 with its second element replaced by
+/// `element`; the refusal must name the element by its position in the whole
+/// stream (the batch's first position plus its index), not in the batch.
+fn second_element_is_refused(r: &Rounds, element: [u8; 32], fault: ElementFault) {
     let mut batch = r.u[1].clone();
     assert!(batch.header.first_position > 0);
-    batch.elements[1] = [0xff; 32];
-    let err = r.bob.multiply(&batch).expect_err("not a point");
+    batch.elements[1] = element;
+    let err = r.bob.multiply(&batch).expect_err("refused");
     assert_eq!(
         err,
         EngineError::BatchRejected {
@@ -198,33 +196,25 @@ fn an_invalid_element_is_named_by_its_stream_position() {
             batch: 1,
             reason: Rejection::InvalidElement {
                 position: batch.header.first_position + 1,
-                fault: match support::group() {
-                    GroupId::Ristretto255 => ElementFault::NotRistretto255,
-                    GroupId::X25519 => ElementFault::NonCanonicalU,
-                },
+                fault,
             },
         }
     );
 }
 
 #[test]
+fn an_invalid_element_is_named_by_its_stream_position() {
+    let fault = match support::group() {
+        GroupId::Ristretto255 => ElementFault::NotRistretto255,
+        GroupId::X25519 => ElementFault::NonCanonicalU,
+    };
+    second_element_is_refused(&rounds(8, Reveal::Requester, false), [0xff; 32], fault);
+}
+
+#[test]
 fn an_x25519_element_of_small_order_is_named_by_its_stream_position() {
     let r = rounds_in(GroupId::X25519, 9, Reveal::Requester, false);
-    let mut batch = r.u[1].clone();
-    batch.elements[1] = [0; 32];
-    let err = r.bob.multiply(&batch).expect_err("u = 0");
-    assert_eq!(
-        err,
-        EngineError::BatchRejected {
-            round: 1,
-            stream: StreamKind::RequesterEncrypted,
-            batch: 1,
-            reason: Rejection::InvalidElement {
-                position: batch.header.first_position + 1,
-                fault: ElementFault::SmallOrder,
-            },
-        }
-    );
+    second_element_is_refused(&r, [0; 32], ElementFault::SmallOrder);
 }
 
 /// A receiver's progress (what the online driver asks it to know what to

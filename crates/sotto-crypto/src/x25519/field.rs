@@ -65,13 +65,18 @@ pub fn from_wide_be(bytes: &[u8; 48]) -> Fp {
 }
 
 /// A square root of `a` if it has one: `(true, r)` with `r^2 = a`.
-/// For p = 5 mod 8 the candidate is `a^((p+3)/8)`, fixed by sqrt(-1).
 pub fn sqrt(a: &Fp) -> (Choice, Fp) {
+    sqrt_with(a, &constants().sqrt_m1)
+}
+
+/// For p = 5 mod 8 the candidate is `a^((p+3)/8)`; when its square is `-a`
+/// it is fixed by `sqrt_m1`.
+fn sqrt_with(a: &Fp, sqrt_m1: &Fp) -> (Choice, Fp) {
     let candidate = a.pow(&exponent_p_plus_3_over_8());
     let square = candidate.square();
     let direct = square.ct_eq(a);
     let twisted = square.ct_eq(&a.neg());
-    let root = Fp::conditional_select(&candidate, &(candidate * constants().sqrt_m1_fp), twisted);
+    let root = Fp::conditional_select(&candidate, &(candidate * *sqrt_m1), twisted);
     (direct | twisted, root)
 }
 
@@ -82,60 +87,42 @@ fn exponent_p_plus_3_over_8() -> U256 {
 }
 
 /// Constants of the map and the kernel.
-pub struct PortableConstants {
+pub struct Constants {
     /// sqrt(-1) = 2^((p-1)/4).
-    pub sqrt_m1: Limbs,
-    sqrt_m1_fp: Fp,
+    pub sqrt_m1: Fp,
     /// 2^((p+3)/8), the factor between square-root candidates of g(x1) and
     /// g(x2) in the inversion-free Elligator 2.
-    pub two_pow_c1: Limbs,
+    pub two_pow_c1: Fp,
     /// sqrt(-486664) with sgn0 = 0, the rational map's constant.
-    pub sqrt_m486664: Limbs,
-    sqrt_m486664_fp: Fp,
+    pub sqrt_m486664: Fp,
     /// 2d of edwards25519, d = -121665/121666.
-    pub edwards_2d: Limbs,
+    pub edwards_2d: Fp,
 }
 
 /// The constants, computed once.
-pub fn constants() -> &'static PortableConstants {
-    static CONSTANTS: OnceLock<PortableConstants> = OnceLock::new();
+pub fn constants() -> &'static Constants {
+    static CONSTANTS: OnceLock<Constants> = OnceLock::new();
     CONSTANTS.get_or_init(compute_constants)
 }
 
-fn compute_constants() -> PortableConstants {
+fn compute_constants() -> Constants {
     let quarter = Modulus25519::MODULUS
         .wrapping_sub(&U256::ONE)
         .shr_vartime(2);
-    let sqrt_m1_fp = small(2).pow(&quarter);
-    let two_pow_c1 = small(2).pow(&exponent_p_plus_3_over_8());
-    let m486664 = small(486_664).neg();
-    let candidate = m486664.pow(&exponent_p_plus_3_over_8());
-    let fixed = Fp::conditional_select(
-        &candidate,
-        &(candidate * sqrt_m1_fp),
-        !candidate.square().ct_eq(&m486664),
-    );
-    let sqrt_m486664_fp = Fp::conditional_select(&fixed, &fixed.neg(), is_odd(&fixed));
+    let sqrt_m1 = small(2).pow(&quarter);
+    let (_, root) = sqrt_with(&small(486_664).neg(), &sqrt_m1);
     let (inverse_121666, _) = small(121_666).invert();
     let d = small(121_665).neg() * inverse_121666;
-    PortableConstants {
-        sqrt_m1: limbs(&sqrt_m1_fp),
-        sqrt_m1_fp,
-        two_pow_c1: limbs(&two_pow_c1),
-        sqrt_m486664: limbs(&sqrt_m486664_fp),
-        sqrt_m486664_fp,
-        edwards_2d: limbs(&(d + d)),
+    Constants {
+        sqrt_m1,
+        two_pow_c1: small(2).pow(&exponent_p_plus_3_over_8()),
+        sqrt_m486664: Fp::conditional_select(&root, &root.neg(), is_odd(&root)),
+        edwards_2d: d + d,
     }
 }
 
-impl PortableConstants {
-    /// sqrt(-486664) as a residue.
-    pub fn sqrt_m486664(&self) -> Fp {
-        self.sqrt_m486664_fp
-    }
-}
-
-fn limbs(value: &Fp) -> Limbs {
+/// The kernel's limbs of a field element.
+pub fn limbs(value: &Fp) -> Limbs {
     limbs_from_bytes(&to_bytes(value))
 }
 

@@ -38,27 +38,27 @@ pub fn expand_message_xmd(msg: &[&[u8]], dst: &[u8]) -> [u8; EXPANDED_LEN] {
     h0.update([0u8]);
     h0.update(dst);
     h0.update(dst_len);
-    let b0 = h0.finalize();
-    let mut h1 = Sha512::new();
-    h1.update(b0);
-    h1.update([1u8]);
-    h1.update(dst);
-    h1.update(dst_len);
-    let b1 = h1.finalize();
+    let b0: [u8; 64] = h0.finalize().into();
+    let b1 = next_block(&b0, 1, dst);
     let mut mixed = [0u8; 64];
     for (m, (x, y)) in mixed.iter_mut().zip(b0.iter().zip(b1.iter())) {
         *m = x ^ y;
     }
-    let mut h2 = Sha512::new();
-    h2.update(mixed);
-    h2.update([2u8]);
-    h2.update(dst);
-    h2.update(dst_len);
-    let b2 = h2.finalize();
+    let b2 = next_block(&mixed, 2, dst);
     let mut out = [0u8; EXPANDED_LEN];
     out[..64].copy_from_slice(&b1);
     out[64..].copy_from_slice(&b2[..32]);
     out
+}
+
+/// b_i = H(chained ‖ I2OSP(i, 1) ‖ DST_prime) of expand_message_xmd.
+fn next_block(chained: &[u8; 64], index: u8, dst: &[u8]) -> [u8; 64] {
+    let mut h = Sha512::new();
+    h.update(chained);
+    h.update([index]);
+    h.update(dst);
+    h.update([dst.len() as u8]);
+    h.finalize().into()
 }
 
 /// hash_to_field(msg, 2): two field elements as canonical little-endian

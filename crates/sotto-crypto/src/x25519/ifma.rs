@@ -26,7 +26,7 @@ use std::arch::x86_64::{
     _mm512_storeu_epi64, _mm512_sub_epi64,
 };
 
-use super::field::{Limbs, PortableConstants};
+use super::field::{self, Limbs};
 use super::h2c::{wide_pieces, EXPANDED_LEN};
 
 /// Lanes per register.
@@ -79,12 +79,14 @@ fn fe_small(v: u64) -> Fe8 {
 }
 
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn constants(portable: &PortableConstants) -> Constants {
+fn constants() -> Constants {
+    let shared = field::constants();
+    let lanes = |value: &field::Fp| fe_const(&field::limbs(value));
     Constants {
-        sqrt_m1: fe_const(&portable.sqrt_m1),
-        two_pow_c1: fe_const(&portable.two_pow_c1),
-        sqrt_m486664: fe_const(&portable.sqrt_m486664),
-        edwards_2d: fe_const(&portable.edwards_2d),
+        sqrt_m1: lanes(&shared.sqrt_m1),
+        two_pow_c1: lanes(&shared.two_pow_c1),
+        sqrt_m486664: lanes(&shared.sqrt_m486664),
+        edwards_2d: lanes(&shared.edwards_2d),
         montgomery_a: fe_small(486_662),
     }
 }
@@ -94,7 +96,7 @@ fn constants(portable: &PortableConstants) -> Constants {
 fn load(elements: &[[u8; 32]; LANES]) -> Fe8 {
     let mut limbs = [[0u64; LANES]; 5];
     for (lane, bytes) in elements.iter().enumerate() {
-        let l = super::field::limbs_from_bytes(bytes);
+        let l = field::limbs_from_bytes(bytes);
         for (i, limb) in l.iter().enumerate() {
             limbs[i][lane] = *limb;
         }
@@ -147,7 +149,7 @@ fn store(value: &Fe8) -> [[u8; 32]; LANES] {
             limbs[3][lane],
             limbs[4][lane],
         ];
-        *bytes = super::field::bytes_from_limbs(&l);
+        *bytes = field::bytes_from_limbs(&l);
     }
     out
 }
@@ -441,7 +443,8 @@ fn ladder(scalar: &[u8; 32], u: &Fe8) -> (Fe8, Fe8) {
 /// Montgomery point as `(xn / xd, y)`.
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn elligator2(u: &Fe8, k: &Constants) -> (Fe8, Fe8, Fe8) {
-    let tv1 = add(&square(u), &square(u));
+    let u2 = square(u);
+    let tv1 = add(&u2, &u2);
     let xd = add(&tv1, &fe_small(1));
     let x1n = neg(&k.montgomery_a);
     let tv2 = square(&xd);
@@ -509,12 +512,17 @@ fn edwards_add(p: &Edwards8, q: &Edwards8, k: &Constants) -> Edwards8 {
     let b = mul(&add(&p.y, &p.x), &add(&q.y, &q.x));
     let c = mul(&mul(&p.t, &k.edwards_2d), &q.t);
     let d = mul(&add(&p.z, &p.z), &q.z);
-    let (e, f, g, h) = (sub(&b, &a), sub(&d, &c), add(&d, &c), add(&b, &a));
+    completed(&sub(&b, &a), &sub(&d, &c), &add(&d, &c), &add(&b, &a))
+}
+
+/// The extended point `(E·F : G·H : F·G : E·H)` both formulas end with.
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn completed(e: &Fe8, f: &Fe8, g: &Fe8, h: &Fe8) -> Edwards8 {
     Edwards8 {
-        x: mul(&e, &f),
-        y: mul(&g, &h),
-        t: mul(&e, &h),
-        z: mul(&f, &g),
+        x: mul(e, f),
+        y: mul(g, h),
+        t: mul(e, h),
+        z: mul(f, g),
     }
 }
 
@@ -529,12 +537,7 @@ fn edwards_double(p: &Edwards8) -> Edwards8 {
     let g = sub(&b, &a);
     let f = sub(&g, &c);
     let h = neg(&add(&a, &b));
-    Edwards8 {
-        x: mul(&e, &f),
-        y: mul(&g, &h),
-        t: mul(&e, &h),
-        z: mul(&f, &g),
-    }
+    completed(&e, &f, &g, &h)
 }
 
 /// Hashes eight pairs of field elements to `8 · (map(u0) + map(u1))` and
@@ -567,26 +570,36 @@ fn lane_groups(elements: &[[u8; 32]]) -> Vec<[[u8; 32]; LANES]> {
         .collect()
 }
 
-/// Divides numerators by denominators with one inversion for the slice and
-/// writes the canonical encodings (0 where a denominator is 0).
+/// Divides numerators by denominators with one inversion for the slice (0
+/// where a denominator is 0).
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn divide_and_store(num: &[Fe8], mut den: Vec<Fe8>, len: usize) -> Vec<[u8; 32]> {
+fn divide(num: &[Fe8], mut den: Vec<Fe8>) -> Vec<Fe8> {
     batch_invert(&mut den);
-    let mut out = Vec::with_capacity(len);
-    for (n, d) in num.iter().zip(&den) {
-        out.extend_from_slice(&store(&mul(n, d)));
+    num.iter().zip(&den).map(|(n, d)| mul(n, d)).collect()
+}
+
+/// The canonical encodings of the first `len` lanes.
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn store_all(values: &[Fe8], len: usize) -> Vec<[u8; 32]> {
+    let mut out = Vec::with_capacity(values.len() * LANES);
+    for value in values {
+        out.extend_from_slice(&store(value));
     }
     out.truncate(len);
     out
 }
 
+/// X25519 of every lane group of affine u-coordinates, as affine u.
+#[target_feature(enable = "avx512f,avx512ifma")]
+fn multiply_lanes(scalar: &[u8; 32], us: &[Fe8]) -> Vec<Fe8> {
+    let (xs, zs): (Vec<Fe8>, Vec<Fe8>) = us.iter().map(|u| ladder(scalar, u)).unzip();
+    divide(&xs, zs)
+}
+
 #[target_feature(enable = "avx512f,avx512ifma")]
 fn multiply_kernel(scalar: &[u8; 32], elements: &[[u8; 32]]) -> Vec<[u8; 32]> {
-    let (xs, zs): (Vec<Fe8>, Vec<Fe8>) = lane_groups(elements)
-        .iter()
-        .map(|group| ladder(scalar, &load(group)))
-        .unzip();
-    divide_and_store(&xs, zs, elements.len())
+    let us: Vec<Fe8> = lane_groups(elements).iter().map(|g| load(g)).collect();
+    store_all(&multiply_lanes(scalar, &us), elements.len())
 }
 
 /// Splits expand_message_xmd outputs into lane groups of their two pieces
@@ -606,26 +619,24 @@ fn wide_lane_groups(expanded: &[[u8; EXPANDED_LEN]]) -> Vec<[[[u8; 48]; LANES]; 
         .collect()
 }
 
+/// The hashes stay in lane form between the hash and the ladder.
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn hash_kernel(
-    portable: &PortableConstants,
-    expanded: &[[u8; EXPANDED_LEN]],
-    scalar: Option<&[u8; 32]>,
-) -> Vec<[u8; 32]> {
-    let k = constants(portable);
+fn hash_kernel(expanded: &[[u8; EXPANDED_LEN]], scalar: Option<&[u8; 32]>) -> Vec<[u8; 32]> {
+    let k = constants();
     let (nums, dens): (Vec<Fe8>, Vec<Fe8>) = wide_lane_groups(expanded)
         .iter()
         .map(|[first, second]| hash_pair(&load_wide(first), &load_wide(second), &k))
         .unzip();
-    let hashed = divide_and_store(&nums, dens, expanded.len());
-    match scalar {
-        Some(scalar) => multiply_kernel(scalar, &hashed),
+    let hashed = divide(&nums, dens);
+    let out = match scalar {
+        Some(scalar) => multiply_lanes(scalar, &hashed),
         None => hashed,
-    }
+    };
+    store_all(&out, expanded.len())
 }
 
-/// `X25519(scalar, u)` for every u (canonical encodings); callers check
-/// [`available`] first.
+/// `X25519(scalar, u)` for every u (bit 255 ignored), or `None` when this
+/// CPU lacks the instructions.
 pub fn multiply(scalar: &[u8; 32], elements: &[[u8; 32]]) -> Option<Vec<[u8; 32]>> {
     if !available() {
         return None;
@@ -636,9 +647,9 @@ pub fn multiply(scalar: &[u8; 32], elements: &[[u8; 32]]) -> Option<Vec<[u8; 32]
 }
 
 /// The Montgomery u of the RFC 9380 random-oracle hash of every
-/// expand_message_xmd output, multiplied by `scalar` when one is given.
+/// expand_message_xmd output, multiplied by `scalar` when one is given; `None`
+/// when this CPU lacks the instructions.
 pub fn hash_to_curve(
-    portable: &PortableConstants,
     expanded: &[[u8; EXPANDED_LEN]],
     scalar: Option<&[u8; 32]>,
 ) -> Option<Vec<[u8; 32]>> {
@@ -646,5 +657,5 @@ pub fn hash_to_curve(
         return None;
     }
     // SAFETY: as in `multiply`, the CPU features were checked above.
-    Some(unsafe { hash_kernel(portable, expanded, scalar) })
+    Some(unsafe { hash_kernel(expanded, scalar) })
 }

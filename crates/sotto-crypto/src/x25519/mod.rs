@@ -22,6 +22,7 @@ use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+use crate::group::{ElementFault, InvalidElement};
 use crate::secret::SecretBytes;
 use crate::CryptoError;
 
@@ -101,7 +102,7 @@ pub fn hash_expanded_with(
 ) -> Vec<[u8; 32]> {
     #[cfg(target_arch = "x86_64")]
     if backend == Backend::Ifma {
-        if let Some(out) = ifma::hash_to_curve(field::constants(), expanded, scalar) {
+        if let Some(out) = ifma::hash_to_curve(expanded, scalar) {
             return out;
         }
     }
@@ -138,16 +139,6 @@ pub fn expand_ids(salt: &SecretBytes<32>, ids: &[impl AsRef<[u8]>]) -> Vec<[u8; 
     ids.iter()
         .map(|id| expand_message_xmd(&[salt.expose(), id.as_ref()], HASH_DST))
         .collect()
-}
-
-/// Why a peer's element was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum X25519Fault {
-    /// The encoding is not below p (bit 255 set, or u ≥ 2^255 - 19).
-    NonCanonical,
-    /// Multiplying by the (cofactor-cleared) scalar gave u = 0: the element
-    /// has small order, or is 0.
-    SmallOrder,
 }
 
 /// A clamped X25519 scalar for one PSI session. Zeroized on drop.
@@ -198,12 +189,10 @@ impl X25519Scalar {
 
     /// Computes `k · P` for every encoded u, failing on the first element
     /// (in batch order) that is not canonical or gives u = 0.
-    pub fn multiply_encoded(
-        &self,
-        elements: &[[u8; 32]],
-    ) -> Result<Vec<[u8; 32]>, (usize, X25519Fault)> {
+    pub fn multiply_encoded(&self, elements: &[[u8; 32]]) -> Result<Vec<[u8; 32]>, InvalidElement> {
+        let refused = |index, fault| InvalidElement { index, fault };
         if let Some(index) = elements.iter().position(|u| !field::is_canonical(u)) {
-            return Err((index, X25519Fault::NonCanonical));
+            return Err(refused(index, ElementFault::NonCanonicalU));
         }
         let backend = backend();
         let out: Vec<[u8; 32]> = elements
@@ -211,7 +200,7 @@ impl X25519Scalar {
             .flat_map_iter(|chunk| multiply_with(backend, &self.0, chunk))
             .collect();
         if let Some(index) = out.iter().position(|u| u == &[0u8; 32]) {
-            return Err((index, X25519Fault::SmallOrder));
+            return Err(refused(index, ElementFault::SmallOrder));
         }
         Ok(out)
     }

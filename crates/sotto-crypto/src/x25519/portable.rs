@@ -43,7 +43,7 @@ pub fn to_edwards(x: &Fp, y: &Fp) -> EdwardsPoint {
     let exceptional = y.ct_eq(&Fp::ZERO) | x.ct_eq(&Fp::ONE.neg());
     let (y_inverse, _) = y.invert();
     let (x_plus_one_inverse, _) = (*x + Fp::ONE).invert();
-    let edwards_x = field::constants().sqrt_m486664() * *x * y_inverse;
+    let edwards_x = field::constants().sqrt_m486664 * *x * y_inverse;
     let edwards_y = (*x - Fp::ONE) * x_plus_one_inverse;
     let mut compressed = field::to_bytes(&edwards_y);
     compressed[31] |= field::is_odd(&edwards_x).unwrap_u8() << 7;
@@ -53,18 +53,13 @@ pub fn to_edwards(x: &Fp, y: &Fp) -> EdwardsPoint {
     EdwardsPoint::conditional_select(&point, &EdwardsPoint::identity(), exceptional)
 }
 
-/// The edwards25519 form of `8 · (map(u0) + map(u1))`.
-pub fn hash_fields_to_edwards(fields: &[[u8; 32]; 2]) -> EdwardsPoint {
+/// The Montgomery u of `8 · (map(u0) + map(u1))`.
+pub fn hash_fields(fields: &[[u8; 32]; 2]) -> [u8; 32] {
     let [q0, q1] = fields.map(|u| {
         let (x, y) = map_to_curve(&field::from_bytes(&u));
         to_edwards(&x, &y)
     });
-    (q0 + q1).mul_by_cofactor()
-}
-
-/// The Montgomery u of `8 · (map(u0) + map(u1))`.
-pub fn hash_fields(fields: &[[u8; 32]; 2]) -> [u8; 32] {
-    hash_fields_to_edwards(fields).to_montgomery().to_bytes()
+    (q0 + q1).mul_by_cofactor().to_montgomery().to_bytes()
 }
 
 /// X25519 of a clamped scalar and a canonical u-coordinate.
