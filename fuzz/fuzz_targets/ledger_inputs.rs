@@ -1,14 +1,19 @@
 //! Untrusted ledger inputs — a genesis file's text, an endorsement policy,
 //! a block's bytes, a transaction in a block, a client's request at a
 //! compute enclave, a packet at an endorser, a Raft message or snapshot
-//! from another orderer — are decoded, validated or refused, never a panic.
+//! from another orderer, a load channel request at a plaintext-mode node, a
+//! clear copy at its node — are decoded, validated or refused, never a
+//! panic.
 #![no_main]
+
+use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use sotto_crypto::identity::IdentityKey;
 use sotto_crypto::secret::SecretBytes;
 use sotto_ledger::block::Block;
+use sotto_ledger::clear::{open_copy, ChannelAsk, Judge};
 use sotto_ledger::compute::Enclave;
 use sotto_ledger::contracts::builtin;
 use sotto_ledger::endorse::Endorser;
@@ -61,7 +66,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let block0 = Block::genesis(&config, &text);
-    let Ok(mut ledger) = MemoryLedger::open(&block0, "b1") else {
+    let Ok(mut ledger) = MemoryLedger::open(&block0, "b1", None) else {
         return;
     };
     if let Ok(block) = Block::decode(data) {
@@ -91,6 +96,23 @@ fuzz_target!(|data: &[u8]| {
         key: &key(3),
     };
     let _ = endorser.endorse(&ComputeGroup::default(), data, &[0; 64], 0);
+    let members = BTreeMap::from([("c1".to_owned(), key(9).public())]);
+    let judge = Judge {
+        ledger: &ledger_id,
+        me: "b1",
+        caller: "c1",
+        members: &members,
+        now_ms: 0,
+    };
+    let (request, signature) = data.split_at(data.len() / 2);
+    let ask = ChannelAsk {
+        request: request.to_vec(),
+        signature: signature.to_vec(),
+    };
+    let _ = judge.grant(&ask, &[], &mut rand::rngs::OsRng);
+    if let Ok(node_key) = key(3).to_hpke() {
+        let _ = open_copy(&node_key, &ledger_id, &[0; 16], "b1", data);
+    }
     let next = Block::cut(ledger.tip(), "o1", &key(2), 2_000, vec![data.to_vec()]);
     let _ = ledger.append(&next);
 });

@@ -62,6 +62,17 @@ impl IdentityKey {
     pub fn sign(&self, domain: &str, message: &[u8]) -> [u8; SIGNATURE_LEN] {
         self.0.sign(&framed(domain, message)).to_bytes()
     }
+
+    /// The same key as an X25519 HPKE private key (the Ed25519 secret
+    /// scalar), whose public half is [`IdentityPublic::to_hpke`]: what is
+    /// sealed to a node's published identity opens only with its identity
+    /// key. Signatures and HPKE use different hashes and domains over the
+    /// one scalar (the construction libsodium calls
+    /// `crypto_sign_ed25519_sk_to_curve25519`).
+    pub fn to_hpke(&self) -> Result<crate::hpke::HpkeSecretKey, CryptoError> {
+        let scalar = zeroize::Zeroizing::new(self.0.to_scalar_bytes());
+        crate::hpke::HpkeSecretKey::from_bytes(scalar.as_slice())
+    }
 }
 
 impl fmt::Debug for IdentityKey {
@@ -99,6 +110,12 @@ impl IdentityPublic {
     /// The 32-byte encoding.
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0.to_bytes()
+    }
+
+    /// The X25519 HPKE public key of the same point (its Montgomery
+    /// u-coordinate); see [`IdentityKey::to_hpke`].
+    pub fn to_hpke(&self) -> Result<crate::hpke::HpkePublicKey, CryptoError> {
+        crate::hpke::HpkePublicKey::from_bytes(self.0.to_montgomery().as_bytes())
     }
 
     /// Verifies a signature made with [`IdentityKey::sign`] under `domain`.
@@ -160,5 +177,30 @@ mod tests {
         let key = IdentityKey::generate(&mut OsRng);
         let again = IdentityKey::from_seed(key.to_seed().as_slice()).expect("32 bytes");
         assert_eq!(key.public(), again.public());
+    }
+
+    #[test]
+    fn a_seal_to_the_published_identity_opens_only_with_its_key() {
+        let key = IdentityKey::generate(&mut OsRng);
+        let other = IdentityKey::generate(&mut OsRng);
+        let public = key.public().to_hpke().expect("a valid point");
+        assert_eq!(
+            public,
+            key.to_hpke().expect("a scalar").public(),
+            "both halves name the same X25519 key"
+        );
+        let sealed = public
+            .seal(b"info", b"aad", b"record", &mut OsRng)
+            .expect("seal");
+        let opened = key
+            .to_hpke()
+            .expect("scalar")
+            .open(b"info", b"aad", &sealed);
+        assert_eq!(opened.expect("opens"), b"record");
+        let foreign = other
+            .to_hpke()
+            .expect("scalar")
+            .open(b"info", b"aad", &sealed);
+        assert!(foreign.is_err(), "another identity cannot open it");
     }
 }

@@ -14,10 +14,11 @@ use serde_json::json;
 use sotto_crypto::identity::IdentityKey;
 use sotto_crypto::ids::TxId;
 
-use crate::config::LedgerConfig;
+use crate::clear::seal_copy;
+use crate::config::{LedgerConfig, StorageMode};
 use crate::contracts::{Call, Contract, ContractError, State};
 use crate::keys::LedgerKeys;
-use crate::packet::{tee_sign, KvRead, KvWrite, Packet, Version, PACKET_FORMAT};
+use crate::packet::{tee_sign, ClearCopy, KvRead, KvWrite, Packet, Version, PACKET_FORMAT};
 use crate::request::{request_digest, Proposal, Request, RequestError, TxKey};
 
 /// Why a compute node refused a request (the client gets this in clear
@@ -86,8 +87,21 @@ pub struct Opened {
 pub struct Loaded {
     /// Its version (none: absent).
     pub version: Option<Version>,
-    /// Its sealed value.
-    pub sealed: Option<Vec<u8>>,
+    /// Its value, as the node keeps it.
+    pub held: Held,
+}
+
+/// A value as a business node keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Held {
+    /// No value: the key is absent, or the node was not a target of its
+    /// last write.
+    #[default]
+    Nothing,
+    /// Sealed under the data-encryption key (ciphertext mode).
+    Sealed(Vec<u8>),
+    /// In clear, already through the load channel (plaintext mode).
+    Clear(Vec<u8>),
 }
 
 /// The result of one run.
@@ -259,6 +273,7 @@ impl Enclave<'_> {
         rng: &mut R,
     ) -> Result<Packet, ComputeError> {
         let proposal = &opened.proposal;
+        let clear_copies = self.clear_copies(&proposal.tx_id, &proposal.targets, &writes, rng)?;
         let mut sealed = Vec::with_capacity(writes.len());
         for (key, value) in writes {
             let write = match value {
@@ -299,7 +314,42 @@ impl Enclave<'_> {
             member: self.member.to_owned(),
             measurement: self.measurement.to_vec(),
             expires_ms: proposal.expires_ms,
+            clear_copies,
         })
+    }
+
+    /// A copy of the value-setting writes for each plaintext-mode target,
+    /// sealed to that node.
+    fn clear_copies<R: RngCore + CryptoRng>(
+        &self,
+        tx_id: &[u8],
+        targets: &[String],
+        writes: &BTreeMap<[u8; 32], Option<Vec<u8>>>,
+        rng: &mut R,
+    ) -> Result<Vec<ClearCopy>, ComputeError> {
+        let values: Vec<([u8; 32], &[u8])> = writes
+            .iter()
+            .filter_map(|(key, value)| value.as_deref().map(|v| (*key, v)))
+            .collect();
+        let mut copies = Vec::new();
+        for target in targets {
+            let Some(node) = self.config.business_node(target) else {
+                return Err(ComputeError::BadTargets(target.clone()));
+            };
+            if node.mode == StorageMode::Plaintext {
+                let copy = seal_copy(
+                    target,
+                    &node.member.identity,
+                    &self.ledger,
+                    tx_id,
+                    &values,
+                    rng,
+                )
+                .map_err(|e| ComputeError::Seal(e.to_string()))?;
+                copies.push(copy);
+            }
+        }
+        Ok(copies)
     }
 }
 
@@ -335,25 +385,28 @@ impl State for Session<'_, '_> {
             return Err(ContractError::NotLoaded);
         };
         self.reads.insert(id, loaded.version);
-        match &loaded.sealed {
-            Some(sealed) => match self
-                .enclave
-                .keys
-                .open_value(&self.enclave.ledger, &id, sealed)
-            {
-                Ok(value) => Ok(Some(value)),
-                Err(e) => {
-                    self.damaged = Some(format!("{key}: {e}"));
-                    Err(ContractError::NotLoaded)
+        match &loaded.held {
+            Held::Sealed(sealed) => {
+                match self
+                    .enclave
+                    .keys
+                    .open_value(&self.enclave.ledger, &id, sealed)
+                {
+                    Ok(value) => Ok(Some(value)),
+                    Err(e) => {
+                        self.damaged = Some(format!("{key}: {e}"));
+                        Err(ContractError::NotLoaded)
+                    }
                 }
-            },
-            None if loaded.version.is_some() => {
+            }
+            Held::Clear(value) => Ok(Some(value.clone())),
+            Held::Nothing if loaded.version.is_some() => {
                 self.damaged = Some(format!(
                     "{key}: the business node holds its version but not its value (it was not a target of the last write)"
                 ));
                 Err(ContractError::NotLoaded)
             }
-            None => Ok(None),
+            Held::Nothing => Ok(None),
         }
     }
 

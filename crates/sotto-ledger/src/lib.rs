@@ -11,6 +11,7 @@
 //! function of the block sequence.
 
 pub mod block;
+pub mod clear;
 pub mod code;
 pub mod compute;
 pub mod config;

@@ -4,13 +4,16 @@
 //! outcome.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
+use sotto_crypto::hpke::HpkeSecretKey;
+use sotto_crypto::identity::IdentityKey;
 use sotto_crypto::ids::TxId;
 
 use crate::block::{Block, BlockError, ChainTip};
 use crate::code::ValidationCode;
-use crate::compute::Loaded;
-use crate::config::LedgerConfig;
+use crate::compute::{Held, Loaded};
+use crate::config::{LedgerConfig, StorageMode};
 use crate::group::ComputeGroup;
 use crate::packet::Version;
 use crate::validate::{Validated, Validator, WorldView};
@@ -36,6 +39,7 @@ pub struct MemoryLedger {
     group: ComputeGroup,
     commit: [u8; 32],
     codes: Vec<Vec<ValidationCode>>,
+    clear_key: Option<Arc<HpkeSecretKey>>,
 }
 
 impl WorldView for MemoryLedger {
@@ -49,15 +53,38 @@ impl WorldView for MemoryLedger {
 }
 
 impl MemoryLedger {
-    /// Starts business node `me` from block 0.
-    pub fn open(genesis: &Block, me: &str) -> Result<Self, BlockError> {
+    /// Starts business node `me` from block 0. A plaintext-mode node
+    /// needs its identity key (it opens the clear copies sealed to it); a
+    /// ciphertext-mode node uses none.
+    pub fn open(
+        genesis: &Block,
+        me: &str,
+        identity: Option<&IdentityKey>,
+    ) -> Result<Self, BlockError> {
         let (config, tip) = genesis.open_genesis("block 0")?;
-        if config.business_node(me).is_none() {
-            return Err(BlockError::BadGenesis {
-                reason: format!("{me} is not a business node of this ledger"),
-            });
-        }
+        let refuse = |reason: String| BlockError::BadGenesis { reason };
+        let node = config
+            .business_node(me)
+            .ok_or_else(|| refuse(format!("{me} is not a business node of this ledger")))?;
+        let clear_key = match (node.mode, identity) {
+            (StorageMode::Ciphertext, _) => None,
+            (StorageMode::Plaintext, None) => {
+                return Err(refuse(format!(
+                    "{me} keeps its records in clear and needs its identity key to open them"
+                )))
+            }
+            (StorageMode::Plaintext, Some(key)) if key.public() != node.member.identity => {
+                return Err(refuse(format!(
+                    "the identity key given is not {me}'s in block 0"
+                )))
+            }
+            (StorageMode::Plaintext, Some(key)) => Some(Arc::new(
+                key.to_hpke()
+                    .map_err(|e| refuse(format!("{me}'s identity key: {e}")))?,
+            )),
+        };
         Ok(Self {
+            clear_key,
             commit: tip.ledger,
             config,
             me: me.to_owned(),
@@ -84,6 +111,7 @@ impl MemoryLedger {
             config: &self.config,
             ledger: tip.ledger,
             me: &self.me,
+            clear_key: self.clear_key.as_deref(),
         }
         .validate(
             self,
@@ -152,16 +180,28 @@ impl MemoryLedger {
             .map(Vec::as_slice)
     }
 
-    /// The sealed value this node keeps for a key.
+    /// The value this node keeps for a key: sealed in ciphertext mode, in
+    /// clear in plaintext mode.
     pub fn value(&self, key: &[u8; 32]) -> Option<&[u8]> {
         self.values.get(key).map(Vec::as_slice)
     }
 
-    /// What a compute enclave reading `key` from this node gets.
+    /// Whether this node keeps its values in clear.
+    pub fn keeps_clear(&self) -> bool {
+        self.clear_key.is_some()
+    }
+
+    /// What this node holds for `key` (in plaintext mode the value is in
+    /// clear: send it only over a load channel).
     pub fn load(&self, key: &[u8; 32]) -> Loaded {
+        let value = self.values.get(key).cloned();
         Loaded {
             version: self.versions.get(key).copied(),
-            sealed: self.values.get(key).cloned(),
+            held: match value {
+                None => Held::Nothing,
+                Some(value) if self.keeps_clear() => Held::Clear(value),
+                Some(value) => Held::Sealed(value),
+            },
         }
     }
 

@@ -1,15 +1,17 @@
 //! What a compute enclave returns for one request, and what endorsers sign:
 //! the packet (transaction id, contract, read set with versions, writes
 //! sealed under the data-encryption key, target business nodes, request
-//! digest, enclave member and measurement), the TEE signature over its
+//! digest, enclave member and measurement; for each plaintext-mode target a
+//! copy of the writes sealed to that node), the TEE signature over its
 //! bytes, and endorsements that name the packet's digest and its targets.
 
 use sotto_crypto::hash::FieldHasher;
 use sotto_crypto::identity::{IdentityKey, IdentityPublic, SIGNATURE_LEN};
 use sotto_crypto::CryptoError;
 
-/// The packet format this build writes and accepts.
-pub const PACKET_FORMAT: u32 = 1;
+/// The packet format this build writes and accepts (2: packets carry a
+/// clear copy of the writes for each plaintext-mode target).
+pub const PACKET_FORMAT: u32 = 2;
 /// Domain of the enclave's signature over a packet's bytes.
 pub const TEE_DOMAIN: &str = "sotto/ledger/packet/v1";
 /// Domain of an endorser's signature.
@@ -98,6 +100,21 @@ pub struct Packet {
     /// The packet is refused in a block cut after this time (Unix ms).
     #[prost(uint64, tag = "14")]
     pub expires_ms: u64,
+    /// One copy of the writes per plaintext-mode target, sealed to it.
+    #[prost(message, repeated, tag = "15")]
+    pub clear_copies: Vec<ClearCopy>,
+}
+
+/// The writes of a packet for one plaintext-mode business node, sealed to
+/// that node's identity ([`crate::clear`]).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ClearCopy {
+    /// The business node.
+    #[prost(string, tag = "1")]
+    pub target: String,
+    /// HPKE to the node's identity of the encoded [`crate::clear::ClearWrites`].
+    #[prost(bytes = "vec", tag = "2")]
+    pub sealed: Vec<u8>,
 }
 
 /// The digest of a packet's bytes, which endorsements and submissions name.

@@ -1,7 +1,7 @@
 //! A business node's chain and world state in redb: every block as the
 //! orderer cut it, its validation codes and the commit hash after it, and
-//! the state it leaves (key versions, the sealed values this node keeps,
-//! the transaction ids seen), written in one transaction per block. At
+//! the state it leaves (key versions, the values this node keeps: sealed,
+//! or in clear on a plaintext-mode node; the transaction ids seen), written in one transaction per block. At
 //! start-up the node replays its stored blocks through validation and
 //! compares the result with the stored codes, commit hashes and state, so
 //! a tampered stored block or state is refused before the node serves.
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use sotto_crypto::identity::IdentityKey;
 use sotto_crypto::ids::TxId;
 
 use crate::block::{Block, BlockError};
@@ -69,12 +70,19 @@ fn db_error(path: &Path) -> impl Fn(String) -> StoreError + '_ {
 }
 
 impl BusinessStore {
-    /// Creates the store of business node `me` from block 0.
-    pub fn create(path: &Path, genesis: &Block, me: &str) -> Result<Self, StoreError> {
+    /// Creates the store of business node `me` from block 0 (a
+    /// plaintext-mode node needs its identity key, see
+    /// [`MemoryLedger::open`]).
+    pub fn create(
+        path: &Path,
+        genesis: &Block,
+        me: &str,
+        identity: Option<&IdentityKey>,
+    ) -> Result<Self, StoreError> {
         if path.exists() {
             return Err(StoreError::Exists(path.to_owned()));
         }
-        let ledger = MemoryLedger::open(genesis, me)?;
+        let ledger = MemoryLedger::open(genesis, me, identity)?;
         let err = db_error(path);
         let db = Database::create(path).map_err(|e| err(e.to_string()))?;
         match Self::write_genesis(&db, path, genesis, me) {
@@ -122,10 +130,10 @@ impl BusinessStore {
 
     /// Opens the store, replays every stored block and checks the stored
     /// codes, commit hashes and state against the replay.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, identity: Option<&IdentityKey>) -> Result<Self, StoreError> {
         let err = db_error(path);
         let db = Database::open(path).map_err(|e| err(e.to_string()))?;
-        let ledger = replay(&db, path)?;
+        let ledger = replay(&db, path, identity)?;
         Ok(Self {
             db,
             path: path.to_owned(),
@@ -248,7 +256,11 @@ fn encode_version(block: u64, tx: u32) -> Vec<u8> {
 }
 
 /// Replays the stored blocks and compares everything stored with the replay.
-fn replay(db: &Database, path: &Path) -> Result<MemoryLedger, StoreError> {
+fn replay(
+    db: &Database,
+    path: &Path,
+    identity: Option<&IdentityKey>,
+) -> Result<MemoryLedger, StoreError> {
     let err = db_error(path);
     let tampered = |what: String, detail: String| StoreError::Tampered {
         path: path.to_owned(),
@@ -276,8 +288,14 @@ fn replay(db: &Database, path: &Path) -> Result<MemoryLedger, StoreError> {
             .map_err(|e| tampered(format!("block {number}"), e.to_string()))?;
         let Some(current) = ledger.as_mut() else {
             ledger = Some(
-                MemoryLedger::open(&block, &me)
-                    .map_err(|e| tampered("block 0".into(), e.to_string()))?,
+                // Block 0 that still opens means the node, not the file, is
+                // at fault (a plaintext-mode node without its key).
+                MemoryLedger::open(&block, &me, identity).map_err(|e| {
+                    match block.open_genesis("block 0") {
+                        Ok(_) => StoreError::Block(e),
+                        Err(_) => tampered("block 0".into(), e.to_string()),
+                    }
+                })?,
             );
             continue;
         };

@@ -4,14 +4,16 @@
 //! NOT_ADDRESSED, which is VALID seen from a node a transaction does not
 //! name) and the same commit hash.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use prost::Message;
 use sotto_crypto::hash::FieldHasher;
+use sotto_crypto::hpke::HpkeSecretKey;
 use sotto_crypto::ids::TxId;
 
+use crate::clear::{open_copy, ClearError};
 use crate::code::ValidationCode;
-use crate::config::LedgerConfig;
+use crate::config::{LedgerConfig, StorageMode};
 use crate::group::ComputeGroup;
 use crate::packet::{packet_digest, tee_verify, Packet, Version, PACKET_FORMAT};
 use crate::tx::{Body, Invoke, Transaction};
@@ -49,6 +51,10 @@ pub struct Validated {
     pub tx_ids: Vec<TxId>,
     /// The compute group after the block, if a membership update changed it.
     pub group: Option<ComputeGroup>,
+    /// Valid transactions for this plaintext-mode node whose clear copy
+    /// did not open (their values are not kept; only an enclave that
+    /// breaks its own code makes one).
+    pub unopened: Vec<TxId>,
     /// The commit hash after this block.
     pub commit_hash: [u8; 32],
 }
@@ -61,6 +67,9 @@ pub struct Validator<'a> {
     pub ledger: [u8; 32],
     /// This business node's name.
     pub me: &'a str,
+    /// In plaintext mode, the node's key that opens its clear copies
+    /// (the values it keeps are then in clear; nothing else changes).
+    pub clear_key: Option<&'a HpkeSecretKey>,
 }
 
 /// The state a block's earlier transactions left, on top of the view.
@@ -119,6 +128,7 @@ impl Validator<'_> {
             writes: Vec::new(),
             tx_ids: Vec::new(),
             group: None,
+            unopened: Vec::new(),
             commit_hash: [0; 32],
         };
         for (index, bytes) in transactions.iter().enumerate() {
@@ -129,6 +139,16 @@ impl Validator<'_> {
             let code = match self.check(&mut pending, &mut out.tx_ids, time_ms, bytes) {
                 Ok(Accepted::Invoke { digest, packet }) => {
                     let addressed = packet.targets.iter().any(|t| t == self.me);
+                    let mut clear = match (addressed, self.clear_key) {
+                        (true, Some(key)) => match self.open_my_copy(key, &packet) {
+                            Ok(values) => Some(values),
+                            Err(_) => {
+                                out.unopened.extend(key_tx(&packet.tx_id));
+                                Some(BTreeMap::new())
+                            }
+                        },
+                        _ => None,
+                    };
                     commit.field(&digest);
                     for write in packet.writes {
                         let key = key_id(&write.key).unwrap_or_default();
@@ -136,11 +156,15 @@ impl Validator<'_> {
                         pending
                             .versions
                             .insert(key, (!write.delete).then_some(version));
+                        let value = match clear.as_mut() {
+                            Some(values) if !write.delete => values.remove(&key),
+                            _ => (!write.delete).then_some(write.value),
+                        };
                         out.writes.push(StateWrite {
                             key,
                             version,
-                            value: (!write.delete).then_some(write.value),
-                            addressed,
+                            addressed: addressed && (write.delete || value.is_some()),
+                            value: value.or_else(|| (!write.delete).then(Vec::new)),
                         });
                     }
                     if addressed {
@@ -233,6 +257,9 @@ impl Validator<'_> {
         {
             return Err(ValidationCode::InvalidOtherReason);
         }
+        if !self.copies_match_targets(&packet) {
+            return Err(ValidationCode::BadPayload);
+        }
         let digest = packet_digest(&invoke.packet);
         let endorsed = self.endorsers(invoke, &packet, &digest);
         if !contract
@@ -251,6 +278,53 @@ impl Validator<'_> {
             digest,
             packet: Box::new(packet),
         })
+    }
+
+    /// Whether the packet carries exactly one clear copy for each of its
+    /// plaintext-mode targets and none for any other node.
+    fn copies_match_targets(&self, packet: &Packet) -> bool {
+        let plaintext: BTreeSet<&str> = packet
+            .targets
+            .iter()
+            .filter(|t| {
+                self.config
+                    .business_node(t)
+                    .is_some_and(|b| b.mode == StorageMode::Plaintext)
+            })
+            .map(String::as_str)
+            .collect();
+        let copies: BTreeSet<&str> = packet
+            .clear_copies
+            .iter()
+            .map(|c| c.target.as_str())
+            .collect();
+        copies.len() == packet.clear_copies.len() && copies == plaintext
+    }
+
+    /// This node's clear copy, opened; its keys must be exactly the
+    /// packet's value-setting writes.
+    fn open_my_copy(
+        &self,
+        key: &HpkeSecretKey,
+        packet: &Packet,
+    ) -> Result<BTreeMap<[u8; 32], Vec<u8>>, ClearError> {
+        let copy = packet
+            .clear_copies
+            .iter()
+            .find(|c| c.target == self.me)
+            .ok_or(ClearError::CopyMisplaced)?;
+        let values = open_copy(key, &self.ledger, &packet.tx_id, self.me, &copy.sealed)?;
+        let written: BTreeSet<&[u8]> = packet
+            .writes
+            .iter()
+            .filter(|w| !w.delete)
+            .map(|w| w.key.as_slice())
+            .collect();
+        let copied: BTreeSet<&[u8]> = values.keys().map(<[u8; 32]>::as_slice).collect();
+        if written != copied {
+            return Err(ClearError::CopyKeys);
+        }
+        Ok(values)
     }
 
     /// The set of endorsers whose endorsement is over this packet, names
@@ -295,4 +369,8 @@ fn well_formed(packet: &Packet) -> Result<TxId, ValidationCode> {
 
 fn key_id(bytes: &[u8]) -> Option<[u8; 32]> {
     bytes.try_into().ok()
+}
+
+fn key_tx(bytes: &[u8]) -> Option<TxId> {
+    <[u8; 16]>::try_from(bytes).ok().map(TxId::from_bytes)
 }

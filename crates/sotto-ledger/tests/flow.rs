@@ -16,7 +16,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde_json::{json, Value};
 use sotto_crypto::secret::SecretBytes;
-use sotto_ledger::compute::{ComputeError, Enclave, Loaded, Opened, Outcome};
+use sotto_ledger::compute::{ComputeError, Enclave, Held, Loaded, Opened, Outcome};
 use sotto_ledger::contracts::{builtin, Contract};
 use sotto_ledger::endorse::{Endorser, Refusal};
 use sotto_ledger::group::ComputeGroup;
@@ -36,6 +36,8 @@ struct Flow {
     b2: MemoryLedger,
     rng: ChaCha20Rng,
     next_tx: u8,
+    /// The business nodes proposals name; the first is the one loaded from.
+    targets: Vec<String>,
 }
 
 /// What one executed call produced.
@@ -55,8 +57,8 @@ fn group_of(tx: &[u8], config: &sotto_ledger::LedgerConfig, before: &ComputeGrou
 impl Flow {
     fn new() -> Self {
         let mut world = World::new();
-        let mut b1 = MemoryLedger::open(&world.genesis, "b1").expect("b1");
-        let mut b2 = MemoryLedger::open(&world.genesis, "b2").expect("b2");
+        let mut b1 = world.node("b1");
+        let mut b2 = world.node("b2");
         let update = world.membership(1, &[0, 1], &MEASUREMENT);
         let group = group_of(&update, &world.config, &ComputeGroup::default());
         let block = world.cut(vec![update]);
@@ -72,6 +74,7 @@ impl Flow {
             b2,
             rng: ChaCha20Rng::seed_from_u64(5),
             next_tx: 1,
+            targets: vec!["b1".into()],
         }
     }
 
@@ -98,7 +101,7 @@ impl Flow {
             contract_version: 1,
             function: function.into(),
             args: args.to_string().into_bytes(),
-            targets: vec!["b1".into()],
+            targets: self.targets.clone(),
             time_ms: START_MS,
             expires_ms: START_MS + 3_600_000,
         }
@@ -116,15 +119,21 @@ impl Flow {
             .expect("seal")
     }
 
-    /// Runs an opened request to the end, loading keys from b1.
+    /// Runs an opened request to the end, loading keys from the first
+    /// target.
     fn run(&mut self, opened: &Opened, member: usize) -> Result<Outcome, ComputeError> {
         let mut loaded: HashMap<[u8; 32], Loaded> = HashMap::new();
         let mut rng = self.rng.clone();
+        let source = if self.targets[0] == "b2" {
+            &self.b2
+        } else {
+            &self.b1
+        };
         for _ in 0..8 {
             match self.enclave(member).run(opened, &loaded, &mut rng)? {
                 Outcome::Fetch(ids) => {
                     for id in ids {
-                        loaded.insert(id, self.b1.load(&id));
+                        loaded.insert(id, source.load(&id));
                     }
                 }
                 done => return Ok(done),
@@ -426,6 +435,39 @@ fn a_request_that_was_altered_or_sealed_to_another_key_version_does_not_open() {
 }
 
 #[test]
+fn a_plaintext_node_keeps_its_records_in_clear_and_the_enclave_reads_them() {
+    let mut flow = Flow::new();
+    flow.targets = vec!["b2".into()];
+    let loans = [
+        (0, "cust-1", "a-1", 100_000u64),
+        (1, "cust-1", "b-1", 50_000),
+    ];
+    for (client, customer, loan, amount) in loans {
+        let args = json!({"customer": customer, "loan": loan, "amount": amount});
+        let executed = flow.execute(client, "credit", "loan", args);
+        assert_eq!(flow.commit(client, &executed), (NotAddressed, Valid));
+    }
+    let id = flow.keys.key_id("credit", "loan/bank-a/a-1");
+    assert_eq!(
+        flow.b2.value(&id),
+        Some(&b"cust-1/100000"[..]),
+        "b2 keeps the record in clear"
+    );
+    assert_eq!(flow.b1.value(&id), None, "b1 was not a target");
+    assert_eq!(flow.b1.versions(), flow.b2.versions());
+    assert_eq!(flow.b1.commit_hash(), flow.b2.commit_hash());
+    let query = flow.execute(0, "credit", "exposure", json!({"customer": "cust-1"}));
+    assert_eq!(
+        query.response,
+        json!({"customer": "cust-1", "total": 150_000, "lenders": 2}),
+        "the enclave computed on b2's clear values"
+    );
+    let packet = Packet::decode(query.packet.as_slice()).expect("packet");
+    assert_eq!(packet.clear_copies.len(), 1, "one copy, for b2");
+    assert_eq!(packet.clear_copies[0].target, "b2");
+}
+
+#[test]
 fn state_the_node_cannot_vouch_for_stops_the_run() {
     let mut flow = Flow::new();
     let executed = flow.execute(0, "kv", "put", json!({"key": "k", "value": "v"}));
@@ -436,7 +478,7 @@ fn state_the_node_cannot_vouch_for_stops_the_run() {
     let id = flow.keys.key_id("kv", "entry/k");
     let mut loaded = HashMap::new();
     let mut tampered = flow.b1.load(&id);
-    if let Some(sealed) = tampered.sealed.as_mut() {
+    if let Held::Sealed(sealed) = &mut tampered.held {
         sealed[12] ^= 1;
     }
     loaded.insert(id, tampered);

@@ -241,6 +241,7 @@ async fn each_role_answers_only_the_roles_that_need_it() {
             .await
             .load(LoadRequest {
                 keys: vec![vec![0; 32]],
+                ..LoadRequest::default()
             })
             .await,
         "bank-a",

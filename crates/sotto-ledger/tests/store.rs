@@ -16,8 +16,8 @@ use sotto_ledger::ValidationCode::*;
 /// the reference ledger that took the same blocks, and the world.
 fn filled(path: &std::path::Path) -> (World, MemoryLedger) {
     let mut world = World::new();
-    let mut store = BusinessStore::create(path, &world.genesis, "b1").expect("create");
-    let mut reference = MemoryLedger::open(&world.genesis, "b1").expect("reference");
+    let mut store = BusinessStore::create(path, &world.genesis, "b1", None).expect("create");
+    let mut reference = world.node("b1");
     let mut b2_only = TxSpec::credit(3, vec![], vec![(key(3), vec![3])]);
     b2_only.targets = vec!["b2".into()];
     let blocks = vec![
@@ -57,7 +57,7 @@ fn a_restarted_node_has_exactly_the_state_it_validated_and_goes_on() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = dir.path().join("ledger.redb");
     let (mut world, mut reference) = filled(&path);
-    let mut store = BusinessStore::open(&path).expect("reopen");
+    let mut store = BusinessStore::open(&path, None).expect("reopen");
     assert_eq!(store.ledger().tip(), reference.tip());
     assert_eq!(store.ledger().commit_hash(), reference.commit_hash());
     assert_eq!(store.ledger().versions(), reference.versions());
@@ -74,8 +74,44 @@ fn a_restarted_node_has_exactly_the_state_it_validated_and_goes_on() {
     reference.append(&block).expect("reference");
     assert_eq!(store.block(4).expect("read").as_ref(), Some(&block));
     drop(store);
-    let store = BusinessStore::open(&path).expect("again");
+    let store = BusinessStore::open(&path, None).expect("again");
     assert_eq!(store.ledger().commit_hash(), reference.commit_hash());
+}
+
+#[test]
+fn a_plaintext_node_keeps_clear_values_across_a_restart_and_needs_its_key() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ledger.redb");
+    let mut world = World::new();
+    let identity = world.business_key("b2").duplicate();
+    let mut store =
+        BusinessStore::create(&path, &world.genesis, "b2", Some(&identity)).expect("create");
+    let mut spec = TxSpec::credit(1, vec![], vec![(key(1), b"cust-1/100".to_vec())]);
+    spec.targets = vec!["b2".into()];
+    let blocks = [
+        vec![world.membership(1, &[0, 1], &MEASUREMENT)],
+        vec![world.invoke(&spec)],
+    ];
+    for txs in blocks {
+        let block = world.cut(txs);
+        assert_eq!(store.append(&block).expect("stored"), [Valid]);
+    }
+    assert_eq!(store.ledger().value(&key(1)), Some(&b"cust-1/100"[..]));
+    drop(store);
+    let bytes = std::fs::read(&path).expect("read");
+    assert!(
+        bytes.windows(10).any(|w| w == b"cust-1/100"),
+        "the record is in clear in the file"
+    );
+    let Err(err) = BusinessStore::open(&path, None) else {
+        panic!("a plaintext node opened without its key");
+    };
+    assert!(
+        matches!(&err, StoreError::Block(_)) && err.to_string().contains("needs its identity key"),
+        "{err}"
+    );
+    let store = BusinessStore::open(&path, Some(&identity)).expect("reopen");
+    assert_eq!(store.ledger().value(&key(1)), Some(&b"cust-1/100"[..]));
 }
 
 #[test]
@@ -84,7 +120,7 @@ fn creating_a_store_never_overwrites_one() {
     let path = dir.path().join("ledger.redb");
     let (world, _) = filled(&path);
     let before = std::fs::read(&path).expect("read");
-    let err = BusinessStore::create(&path, &world.genesis, "b1")
+    let err = BusinessStore::create(&path, &world.genesis, "b1", None)
         .err()
         .expect("refused");
     assert!(matches!(err, StoreError::Exists(_)), "{err}");
@@ -110,7 +146,7 @@ fn tampered(tamper: impl FnOnce(&redb::WriteTransaction)) -> String {
         tamper(&tx);
         tx.commit().expect("commit");
     }
-    match BusinessStore::open(&path) {
+    match BusinessStore::open(&path, None) {
         Ok(_) => panic!("a tampered store opened"),
         Err(e @ StoreError::Tampered { .. }) => e.to_string(),
         Err(e) => panic!("not a tamper refusal: {e}"),

@@ -15,8 +15,8 @@ use sotto_ledger::ValidationCode::{self, *};
 /// A world whose enclaves c1 and c2 are members (block 1), and both nodes.
 fn started() -> (World, MemoryLedger, MemoryLedger) {
     let mut world = World::new();
-    let mut b1 = MemoryLedger::open(&world.genesis, "b1").expect("b1");
-    let mut b2 = MemoryLedger::open(&world.genesis, "b2").expect("b2");
+    let mut b1 = world.node("b1");
+    let mut b2 = world.node("b2");
     let block = world.cut(vec![world.membership(1, &[0, 1], &MEASUREMENT)]);
     assert_eq!(b1.append(&block).expect("block 1"), [Valid]);
     assert_eq!(b2.append(&block).expect("block 1"), [Valid]);
@@ -66,6 +66,76 @@ fn a_valid_invoke_is_valid_where_addressed_and_not_addressed_elsewhere() {
     );
     assert_eq!(b1.value(&key(1)), Some(&b"sealed"[..]));
     assert_eq!(b2.value(&key(1)), None, "only a target keeps the value");
+}
+
+#[test]
+fn a_plaintext_target_keeps_the_clear_copy_and_every_node_checks_copies_match_targets() {
+    let (mut world, mut b1, mut b2) = started();
+    let mut both = TxSpec::credit(1, vec![], vec![(key(1), b"record".to_vec())]);
+    both.targets = vec!["b1".into(), "b2".into()];
+    let tx = world.invoke(&both);
+    assert_eq!(codes(&mut world, &mut b1, &mut b2, vec![tx]), [Valid]);
+    assert_eq!(b2.value(&key(1)), Some(&b"record"[..]), "in clear at b2");
+    assert_eq!(b1.value(&key(1)), Some(&b"record"[..]), "as sealed at b1");
+    let copy_for = |target: &str, tx: u8| {
+        let mut spec = TxSpec::credit(tx, vec![], vec![]);
+        spec.targets = vec![target.into()];
+        world.clear_copies(&spec).pop()
+    };
+    let b2_copy = copy_for("b2", 2).expect("b2 is plaintext");
+    let mut missing = TxSpec::credit(2, vec![], vec![(key(2), vec![2])]);
+    missing.targets = vec!["b2".into()];
+    missing.clear_copies = Some(Vec::new());
+    let mut twice = TxSpec::credit(3, vec![], vec![]);
+    twice.targets = vec!["b2".into()];
+    twice.clear_copies = Some(vec![b2_copy.clone(), b2_copy.clone()]);
+    let mut for_a_ciphertext_node = TxSpec::credit(4, vec![], vec![]);
+    let mut misnamed = b2_copy;
+    misnamed.target = "b1".into();
+    for_a_ciphertext_node.clear_copies = Some(vec![misnamed]);
+    let txs = [missing, twice, for_a_ciphertext_node]
+        .iter()
+        .map(|spec| world.invoke(spec))
+        .collect();
+    assert_eq!(
+        codes(&mut world, &mut b1, &mut b2, txs),
+        [BadPayload, BadPayload, BadPayload]
+    );
+}
+
+#[test]
+fn a_clear_copy_that_does_not_open_leaves_the_value_unkept_at_that_node_only() {
+    let (mut world, mut b1, mut b2) = started();
+    let mut spec = TxSpec::credit(1, vec![], vec![(key(1), b"record".to_vec())]);
+    spec.targets = vec!["b2".into()];
+    let mut copies = world.clear_copies(&spec);
+    copies[0].sealed[40] ^= 1;
+    spec.clear_copies = Some(copies);
+    let block = world.cut(vec![world.invoke(&spec)]);
+    let prepared = b2.prepare(&block).expect("b2");
+    assert_eq!(prepared.validated.codes, [Valid], "the code is everyone's");
+    assert_eq!(
+        prepared.validated.unopened,
+        [sotto_crypto::ids::TxId::from_bytes([1; 16])]
+    );
+    b2.apply(prepared);
+    b1.append(&block).expect("b1");
+    assert_eq!(b2.value(&key(1)), None, "nothing unreadable is kept");
+    assert_eq!(b1.versions(), b2.versions());
+    assert_eq!(b1.commit_hash(), b2.commit_hash());
+}
+
+#[test]
+fn a_plaintext_node_opens_only_with_its_own_identity_key() {
+    let world = World::new();
+    let refused = |key: Option<&sotto_crypto::identity::IdentityKey>| {
+        MemoryLedger::open(&world.genesis, "b2", key)
+            .expect_err("refused")
+            .to_string()
+    };
+    assert!(refused(None).contains("b2 keeps its records in clear and needs its identity key"));
+    assert!(refused(Some(world.business_key("b1"))).contains("is not b2's in block 0"));
+    assert!(MemoryLedger::open(&world.genesis, "b1", None).is_ok());
 }
 
 #[test]

@@ -12,7 +12,6 @@ use common::{key, TxSpec, World, MEASUREMENT};
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use sotto_ledger::memory::MemoryLedger;
 use sotto_ledger::packet::Version;
 use sotto_ledger::ValidationCode;
 
@@ -116,9 +115,9 @@ proptest! {
     #[test]
     fn every_node_gives_the_same_codes_and_commit_hash(blocks in proptest::collection::vec(proptest::collection::vec(choice(), 1..8), 1..6)) {
         let mut world = World::new();
-        let mut b1 = MemoryLedger::open(&world.genesis, "b1").expect("b1");
-        let mut b2 = MemoryLedger::open(&world.genesis, "b2").expect("b2");
-        let mut replay = MemoryLedger::open(&world.genesis, "b1").expect("replay");
+        let mut b1 = world.node("b1");
+        let mut b2 = world.node("b2");
+        let mut replay = world.node("b1");
         let first = world.cut(vec![world.membership(1, &[0, 1], &MEASUREMENT)]);
         let mut cut = vec![first];
         let mut written = vec![vec![(Vec::new(), None)]];

@@ -27,6 +27,14 @@ fn the_ledger_runs_as_processes_and_every_answer_is_the_truth() {
         "restarted and caught up through Raft",
         "its request refused",
         "no customer or loan id in any of the",
+        "the same answers with b2 serving the reads",
+        "b2 (plaintext mode, bank-b's own node) holds the records it was named for in clear",
+        "one endorsement where the policy asks two of three: ENDORSEMENT_POLICY_FAILURE (10) at b1 and b2",
+        "the endorsements of another packet: ENDORSEMENT_POLICY_FAILURE (10) at b1 and b2",
+        "named business nodes were changed: ENDORSEMENT_POLICY_FAILURE (10) at b1 and b2",
+        "a forged TEE signature (refused by the endorsers, ordered anyway): BAD_TEE_SIGNATURE (100) at b1 and b2",
+        "stripped of an endorsement after the client signed it: BAD_CREATOR_SIGNATURE (4) at b1 and b2",
+        "ordered after it: ENCLAVE_NOT_MEMBER (101) at b1 and b2",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }

@@ -2,13 +2,15 @@
 //! stream from its height (moving to another orderer when one fails),
 //! validates and stores each block ([`crate::store::BusinessStore`]),
 //! publishes commit events, and answers compute enclaves of the current
-//! group with key versions and sealed values.
+//! group with key versions and values: sealed ones in ciphertext mode, over
+//! a load channel in plaintext mode.
 
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prost::Message;
+use rand_core::OsRng;
 use sotto_net::tls::TlsMaterial;
 use sotto_node::NodeHome;
 use sotto_wire::ledger::business_server::{Business, BusinessServer};
@@ -25,7 +27,9 @@ use tonic::{Request, Response, Status};
 
 use super::{caller, channel, check_role, listener_failed, server, tls_for, OnlineError};
 use crate::block::Block;
+use crate::clear::{ChannelAsk, Judge};
 use crate::code::ValidationCode;
+use crate::compute::Held;
 use crate::config::LedgerConfig;
 use crate::packet::Packet;
 use crate::store::BusinessStore;
@@ -67,9 +71,9 @@ pub fn prepare(home: NodeHome, genesis: &Block) -> Result<PreparedBusiness, Onli
     let tls = tls_for(&home, &config)?;
     let path = home.dir().join(DB_FILE);
     let store = if path.exists() {
-        BusinessStore::open(&path)?
+        BusinessStore::open(&path, Some(home.identity()))?
     } else {
-        BusinessStore::create(&path, genesis, &me)?
+        BusinessStore::create(&path, genesis, &me, Some(home.identity()))?
     };
     if store.block(0)?.as_ref() != Some(genesis) {
         return Err(OnlineError::Misconfigured(format!(
@@ -217,30 +221,71 @@ impl Business for Service {
             .read()
             .map_err(|_| Status::internal("poisoned"))?;
         let ledger = store.ledger();
-        caller(&request, |name| ledger.group().members.get(name).copied())?;
-        let keys = request.into_inner().keys;
+        let caller = caller(&request, |name| ledger.group().members.get(name).copied())?;
+        let LoadRequest {
+            keys,
+            channel,
+            channel_signature,
+        } = request.into_inner();
         if keys.len() > MAX_LOAD {
             return Err(Status::invalid_argument(format!(
                 "at most {MAX_LOAD} keys per load"
             )));
         }
-        let mut entries = Vec::with_capacity(keys.len());
-        for key in keys {
-            let id: [u8; 32] = key
-                .as_slice()
-                .try_into()
-                .map_err(|_| Status::invalid_argument("a key id is 32 bytes"))?;
+        let ids = keys
+            .iter()
+            .map(|key| <[u8; 32]>::try_from(key.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| Status::invalid_argument("a key id is 32 bytes"))?;
+        let mut rng = OsRng;
+        let (channel_key, sealed_reply_key) = if ledger.keeps_clear() {
+            let judge = Judge {
+                ledger: &ledger.tip().ledger,
+                me: ledger.me(),
+                caller: &caller,
+                members: &ledger.group().members,
+                now_ms: super::unix_ms(),
+            };
+            let ask = ChannelAsk {
+                request: channel,
+                signature: channel_signature,
+            };
+            let (key, sealed) = judge
+                .grant(&ask, &ids, &mut rng)
+                .map_err(|e| Status::permission_denied(e.to_string()))?;
+            (Some(key), sealed)
+        } else {
+            (None, Vec::new())
+        };
+        let mut entries = Vec::with_capacity(ids.len());
+        for id in ids {
             let loaded = ledger.load(&id);
+            let (kept, sealed) = match (loaded.held, &channel_key) {
+                (Held::Nothing, _) => (false, Vec::new()),
+                (Held::Sealed(sealed), _) => (true, sealed),
+                (Held::Clear(value), Some(channel)) => (
+                    true,
+                    channel
+                        .seal_value(&id, loaded.version, &value, &mut rng)
+                        .map_err(|e| Status::internal(e.to_string()))?,
+                ),
+                (Held::Clear(_), None) => {
+                    return Err(Status::internal("a value in clear without a load channel"))
+                }
+            };
             entries.push(Entry {
-                key,
+                key: id.to_vec(),
                 exists: loaded.version.is_some(),
                 block: loaded.version.map_or(0, |v| v.block),
                 tx: loaded.version.map_or(0, |v| v.tx),
-                kept: loaded.sealed.is_some(),
-                sealed: loaded.sealed.unwrap_or_default(),
+                kept,
+                sealed,
             });
         }
-        Ok(Response::new(LoadReply { entries }))
+        Ok(Response::new(LoadReply {
+            entries,
+            sealed_reply_key,
+        }))
     }
 
     type EventsStream = EventStream;

@@ -57,6 +57,21 @@ pub struct CallSpec {
     pub targets: Vec<String>,
 }
 
+/// A call run by an enclave and endorsed, not yet submitted.
+#[derive(Clone, Debug)]
+pub struct Endorsed {
+    /// The transaction id.
+    pub tx_id: TxId,
+    /// The packet.
+    pub packet: Vec<u8>,
+    /// The enclave's signature over it.
+    pub tee_signature: Vec<u8>,
+    /// Endorsements that satisfy the contract's policy.
+    pub endorsements: Vec<Endorsement>,
+    /// The contract's response (JSON).
+    pub response: Vec<u8>,
+}
+
 /// What an invoke came to.
 #[derive(Clone, Debug)]
 pub struct Committed {
@@ -306,6 +321,40 @@ impl LedgerClient {
         Ok(self.execute(call, on_chain).await?.3)
     }
 
+    /// Runs and endorses a call without submitting it: for an application
+    /// that submits later or through its own channel (with
+    /// [`Self::transaction`] and [`Self::broadcast`]). A packet expires
+    /// [`PROPOSAL_LIFETIME_MS`] after the proposal was made.
+    pub async fn prepare(&mut self, call: &CallSpec) -> Result<Endorsed, OnlineError> {
+        let target = call.targets.first().cloned().unwrap_or_default();
+        let on_chain = self.status(&target).await?.membership_version;
+        let (tx_id, packet, tee_signature, response) = self.execute(call, on_chain).await?;
+        let endorsements = self
+            .endorse(&call.contract, &packet, &tee_signature)
+            .await?;
+        Ok(Endorsed {
+            tx_id,
+            packet,
+            tee_signature,
+            endorsements,
+            response,
+        })
+    }
+
+    /// The transaction of an endorsed call, signed by this client.
+    pub fn transaction(&self, endorsed: &Endorsed) -> Vec<u8> {
+        let invoke = Invoke::sign(
+            self.home.identity(),
+            endorsed.packet.clone(),
+            endorsed.tee_signature.clone(),
+            endorsed.endorsements.clone(),
+        );
+        Transaction {
+            body: Some(Body::Invoke(invoke)),
+        }
+        .encode_to_vec()
+    }
+
     /// Runs, endorses, orders and commits a call; returns its code at the
     /// first target once that node committed it.
     pub async fn invoke(&mut self, call: &CallSpec) -> Result<Committed, OnlineError> {
@@ -384,7 +433,7 @@ impl LedgerClient {
 
     /// Endorsements from the endorsers the contract's policy names, until
     /// they satisfy it.
-    async fn endorse(
+    pub async fn endorse(
         &self,
         contract: &str,
         packet: &[u8],

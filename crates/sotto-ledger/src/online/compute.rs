@@ -2,7 +2,8 @@
 //! group that derives the ledger keys from the group keys it is given,
 //! publishes the envelope public key (signed by itself, with the center's
 //! signed membership), and runs encrypted requests with
-//! [`crate::compute::Enclave`], loading state from the target business node.
+//! [`crate::compute::Enclave`], loading state from the target business node
+//! (over a load channel when that node keeps its records in clear).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -25,10 +26,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use super::endorser::{check_center, follow_group};
-use super::{caller, listener_failed, server, tls_for, Channels, OnlineError};
+use super::{caller, listener_failed, server, tls_for, unix_ms, Channels, OnlineError};
 use crate::block::Block;
-use crate::compute::{Enclave, Loaded, Outcome};
-use crate::config::LedgerConfig;
+use crate::clear::{self, ChannelAsk};
+use crate::compute::{Enclave, Held, Loaded, Outcome};
+use crate::config::{LedgerConfig, StorageMode};
 use crate::contracts::{builtin, Contract};
 use crate::keys::LedgerKeys;
 use crate::packet::Version;
@@ -204,7 +206,8 @@ impl Service {
         Ok((Arc::clone(&keys.keys), keys.membership.clone()))
     }
 
-    /// Loads `ids` from business node `target`.
+    /// Loads `ids` from business node `target` (over a load channel when
+    /// the node keeps its records in clear).
     async fn load(
         &self,
         target: &str,
@@ -220,16 +223,37 @@ impl Service {
             .channels
             .get(target, &address)
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (ask, secret) = match node.mode {
+            StorageMode::Ciphertext => (ChannelAsk::default(), None),
+            StorageMode::Plaintext => {
+                let (ask, secret) = clear::ask(
+                    self.inner.home.identity(),
+                    self.inner.home.name().as_str(),
+                    &self.inner.ledger,
+                    target,
+                    ids,
+                    unix_ms(),
+                    &mut OsRng,
+                );
+                (ask, Some(secret))
+            }
+        };
         let reply = BusinessClient::new(channel)
             .max_decoding_message_size(8 << 20)
             .load(LoadRequest {
                 keys: ids.iter().map(|k| k.to_vec()).collect(),
+                channel: ask.request,
+                channel_signature: ask.signature,
             })
             .await
             .map_err(|s| {
                 Status::unavailable(format!("loading state from {target}: {}", s.message()))
             })?
             .into_inner();
+        let channel_key = secret
+            .map(|s| s.open(&reply.sealed_reply_key))
+            .transpose()
+            .map_err(|e| Status::internal(format!("{target}: {e}")))?;
         reply
             .entries
             .into_iter()
@@ -241,13 +265,16 @@ impl Service {
                     block: e.block,
                     tx: e.tx,
                 });
-                Ok((
-                    key,
-                    Loaded {
-                        version,
-                        sealed: e.kept.then_some(e.sealed),
-                    },
-                ))
+                let held = match (e.kept, &channel_key) {
+                    (false, _) => Held::Nothing,
+                    (true, None) => Held::Sealed(e.sealed),
+                    (true, Some(channel)) => Held::Clear(
+                        channel
+                            .open_value(&key, version, &e.sealed)
+                            .map_err(|e| Status::internal(format!("{target}: {e}")))?,
+                    ),
+                };
+                Ok((key, Loaded { version, held }))
             })
             .collect()
     }

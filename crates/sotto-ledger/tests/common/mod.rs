@@ -88,8 +88,12 @@ impl Consortium {
 
 use prost::Message;
 use sotto_ledger::block::{Block, ChainTip};
+use sotto_ledger::clear::seal_copy;
+use sotto_ledger::config::StorageMode;
+use sotto_ledger::memory::MemoryLedger;
 use sotto_ledger::packet::{
-    packet_digest, tee_sign, Endorsement, KvRead, KvWrite, Packet, Version, PACKET_FORMAT,
+    packet_digest, tee_sign, ClearCopy, Endorsement, KvRead, KvWrite, Packet, Version,
+    PACKET_FORMAT,
 };
 use sotto_ledger::tx::{Body, Invoke, MembershipUpdate, Transaction};
 use sotto_ledger::LedgerConfig;
@@ -132,6 +136,9 @@ pub struct TxSpec {
     pub endorsers: Vec<usize>,
     pub endorsed_targets: Option<Vec<String>>,
     pub endorsed_digest: Option<[u8; 32]>,
+    /// The clear copies the packet carries (none: one, correct, for each
+    /// plaintext-mode target).
+    pub clear_copies: Option<Vec<ClearCopy>>,
 }
 
 impl TxSpec {
@@ -160,6 +167,7 @@ impl TxSpec {
             endorsers: vec![0, 1],
             endorsed_targets: None,
             endorsed_digest: None,
+            clear_copies: None,
         }
     }
 }
@@ -257,8 +265,54 @@ impl World {
             member: spec.member.clone(),
             measurement: spec.measurement.clone(),
             expires_ms: spec.expires_ms,
+            clear_copies: spec
+                .clear_copies
+                .clone()
+                .unwrap_or_else(|| self.clear_copies(spec)),
         }
         .encode_to_vec()
+    }
+
+    /// The identity key of business node `name` (b1 or b2).
+    pub fn business_key(&self, name: &str) -> &IdentityKey {
+        let index = usize::from(name == "b2");
+        &self.consortium.business[index]
+    }
+
+    /// The clear copies an enclave would add: one for each plaintext-mode
+    /// target, holding the spec's writes.
+    pub fn clear_copies(&self, spec: &TxSpec) -> Vec<ClearCopy> {
+        let mut rng = ChaCha20Rng::from_seed([spec.tx_id[0]; 32]);
+        let writes: Vec<([u8; 32], &[u8])> = spec
+            .writes
+            .iter()
+            .map(|(k, v)| (*k, v.as_slice()))
+            .collect();
+        spec.targets
+            .iter()
+            .filter(|t| {
+                self.config
+                    .business_node(t)
+                    .is_some_and(|b| b.mode == StorageMode::Plaintext)
+            })
+            .map(|t| {
+                let ledger = spec.ledger.unwrap_or(self.tip.ledger);
+                seal_copy(
+                    t,
+                    &self.business_key(t).public(),
+                    &ledger,
+                    &spec.tx_id,
+                    &writes,
+                    &mut rng,
+                )
+                .expect("seal")
+            })
+            .collect()
+    }
+
+    /// Business node `name`'s ledger in memory, from block 0.
+    pub fn node(&self, name: &str) -> MemoryLedger {
+        MemoryLedger::open(&self.genesis, name, Some(self.business_key(name))).expect(name)
     }
 
     /// The encoded transaction of a spec.

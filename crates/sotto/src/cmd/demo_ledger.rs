@@ -1,8 +1,12 @@
 //! `sotto demo ledger`: the privacy ledger with every role a process on
 //! loopback. Two banks record loans and repayments through the credit
 //! contract; every exposure query is checked against the plaintext truth;
-//! a business node is killed, misses blocks, and catches up; a revoked
-//! compute enclave's packets are refused by the endorsers.
+//! a business node is killed, misses blocks, and catches up; b1 keeps its
+//! records sealed, b2 (plaintext mode) in clear and serves them over load
+//! channels; transactions with faulty endorsements or a forged TEE
+//! signature are ordered and get their codes at both nodes; a revoked
+//! compute enclave's packets are refused by the endorsers, and one it made
+//! before its revocation is marked ENCLAVE_NOT_MEMBER.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -12,6 +16,7 @@ use std::str::FromStr;
 use anyhow::{bail, ensure, Context, Result};
 use sotto_node::NodeHome;
 
+use super::ledger_drills;
 use super::setup::{Runner, ServerProcess};
 
 const CUSTOMERS: [&str; 3] = ["customer-0001", "customer-0002", "customer-0003"];
@@ -73,7 +78,7 @@ fn genesis_text(dir: &Path, addresses: &BTreeMap<&str, String>) -> Result<String
         text += &node("endorser", name, org, "")?;
     }
     text += &node("business", "b1", "consortium", "mode = \"ciphertext\"\n")?;
-    text += &node("business", "b2", "consortium", "mode = \"ciphertext\"\n")?;
+    text += &node("business", "b2", "bank-b", "mode = \"plaintext\"\n")?;
     text += &node("client", "bank-a", "bank-a", "")?;
     text += &node("client", "bank-b", "bank-b", "")?;
     text += "\n[[contract]]\nname = \"credit\"\nversion = 1\npolicy = \"OutOf(2, 'e1', 'e2', 'e3')\"\ncallers = [\"bank-a\", \"bank-b\"]\n";
@@ -201,6 +206,8 @@ pub fn start(
 struct Bank<'a> {
     dir: &'a Path,
     compute: Vec<String>,
+    /// The business nodes named; the first serves the reads.
+    targets: [&'static str; 2],
 }
 
 impl Bank<'_> {
@@ -226,7 +233,9 @@ impl Bank<'_> {
             &"--args",
             &json,
             &"--target",
-            &"b1",
+            &self.targets[0],
+            &"--target",
+            &self.targets[1],
         ]);
         for c in &self.compute {
             all.extend(["--compute".into(), c.into()]);
@@ -235,15 +244,10 @@ impl Bank<'_> {
     }
 }
 
-/// Scans every file the orderers, the endorsers and the (ciphertext-mode)
-/// business nodes wrote for the demo's customer and loan ids; returns how
-/// many files it read.
-fn scan_for_records(dir: &Path, loans: &[(&str, &str, &str, u64)]) -> Result<usize> {
+/// Every file under the homes of `nodes`.
+fn files_of(dir: &Path, nodes: &[&str]) -> Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
-    let mut pending: Vec<std::path::PathBuf> = ["o1", "o2", "o3", "e1", "e2", "e3", "b1", "b2"]
-        .iter()
-        .map(|n| dir.join(n))
-        .collect();
+    let mut pending: Vec<std::path::PathBuf> = nodes.iter().map(|n| dir.join(n)).collect();
     while let Some(path) = pending.pop() {
         if path.is_dir() {
             for entry in std::fs::read_dir(&path)? {
@@ -253,6 +257,14 @@ fn scan_for_records(dir: &Path, loans: &[(&str, &str, &str, u64)]) -> Result<usi
             files.push(path);
         }
     }
+    Ok(files)
+}
+
+/// Scans every file the orderers, the endorsers and the ciphertext-mode
+/// business node wrote for the demo's customer and loan ids; returns how
+/// many files it read.
+fn scan_for_records(dir: &Path, loans: &[(&str, &str, &str, u64)]) -> Result<usize> {
+    let files = files_of(dir, &["o1", "o2", "o3", "e1", "e2", "e3", "b1"])?;
     for file in &files {
         let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         for (_, customer, loan, _) in loans {
@@ -539,6 +551,23 @@ fn membership_version(status: &str) -> u64 {
     status_field(status, "membership v").parse().unwrap_or(0)
 }
 
+/// Asks every customer's exposure (as bank-b) and compares it with the truth.
+fn check_exposures(r: &mut Runner, banks: &Bank<'_>, truth: &BTreeMap<String, u64>) -> Result<()> {
+    for (customer, expected) in truth {
+        let json = format!("{{\"customer\":\"{customer}\"}}");
+        let out = banks.call(r, "bank-b", "query", "exposure", &json)?;
+        let answer: serde_json::Value =
+            serde_json::from_str(out.trim()).with_context(|| format!("query answer {out}"))?;
+        ensure!(
+            answer["total"].as_u64() == Some(*expected),
+            "exposure of {customer} read from {}: ledger says {}, the truth is {expected}",
+            banks.targets[0],
+            answer["total"]
+        );
+    }
+    Ok(())
+}
+
 /// Runs the demo in `dir`.
 pub fn run(dir: &Path, quiet: bool) -> Result<()> {
     println!("sotto demo ledger: every role a separate process on loopback (software enclaves: NOT hardware-protected)");
@@ -547,9 +576,12 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
     let mut site = start_site(&mut r, dir)?;
     let center_address = site.center.1.clone();
     let compute = site.compute.clone();
+    // Writes are kept by both business nodes: sealed at b1, in clear at
+    // b2 (bank-b's own node, plaintext mode); b1 serves these calls' reads.
     let banks = Bank {
         dir,
         compute: compute.clone(),
+        targets: ["b1", "b2"],
     };
     // The plaintext truth, kept by the demo only.
     let mut truth: BTreeMap<String, u64> = BTreeMap::new();
@@ -617,18 +649,6 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         ),
     }
     println!("  b2 stopped; 2 repayments committed meanwhile; an over-repayment refused inside the enclave");
-    for (customer, expected) in &truth {
-        let json = format!("{{\"customer\":\"{customer}\"}}");
-        let out = banks.call(&mut r, "bank-b", "query", "exposure", &json)?;
-        let answer: serde_json::Value =
-            serde_json::from_str(out.trim()).with_context(|| format!("query answer {out}"))?;
-        ensure!(
-            answer["total"].as_u64() == Some(*expected),
-            "exposure of {customer}: ledger says {}, the truth is {expected}",
-            answer["total"]
-        );
-    }
-    println!("  every customer's total exposure matches the plaintext truth: {truth:?}");
     site.b2 = Some(start(&r, dir, "business node", &["peer"], "b2", &[])?.0);
     let b1_state = commit_hash(&wait_for_status(&mut r, dir, "b1", "b1's status", |_| {
         true
@@ -640,6 +660,21 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
         "  b2 restarted, replayed its store, caught up: same commit hash as b1 ({}…)",
         &b1_state[..16.min(b1_state.len())]
     );
+    check_exposures(&mut r, &banks, &truth)?;
+    println!("  every customer's total exposure matches the plaintext truth: {truth:?}");
+    let from_b2 = Bank {
+        dir,
+        compute: compute.clone(),
+        targets: ["b2", "b1"],
+    };
+    check_exposures(&mut r, &from_b2, &truth)?;
+    println!("  the same answers with b2 serving the reads: its records in clear reach the enclave only over a load channel the enclave's member key opened");
+    let c2_packet = super::psi::runtime()?.block_on(async {
+        let mut bank_a = ledger_drills::client(dir, "bank-a", &compute)?;
+        ledger_drills::endorsement_faults(&mut bank_a).await?;
+        let mut through_c2 = ledger_drills::client(dir, "bank-a", &compute[1..])?;
+        ledger_drills::prepare_loan(&mut through_c2, 9).await
+    })?;
     let revoke = args(&[
         &"registry",
         &"revoke",
@@ -659,9 +694,14 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
     wait_for_status(&mut r, dir, "b1", "c2's revocation on the chain", |out| {
         membership_version(out) > before
     })?;
+    super::psi::runtime()?.block_on(async {
+        let through_c1 = ledger_drills::client(dir, "bank-a", &compute[..1])?;
+        ledger_drills::submit_after_revocation(&through_c1, &c2_packet).await
+    })?;
     let only_c2 = Bank {
         dir,
         compute: vec![compute[1].clone()],
+        targets: ["b1", "b2"],
     };
     match only_c2.call(
         &mut r,
@@ -700,7 +740,23 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
     );
     drop(site);
     let scanned = scan_for_records(dir, &loans)?;
-    println!("  no customer or loan id in any of the {scanned} files the orderers, endorsers and business nodes wrote (raw, hex or base64)");
-    println!("  checked: answers match the plaintext truth (nothing lost or doubled across the leader's death), a restarted node caught up, a revoked enclave refused, no record in clear at rest");
+    println!("  no customer or loan id in any of the {scanned} files the orderers, endorsers and the ciphertext-mode node b1 wrote (raw, hex or base64)");
+    let in_clear = files_of(dir, &["b2"])?
+        .into_iter()
+        .filter(|f| {
+            std::fs::read(f).is_ok_and(|bytes| {
+                sotto_node::leaks::leaked_encoding(&bytes, loans[0].1.as_bytes()).is_some()
+            })
+        })
+        .count();
+    ensure!(
+        in_clear > 0,
+        "b2 runs in plaintext mode but holds none of its records in clear"
+    );
+    println!(
+        "  b2 (plaintext mode, bank-b's own node) holds the records it was named for in clear, as its mode says: {} found in {in_clear} file(s)",
+        loans[0].1
+    );
+    println!("  checked: answers match the plaintext truth (nothing lost or doubled across the leader's death), a restarted node caught up, endorsement and TEE signature faults got their codes at both nodes, a revoked enclave refused, no record in clear at rest outside the plaintext-mode node");
     Ok(())
 }

@@ -36,7 +36,12 @@ pub enum LedgerCommand {
     /// Run a compute enclave (registered with the center first).
     #[command(subcommand)]
     Compute(ComputeServeOnly),
-    /// Run a business node.
+    /// Run a business node: follows the orderers, validates every block,
+    /// keeps the chain and world state in redb, serves commit events and
+    /// loads. Its mode comes from block 0: ciphertext (values sealed under
+    /// the data-encryption key) or plaintext (the values of transactions
+    /// naming it kept in clear, opened with its identity key, and handed to
+    /// compute enclaves only over a member-signed load channel).
     #[command(subcommand)]
     Peer(ServeOnly),
     /// Run a contract function, endorse, order and wait for its commit code.

@@ -12,6 +12,7 @@ pub mod demo_ledger;
 pub mod demo_tee;
 pub mod kms;
 pub mod ledger;
+pub mod ledger_drills;
 pub mod node;
 pub mod psi;
 pub mod registry;

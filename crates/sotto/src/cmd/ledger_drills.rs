@@ -1,0 +1,200 @@
+//! Fault drills of `sotto demo ledger`, through the running processes with
+//! the client library: transactions whose endorsements are too few, belong
+//! to another packet, were altered on the way, or whose TEE signature is
+//! forged, and a packet of an enclave revoked between execution and
+//! ordering. Each is ordered and must get its one code at both business
+//! nodes; none may change the state.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use sotto_crypto::ids::TxId;
+use sotto_ledger::block::Block;
+use sotto_ledger::online::client::{CallSpec, Endorsed, LedgerClient};
+use sotto_ledger::ValidationCode;
+use sotto_node::NodeHome;
+
+/// How long a drill waits for a business node's code.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A client of `bank` using the compute nodes `compute` (NAME@HOST:PORT).
+pub fn client(dir: &Path, bank: &str, compute: &[String]) -> Result<LedgerClient> {
+    let block0 = std::fs::read(dir.join("block0.bin"))?;
+    let block0 = <Block as prost::Message>::decode(block0.as_slice())?;
+    let compute = compute
+        .iter()
+        .map(|c| {
+            c.split_once('@')
+                .map(|(n, a)| (n.to_owned(), a.to_owned()))
+                .with_context(|| format!("{c} is not NAME@HOST:PORT"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(LedgerClient::new(
+        NodeHome::open(&dir.join(bank))?,
+        &block0,
+        compute,
+    )?)
+}
+
+/// A loan nobody else records, for both business nodes.
+fn drill_loan(n: u32) -> CallSpec {
+    CallSpec {
+        contract: "credit".into(),
+        function: "loan".into(),
+        args: format!(
+            "{{\"customer\":\"customer-drill-{n}\",\"loan\":\"loan-drill-{n}\",\"amount\":1000}}"
+        )
+        .into_bytes(),
+        targets: vec!["b1".into(), "b2".into()],
+    }
+}
+
+/// Submits `tx` and requires `expected` at both business nodes.
+async fn ordered_as(
+    client: &LedgerClient,
+    what: &str,
+    tx_id: &TxId,
+    tx: Vec<u8>,
+    expected: ValidationCode,
+) -> Result<()> {
+    let from = client.status("b1").await?.height + 1;
+    client.broadcast(vec![tx]).await?;
+    for node in ["b1", "b2"] {
+        let (block, code) = client.code_of(node, tx_id, from, PATIENCE).await?;
+        ensure!(
+            code == expected,
+            "{what}: {node} gave {code} in block {block}, not {expected}"
+        );
+    }
+    println!("  {what}: {expected} at b1 and b2");
+    Ok(())
+}
+
+/// Endorsement faults and a forged TEE signature, each ordered.
+pub async fn endorsement_faults(client: &mut LedgerClient) -> Result<()> {
+    let mut prepared = Vec::new();
+    for n in 1..=5 {
+        prepared.push(client.prepare(&drill_loan(n)).await?);
+    }
+    let [too_few, foreign, altered, forged, relayed] =
+        <[Endorsed; 5]>::try_from(prepared).map_err(|_| anyhow::anyhow!("five prepared calls"))?;
+    let mut one = too_few.clone();
+    one.endorsements.truncate(1);
+    let tx = client.transaction(&one);
+    let what = "a transaction with one endorsement where the policy asks two of three";
+    ordered_as(
+        client,
+        what,
+        &one.tx_id,
+        tx,
+        ValidationCode::EndorsementPolicyFailure,
+    )
+    .await?;
+    let mut borrowed = foreign.clone();
+    borrowed.endorsements = too_few.endorsements.clone();
+    let tx = client.transaction(&borrowed);
+    let what = "a transaction carrying the endorsements of another packet";
+    ordered_as(
+        client,
+        what,
+        &borrowed.tx_id,
+        tx,
+        ValidationCode::EndorsementPolicyFailure,
+    )
+    .await?;
+    let mut renamed = altered.clone();
+    for endorsement in &mut renamed.endorsements {
+        endorsement.targets = vec!["b1".into()];
+    }
+    let tx = client.transaction(&renamed);
+    let what = "endorsements whose named business nodes were changed";
+    ordered_as(
+        client,
+        what,
+        &renamed.tx_id,
+        tx,
+        ValidationCode::EndorsementPolicyFailure,
+    )
+    .await?;
+    let mut fake = forged.clone();
+    if let Some(byte) = fake.tee_signature.get_mut(7) {
+        *byte ^= 1;
+    }
+    match client
+        .endorse("credit", &fake.packet, &fake.tee_signature)
+        .await
+    {
+        Ok(_) => bail!("an endorser endorsed a forged TEE signature"),
+        Err(e) => ensure!(
+            e.to_string().contains("TEE signature"),
+            "a forged TEE signature was refused for another reason: {e}"
+        ),
+    }
+    let tx = client.transaction(&fake);
+    let what = "a forged TEE signature (refused by the endorsers, ordered anyway)";
+    ordered_as(
+        client,
+        what,
+        &fake.tx_id,
+        tx,
+        ValidationCode::BadTeeSignature,
+    )
+    .await?;
+    let tx = stripped(&client.transaction(&relayed))?;
+    let what = "a transaction a relay stripped of an endorsement after the client signed it";
+    ordered_as(
+        client,
+        what,
+        &relayed.tx_id,
+        tx,
+        ValidationCode::BadCreatorSignature,
+    )
+    .await?;
+    let answer = client
+        .query(&CallSpec {
+            function: "exposure".into(),
+            args: b"{\"customer\":\"customer-drill-1\"}".to_vec(),
+            ..drill_loan(0)
+        })
+        .await?;
+    let answer: serde_json::Value = serde_json::from_slice(&answer)?;
+    ensure!(
+        answer["total"].as_u64() == Some(0),
+        "a refused transaction changed the state: {answer}"
+    );
+    Ok(())
+}
+
+/// The transaction with its last endorsement removed, as a relay would,
+/// without the client's signature being made again.
+fn stripped(tx: &[u8]) -> Result<Vec<u8>> {
+    use prost::Message;
+    use sotto_ledger::tx::{Body, Transaction};
+    let mut decoded = Transaction::decode(tx)?;
+    let Some(Body::Invoke(invoke)) = decoded.body.as_mut() else {
+        bail!("not an invoke");
+    };
+    invoke.endorsements.pop();
+    Ok(decoded.encode_to_vec())
+}
+
+/// Runs a call through `compute` only and endorses it (before a
+/// revocation), to be submitted after it.
+pub async fn prepare_loan(client: &mut LedgerClient, n: u32) -> Result<Endorsed> {
+    Ok(client.prepare(&drill_loan(n)).await?)
+}
+
+/// Submits a packet prepared by an enclave revoked since.
+pub async fn submit_after_revocation(client: &LedgerClient, endorsed: &Endorsed) -> Result<()> {
+    let tx = client.transaction(endorsed);
+    let what = "a packet of c2, endorsed before c2's revocation and ordered after it";
+    ordered_as(
+        client,
+        what,
+        &endorsed.tx_id,
+        tx,
+        ValidationCode::EnclaveNotMember,
+    )
+    .await
+}
