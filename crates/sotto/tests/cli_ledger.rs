@@ -35,6 +35,8 @@ fn the_ledger_runs_as_processes_and_every_answer_is_the_truth() {
         "a forged TEE signature (refused by the endorsers, ordered anyway): BAD_TEE_SIGNATURE (100) at b1 and b2",
         "stripped of an endorsement after the client signed it: BAD_CREATOR_SIGNATURE (4) at b1 and b2",
         "ordered after it: ENCLAVE_NOT_MEMBER (101) at b1 and b2",
+        "ordered together: VALID (0) then MVCC_READ_CONFLICT (11) at b1 and b2",
+        "compute c1 refused a business node's envelope-key and execute calls; b2 refused a client's load and a member's load without a load channel",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }

@@ -672,6 +672,8 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
     let c2_packet = super::psi::runtime()?.block_on(async {
         let mut bank_a = ledger_drills::client(dir, "bank-a", &compute)?;
         ledger_drills::endorsement_faults(&mut bank_a).await?;
+        ledger_drills::read_conflict(&mut bank_a).await?;
+        ledger_drills::caller_checks(dir, &compute).await?;
         let mut through_c2 = ledger_drills::client(dir, "bank-a", &compute[1..])?;
         ledger_drills::prepare_loan(&mut through_c2, 9).await
     })?;

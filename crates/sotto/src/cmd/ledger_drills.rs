@@ -1,9 +1,11 @@
 //! Fault drills of `sotto demo ledger`, through the running processes with
 //! the client library: transactions whose endorsements are too few, belong
 //! to another packet, were altered on the way, or whose TEE signature is
-//! forged, and a packet of an enclave revoked between execution and
-//! ordering. Each is ordered and must get its one code at both business
-//! nodes; none may change the state.
+//! forged, two transactions that read the same version, and a packet of an
+//! enclave revoked between execution and ordering. Each is ordered and must
+//! get its one code at both business nodes; none may change the state.
+//! Calls from roles that may not make them are refused by the compute and
+//! plaintext-mode business nodes.
 
 use std::path::Path;
 use std::time::Duration;
@@ -177,6 +179,120 @@ fn stripped(tx: &[u8]) -> Result<Vec<u8>> {
     };
     invoke.endorsements.pop();
     Ok(decoded.encode_to_vec())
+}
+
+/// Two loans of one customer prepared on the same state: the first
+/// ordered is valid, the second read versions the first changed.
+pub async fn read_conflict(client: &mut LedgerClient) -> Result<()> {
+    let mut first = drill_loan(20);
+    let mut second = drill_loan(21);
+    for (call, loan) in [
+        (&mut first, "loan-drill-20"),
+        (&mut second, "loan-drill-21"),
+    ] {
+        call.args =
+            format!("{{\"customer\":\"customer-drill-20\",\"loan\":\"{loan}\",\"amount\":500}}")
+                .into_bytes();
+    }
+    let first = client.prepare(&first).await?;
+    let second = client.prepare(&second).await?;
+    let from = client.status("b1").await?.height + 1;
+    client
+        .broadcast(vec![
+            client.transaction(&first),
+            client.transaction(&second),
+        ])
+        .await?;
+    for node in ["b1", "b2"] {
+        let (_, a) = client.code_of(node, &first.tx_id, from, PATIENCE).await?;
+        let (_, b) = client.code_of(node, &second.tx_id, from, PATIENCE).await?;
+        ensure!(
+            (a, b) == (ValidationCode::Valid, ValidationCode::MvccReadConflict),
+            "two loans on the same state: {node} gave {a} and {b}, not VALID and MVCC_READ_CONFLICT"
+        );
+    }
+    println!("  two loans prepared on the same state, ordered together: VALID (0) then MVCC_READ_CONFLICT (11) at b1 and b2");
+    Ok(())
+}
+
+/// `result` must be PERMISSION_DENIED with `reason` in its message.
+fn denied<T>(what: &str, result: Result<T, tonic::Status>, reason: &str) -> Result<()> {
+    match result {
+        Ok(_) => bail!("{what} was answered"),
+        Err(status) => ensure!(
+            status.code() == tonic::Code::PermissionDenied && status.message().contains(reason),
+            "{what} was refused for another reason: {status:?}"
+        ),
+    }
+    Ok(())
+}
+
+/// A channel to `peer` at `address` under the certificate of `home`.
+fn channel_as(
+    dir: &Path,
+    home: &str,
+    peer: &str,
+    address: &str,
+) -> Result<tonic::transport::Channel> {
+    let tls = sotto_net::tls::TlsMaterial::load(&NodeHome::open(&dir.join(home))?)?;
+    Ok(sotto_ledger::online::channel(&tls, peer, address)?)
+}
+
+/// Calls by roles that may not make them: a business node asking a compute
+/// enclave for its envelope key or to execute, a client loading from the
+/// plaintext-mode node, and a compute member loading from it without a
+/// load channel.
+pub async fn caller_checks(dir: &Path, compute: &[String]) -> Result<()> {
+    use sotto_wire::ledger::business_client::BusinessClient;
+    use sotto_wire::ledger::compute_client::ComputeClient;
+    use sotto_wire::ledger::{EnvelopeKeyRequest, ExecuteRequest, LoadRequest};
+    let (c1, c1_address) = compute
+        .first()
+        .and_then(|c| c.split_once('@'))
+        .context("no compute node")?;
+    let block0 =
+        <Block as prost::Message>::decode(std::fs::read(dir.join("block0.bin"))?.as_slice())?;
+    let (config, _) = block0.open_genesis("block 0")?;
+    let b2_address = config
+        .business_node("b2")
+        .and_then(|b| b.member.address.clone())
+        .context("b2 has no address in block 0")?;
+    let mut as_b1 = ComputeClient::new(channel_as(dir, "b1", c1, c1_address)?);
+    let not_for_b1 = "b1 is not a node this ledger lets make this call";
+    denied(
+        "a business node asking for the envelope key",
+        as_b1.envelope_key(EnvelopeKeyRequest {}).await,
+        not_for_b1,
+    )?;
+    denied(
+        "a business node asking an enclave to execute",
+        as_b1
+            .execute(ExecuteRequest {
+                request: Vec::new(),
+            })
+            .await,
+        not_for_b1,
+    )?;
+    let load = LoadRequest {
+        keys: vec![vec![0; 32]],
+        ..LoadRequest::default()
+    };
+    denied(
+        "a client loading from b2",
+        BusinessClient::new(channel_as(dir, "bank-a", "b2", &b2_address)?)
+            .load(load.clone())
+            .await,
+        "bank-a is not a node this ledger lets make this call",
+    )?;
+    denied(
+        "a compute member loading from b2 without a load channel",
+        BusinessClient::new(channel_as(dir, c1, "b2", &b2_address)?)
+            .load(load)
+            .await,
+        "a load must open a load channel",
+    )?;
+    println!("  compute c1 refused a business node's envelope-key and execute calls; b2 refused a client's load and a member's load without a load channel");
+    Ok(())
 }
 
 /// Runs a call through `compute` only and endorses it (before a
