@@ -75,13 +75,20 @@ struct RawJob {
     deadlines: RawDeadlines,
 }
 
-#[derive(Deserialize)]
+/// A column as a TOML file declares it: name, scale (a power of ten), and
+/// the accepted range as decimal text. Shared with other capabilities that
+/// read numeric tables (secret-shared data sharing).
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawColumn {
-    name: String,
-    scale: u64,
-    min: String,
-    max: String,
+pub struct RawColumn {
+    /// The column's name.
+    pub name: String,
+    /// Fixed-point scale.
+    pub scale: u64,
+    /// Smallest accepted value, as decimal text.
+    pub min: String,
+    /// Largest accepted value, as decimal text.
+    pub max: String,
 }
 
 #[derive(Deserialize)]
@@ -248,7 +255,9 @@ impl JobSpec {
     }
 }
 
-fn parse_column(c: &RawColumn) -> Result<ColumnSpec, String> {
+/// Checks a declared column: a usable name, a power-of-ten scale, bounds
+/// that parse at that scale and are in order.
+pub fn parse_column(c: &RawColumn) -> Result<ColumnSpec, String> {
     if c.name.is_empty() || c.name == "id" || c.name == "institutions" {
         return Err("a column needs a name other than \"id\" and \"institutions\"".into());
     }

@@ -199,6 +199,15 @@ impl ClientTable {
         self.index.len()
     }
 
+    /// Every row: its id and its values at the columns' scales, in no set
+    /// order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[i64])> + '_ {
+        self.index.iter().map(|(id, &row)| {
+            let start = row as usize * self.width;
+            (&**id, &self.values[start..start + self.width])
+        })
+    }
+
     /// This client's vector for `query` (row-major, `width + 1` per row):
     /// its values for the ids it has, zeros for the others, and the presence
     /// column. Also returns how many query ids it has.

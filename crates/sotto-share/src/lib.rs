@@ -1,0 +1,17 @@
+//! Secret-shared data sharing between providers (see `docs/share.md`), the
+//! sans-IO core: providers agree on a dataset [`dataset::Declaration`];
+//! each provider's enclave splits its rows into additive shares in Z_2^64
+//! ([`split`]), seals share j to provider j in chunks ([`fragment`]), and
+//! every provider fuses the chunks addressed to it into its share of the
+//! joint table ([`fuse`]). The shares of all providers add up to the joint
+//! table; any one of them is uniformly random.
+
+pub mod dataset;
+pub mod fragment;
+pub mod fuse;
+pub mod split;
+
+pub use dataset::{DatasetId, Declaration};
+pub use fragment::{open_chunk, seal_fragment, ChunkHeader, FragmentError, SealedChunk};
+pub use fuse::{FuseError, FusedShare, Fuser};
+pub use split::{split, FragmentRows, IdTagger, SplitError};
