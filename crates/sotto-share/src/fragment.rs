@@ -16,8 +16,9 @@ use crate::split::FragmentRows;
 
 /// The fragment format this build writes and reads.
 pub const FRAGMENT_FORMAT: u32 = 1;
-/// Rows per chunk by default (a chunk of 10 columns is about 1 MiB).
-pub const DEFAULT_CHUNK_ROWS: usize = 8192;
+/// Rows per chunk by default (a chunk of 10 columns is about 600 KiB, well
+/// inside one ledger block).
+pub const DEFAULT_CHUNK_ROWS: usize = 4096;
 const INFO: &[u8] = b"sotto/share/fragment/v1";
 
 /// A chunk's header, in clear and bound into its seal.

@@ -166,6 +166,37 @@ impl FusedShare {
         &mut self.values[row * self.width..(row + 1) * self.width]
     }
 
+    /// The tags and row-major values, for storing.
+    pub fn parts(&self) -> (&[[u8; 32]], &[u64]) {
+        (&self.tags, &self.values)
+    }
+
+    /// A share from stored parts; none if a tag repeats or the values do
+    /// not fill the rows.
+    pub fn from_parts(
+        declaration: [u8; 32],
+        width: usize,
+        tags: Vec<[u8; 32]>,
+        values: Vec<u64>,
+    ) -> Option<Self> {
+        if values.len() != tags.len() * width {
+            return None;
+        }
+        let mut index = HashMap::with_capacity(tags.len());
+        for (row, tag) in tags.iter().enumerate() {
+            if index.insert(*tag, row).is_some() {
+                return None;
+            }
+        }
+        Some(Self {
+            declaration,
+            width,
+            index,
+            tags,
+            values,
+        })
+    }
+
     /// The share of customer `tag`'s row, if any provider has the customer.
     pub fn row(&self, tag: &[u8; 32]) -> Option<&[u64]> {
         let row = *self.index.get(tag)?;

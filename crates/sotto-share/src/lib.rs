@@ -4,8 +4,10 @@
 //! ([`split`]), seals share j to provider j in chunks ([`fragment`]), and
 //! every provider fuses the chunks addressed to it into its share of the
 //! joint table ([`fuse`]). The shares of all providers add up to the joint
-//! table; any one of them is uniformly random.
+//! table; any one of them is uniformly random. A fused share is kept
+//! sealed by the provider's enclave ([`at_rest`]).
 
+pub mod at_rest;
 pub mod dataset;
 pub mod fragment;
 pub mod fuse;

@@ -292,3 +292,40 @@ fn splitting_refuses_rows_that_do_not_fit_the_declaration() {
         "an empty table still publishes"
     );
 }
+
+#[test]
+fn a_fused_share_at_rest_opens_only_in_its_enclave_for_its_declaration() {
+    use sotto_share::at_rest::{seal, unseal, AtRestError};
+    use sotto_tee::software::{PlatformKey, SoftwareEnclave};
+    let providers = Providers::new(declaration());
+    let shares = providers.share(&tables(), 40);
+    let platform = || PlatformKey::generate(&mut ChaCha20Rng::seed_from_u64(8));
+    let enclave = SoftwareEnclave::with_measurement([1; 32], platform());
+    let sealed = seal(&enclave, &providers.declaration, &shares[1]).expect("sealed");
+    assert_eq!(
+        unseal(&enclave, &providers.declaration, &sealed).expect("opens"),
+        shares[1]
+    );
+    let other_code = SoftwareEnclave::with_measurement([2; 32], platform());
+    assert_eq!(
+        unseal(&other_code, &providers.declaration, &sealed),
+        Err(AtRestError::Unseal),
+        "another measurement"
+    );
+    let next = sotto_share::Declaration::parse(
+        std::path::Path::new("d.toml"),
+        &DECLARATION.replace("version = 2", "version = 3"),
+    )
+    .unwrap();
+    assert_eq!(
+        unseal(&enclave, &next, &sealed),
+        Err(AtRestError::Unseal),
+        "another version"
+    );
+    let mut altered = sealed.clone();
+    altered[20] ^= 1;
+    assert_eq!(
+        unseal(&enclave, &providers.declaration, &altered),
+        Err(AtRestError::Unseal)
+    );
+}

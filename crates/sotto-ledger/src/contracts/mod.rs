@@ -4,9 +4,11 @@
 //! Each has a name and a version that block 0 must name too.
 
 mod credit;
+mod fragments;
 mod kv;
 
 pub use credit::CreditRecords;
+pub use fragments::Fragments;
 pub use kv::KvRegistry;
 
 /// One call of a contract function.
@@ -60,7 +62,11 @@ pub enum ContractError {
 
 /// The contracts this build's enclave carries.
 pub fn builtin() -> Vec<Box<dyn Contract>> {
-    vec![Box::new(KvRegistry), Box::new(CreditRecords)]
+    vec![
+        Box::new(KvRegistry),
+        Box::new(CreditRecords),
+        Box::new(Fragments),
+    ]
 }
 
 /// Parses a call's JSON arguments.
