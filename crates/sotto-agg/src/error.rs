@@ -123,7 +123,7 @@ pub enum TableError {
         source: FixedError,
     },
     /// A value outside the range the job declares for its column.
-    #[error("{path}:{line}:{column}: column {column_name:?}: {text} is outside the job's declared range {range}; fix the value or ask the coordinator to widen the range")]
+    #[error("{path}:{line}:{column}: column {column_name:?}: {text} is outside the declared range {range}; fix the value, or have the range widened in the job or dataset declaration")]
     OutOfRange {
         /// The file.
         path: PathBuf,

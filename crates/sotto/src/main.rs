@@ -80,6 +80,11 @@ enum Command {
     /// node processes, and the client.
     #[command(subcommand)]
     Ledger(Box<cmd::ledger::LedgerCommand>),
+    /// Secret-shared data sharing between providers through the ledger:
+    /// publish shares of a table, fuse the shares addressed to this
+    /// provider, show what is posted.
+    #[command(subcommand)]
+    Share(Box<cmd::share::ShareCommand>),
     /// An untrusted relay that forwards sessions between institutions.
     #[command(subcommand)]
     Relay(cmd::relay::RelayCommand),
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
         Command::Kms(c) => cmd::kms::run(*c),
         Command::Secrets(c) => cmd::secrets::run(*c),
         Command::Ledger(c) => cmd::ledger::run(*c),
+        Command::Share(c) => cmd::share::run(*c),
         Command::Relay(c) => cmd::relay::run(c),
         Command::Tee(c) => cmd::tee::run(c),
         Command::Registry(c) => cmd::registry::run_registry(c),

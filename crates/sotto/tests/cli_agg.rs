@@ -255,7 +255,7 @@ fn bad_tables_are_refused_with_file_line_and_column_before_connecting() {
         (
             "customer,debt,loans\na,1,1\nb,100001,1\n",
             ":3:2:",
-            "outside the job's declared range",
+            "outside the declared range",
         ),
         (
             "customer,debt,loans\na,1,1\nb,2,2\na,3,3\n",

@@ -39,6 +39,12 @@ pub enum DemoCommand {
     /// processes; credit records checked against the plaintext truth, a
     /// business node restarted and caught up, a revoked enclave refused.
     Ledger(WorkDirArgs),
+    /// Secret-shared data sharing: the ledger and 3 providers with different
+    /// columns about overlapping customers; each publishes additive shares
+    /// of its table through the ledger and fuses its share; the shares add
+    /// up to the joint table; a missing provider and a second publication
+    /// refused.
+    Share(WorkDirArgs),
 }
 
 /// Arguments of `sotto demo tee` and `sotto demo kms`.
@@ -94,9 +100,10 @@ pub fn run(command: DemoCommand, quiet: bool) -> Result<()> {
     let (dir_arg, keep) = match &command {
         DemoCommand::Psi(a) => (a.dir.clone(), a.keep),
         DemoCommand::Agg(a) => (a.dir.clone(), a.keep),
-        DemoCommand::Tee(a) | DemoCommand::Kms(a) | DemoCommand::Ledger(a) => {
-            (a.dir.clone(), a.keep)
-        }
+        DemoCommand::Tee(a)
+        | DemoCommand::Kms(a)
+        | DemoCommand::Ledger(a)
+        | DemoCommand::Share(a) => (a.dir.clone(), a.keep),
     };
     let temp;
     let dir = match &dir_arg {
@@ -124,6 +131,7 @@ pub fn run(command: DemoCommand, quiet: bool) -> Result<()> {
         DemoCommand::Tee(_) => super::demo_tee::run(&dir, quiet),
         DemoCommand::Kms(_) => super::demo_kms::run(&dir, quiet),
         DemoCommand::Ledger(_) => super::demo_ledger::run(&dir, quiet),
+        DemoCommand::Share(_) => super::demo_share::run(&dir, quiet),
     };
     if dir_arg.is_some() || keep {
         println!("work directory kept: {}", dir.display());

@@ -28,9 +28,26 @@ const NODES: [&str; 13] = [
 /// The orderers, one Raft group.
 const ORDERERS: [&str; 3] = ["o1", "o2", "o3"];
 
+/// Ports for the addresses block 0 fixes are picked below Linux's
+/// ephemeral range (32768-60999): a port from that range may meanwhile
+/// become the local end of one of the demo's own outgoing connections
+/// (a Raft peer dialling out) before its server binds it.
+const FIXED_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
 fn free_address() -> Result<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.to_string())
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(FIXED_PORTS);
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Ok(listener.local_addr()?.to_string());
+        }
+    }
+    bail!(
+        "no free port on 127.0.0.1 between {} and {}",
+        FIXED_PORTS.start,
+        FIXED_PORTS.end
+    )
 }
 
 fn args(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
@@ -44,8 +61,13 @@ fn refs(items: &[OsString]) -> Vec<&dyn AsRef<std::ffi::OsStr>> {
         .collect()
 }
 
-/// The genesis text for the demo's homes and addresses.
-fn genesis_text(dir: &Path, addresses: &BTreeMap<&str, String>) -> Result<String> {
+/// The genesis text for the demo's homes and addresses; `providers` are
+/// data-sharing providers (clients calling the `fragments` contract).
+fn genesis_text(
+    dir: &Path,
+    addresses: &BTreeMap<&str, String>,
+    providers: &[&str],
+) -> Result<String> {
     let identity = |name: &str| -> Result<String> {
         Ok(hex::encode(
             NodeHome::open(&dir.join(name))?
@@ -83,15 +105,26 @@ fn genesis_text(dir: &Path, addresses: &BTreeMap<&str, String>) -> Result<String
     text += &node("client", "bank-b", "bank-b", "")?;
     text += "\n[[contract]]\nname = \"credit\"\nversion = 1\npolicy = \"OutOf(2, 'e1', 'e2', 'e3')\"\ncallers = [\"bank-a\", \"bank-b\"]\n";
     text += "\n[[contract]]\nname = \"kv\"\nversion = 1\npolicy = \"OutOf(2, 'e1', 'e2', 'e3')\"\ncallers = [\"bank-a\", \"bank-b\"]\n";
+    for name in providers {
+        text += &node("client", name, name, "")?;
+    }
+    if !providers.is_empty() {
+        let callers = providers
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        text += &format!("\n[[contract]]\nname = \"fragments\"\nversion = 1\npolicy = \"OutOf(2, 'e1', 'e2', 'e3')\"\ncallers = [{callers}]\n");
+    }
     Ok(text)
 }
 
-/// Creates the CA and every certified home; endorsers and compute nodes pin
-/// the registration center.
-fn homes(r: &mut Runner, dir: &Path) -> Result<()> {
+/// Creates the CA and every certified home; endorsers, compute nodes and
+/// providers pin the registration center.
+fn homes(r: &mut Runner, dir: &Path, providers: &[&str]) -> Result<()> {
     let p = |name: &str| dir.join(name);
     r.sotto("ca init", &[&"ca", &"init", &"--dir", &p("consortium-ca")])?;
-    for name in NODES {
+    for name in NODES.iter().chain(providers) {
         r.sotto(
             &format!("{name} init"),
             &[&"init", &"--home", &p(name), &"--name", &name],
@@ -120,7 +153,7 @@ fn homes(r: &mut Runner, dir: &Path) -> Result<()> {
             &center_profile,
         ],
     )?;
-    for name in ["e1", "e2", "e3", "c1", "c2"] {
+    for name in ["e1", "e2", "e3", "c1", "c2"].iter().chain(providers) {
         r.sotto(
             &format!("{name} pins center"),
             &[&"peer", &"add", &"--home", &p(name), &center_profile],
@@ -129,9 +162,9 @@ fn homes(r: &mut Runner, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Starts the registration center and registers c1 and c2; returns the
-/// center process, its address and the platform key file.
-fn center(r: &mut Runner, dir: &Path) -> Result<(ServerProcess, String)> {
+/// Starts the registration center and registers c1, c2 and the providers;
+/// returns the center process and its address.
+fn center(r: &mut Runner, dir: &Path, providers: &[&str]) -> Result<(ServerProcess, String)> {
     let p = |name: &str| dir.join(name);
     let key_out = r.sotto(
         "platform key",
@@ -163,7 +196,7 @@ fn center(r: &mut Runner, dir: &Path) -> Result<(ServerProcess, String)> {
     ]);
     let (process, address) =
         ServerProcess::start(&r.exe, &serve, &p("center.log"), "registration center")?;
-    for name in ["c1", "c2"] {
+    for name in ["c1", "c2"].iter().chain(providers) {
         let register = args(&[
             &"node",
             &"register",
@@ -302,15 +335,21 @@ pub struct Site {
 /// and c2 admitted, block 0) and starts every role; returns once the
 /// compute group's membership is on the chain.
 pub fn start_site(r: &mut Runner, dir: &Path) -> Result<Site> {
+    start_site_with(r, dir, &[])
+}
+
+/// [`start_site`] with data-sharing providers: each a client of the ledger
+/// (calling the `fragments` contract) and a registered enclave member.
+pub fn start_site_with(r: &mut Runner, dir: &Path, providers: &[&str]) -> Result<Site> {
     let p = |name: &str| dir.join(name);
-    homes(r, dir)?;
-    let (center_process, center_address) = center(r, dir)?;
+    homes(r, dir, providers)?;
+    let (center_process, center_address) = center(r, dir, providers)?;
     println!("  registration center up; compute enclaves c1 and c2 admitted (identical code)");
     let mut addresses = BTreeMap::new();
     for name in ["o1", "o2", "o3", "e1", "e2", "e3", "b1", "b2"] {
         addresses.insert(name, free_address()?);
     }
-    std::fs::write(p("genesis.toml"), genesis_text(dir, &addresses)?)?;
+    std::fs::write(p("genesis.toml"), genesis_text(dir, &addresses, providers)?)?;
     let out = r.sotto(
         "genesis",
         &[

@@ -1,0 +1,300 @@
+//! `sotto demo share`: three providers with different columns about
+//! overlapping customers share a dataset through the privacy ledger. Each
+//! publishes additive shares of its table, one sealed to each provider's
+//! enclave; a fusion before every provider has published is refused naming
+//! the missing one; a second publication of the same version is refused by
+//! the ledger; every provider fuses its share; the shares, unsealed by the
+//! demo, add up to the joint table built from the three CSV files; and no
+//! file a ledger node or provider wrote holds a customer id.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use sotto_agg::fixed;
+use sotto_node::NodeHome;
+use sotto_share::Declaration;
+use sotto_tee::software::{PlatformKey, SoftwareEnclave};
+
+use super::demo_ledger::start_site_with;
+use super::setup::Runner;
+use super::share::{fused_path, keys_from_center};
+
+/// The providers, in declaration order.
+const PROVIDERS: [&str; 3] = ["lender", "telecom", "insurer"];
+/// Customers in the demo's universe; each provider has a different subset.
+const CUSTOMERS: u64 = 300;
+
+const DECLARATION: &str = r#"format = 1
+dataset = "credit-features"
+version = 1
+
+[[provider]]
+name = "lender"
+[[provider.column]]
+name = "debt"
+scale = 100
+min = "-1000000"
+max = "1000000"
+[[provider.column]]
+name = "loans"
+scale = 1
+min = "0"
+max = "100"
+
+[[provider]]
+name = "telecom"
+[[provider.column]]
+name = "tenure_months"
+scale = 1
+min = "0"
+max = "600"
+
+[[provider]]
+name = "insurer"
+[[provider.column]]
+name = "claims"
+scale = 1
+min = "0"
+max = "50"
+[[provider.column]]
+name = "premium"
+scale = 100
+min = "0"
+max = "100000"
+"#;
+
+fn customer(i: u64) -> String {
+    format!("cust-{i:05}")
+}
+
+/// Provider `p`'s rows: (customer, values at the declared scales).
+fn rows(p: usize) -> Vec<(String, Vec<i64>)> {
+    let has = |i: u64| match p {
+        0 => !i.is_multiple_of(3),
+        1 => i.is_multiple_of(2),
+        _ => i % 5 != 1,
+    };
+    (0..CUSTOMERS)
+        .filter(|&i| has(i))
+        .map(|i| {
+            let n = i as i64;
+            let values = match p {
+                0 => vec![(n * 7919) % 20_000_000 - 5_000_000, n % 7],
+                1 => vec![(n * 13) % 600],
+                _ => vec![n % 4, (n * 3719) % 10_000_000],
+            };
+            (customer(i), values)
+        })
+        .collect()
+}
+
+/// Writes provider `p`'s table as CSV at the declared scales.
+fn write_table(dir: &Path, declaration: &Declaration, p: usize) -> Result<std::path::PathBuf> {
+    let columns = &declaration.providers[p].columns;
+    let mut text = String::from("id");
+    for c in columns {
+        text += &format!(",{}", c.name);
+    }
+    text.push('\n');
+    for (id, values) in rows(p) {
+        text += &id;
+        for (c, v) in columns.iter().zip(values) {
+            text += &format!(",{}", fixed::format(v, c.scale));
+        }
+        text.push('\n');
+    }
+    let path = dir.join(format!("{}.csv", PROVIDERS[p]));
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// Runs the demo in `dir`.
+pub fn run(dir: &Path, quiet: bool) -> Result<()> {
+    println!("sotto demo share: 3 providers share a dataset through the privacy ledger (software enclaves: NOT hardware-protected)");
+    let mut r = Runner::new(quiet)?;
+    let site = start_site_with(&mut r, dir, &PROVIDERS)?;
+    println!("  providers lender, telecom and insurer registered with the center (identical code) and named as ledger clients");
+    let declaration_path = dir.join("dataset.toml");
+    std::fs::write(&declaration_path, DECLARATION)?;
+    let declaration = Declaration::read(&declaration_path)?;
+    let ledger = |home: &str| -> Vec<OsString> {
+        let mut all: Vec<OsString> = vec![
+            "--home".into(),
+            dir.join(home).into(),
+            "--genesis".into(),
+            dir.join("block0.bin").into(),
+            "--target".into(),
+            "b1".into(),
+            "--declaration".into(),
+            declaration_path.clone().into(),
+        ];
+        for c in &site.compute {
+            all.extend(["--compute".into(), c.into()]);
+        }
+        all
+    };
+    let share = |verb: &str, home: &str, extra: &[OsString]| -> Vec<OsString> {
+        let mut all: Vec<OsString> = vec!["share".into(), verb.into()];
+        all.extend(ledger(home));
+        all.extend_from_slice(extra);
+        all
+    };
+    let run = |r: &mut Runner, what: &str, all: Vec<OsString>| -> Result<String> {
+        let parts: Vec<&dyn AsRef<std::ffi::OsStr>> = all
+            .iter()
+            .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
+            .collect();
+        r.sotto(what, &parts)
+    };
+    let center = vec![
+        OsString::from("--center-connect"),
+        site.center.1.clone().into(),
+    ];
+    let publish = |r: &mut Runner, p: usize| -> Result<String> {
+        let table = write_table(dir, &declaration, p)?;
+        let mut extra = center.clone();
+        extra.extend(["--table".into(), table.into()]);
+        run(
+            r,
+            &format!("{} publish", PROVIDERS[p]),
+            share("publish", PROVIDERS[p], &extra),
+        )
+    };
+    let platform = vec![
+        OsString::from("--platform-key"),
+        dir.join("platform.key").into(),
+    ];
+    for p in 0..2 {
+        println!("  {}", publish(&mut r, p)?.trim());
+    }
+    match run(
+        &mut r,
+        "insurer fuse (early)",
+        share("fuse", "insurer", &platform),
+    ) {
+        Ok(out) => bail!("a fusion before every provider published succeeded: {out}"),
+        Err(e) => {
+            let reason = e.to_string();
+            ensure!(
+                reason.contains("fragments missing from insurer (nothing received)"),
+                "the early fusion failed for another reason: {reason}"
+            );
+            println!("  insurer tried to fuse before it had published: refused, fragments missing from insurer");
+        }
+    }
+    println!("  {}", publish(&mut r, 2)?.trim());
+    match publish(&mut r, 0) {
+        Ok(out) => bail!("a second publication of the same version was accepted: {out}"),
+        Err(e) => {
+            ensure!(
+                e.to_string()
+                    .contains("is already posted; a chunk is written once"),
+                "the second publication failed for another reason: {e}"
+            );
+            println!("  lender published version 1 again: refused by the ledger, a chunk is written once");
+        }
+    }
+    let status = run(&mut r, "status", share("status", "telecom", &[]))?;
+    ensure!(
+        status.contains("every provider's fragments are posted"),
+        "status after every publication: {status}"
+    );
+    println!("  status: every provider's fragments of credit-features v1 are posted (9 fragments)");
+    for provider in PROVIDERS {
+        let out = run(
+            &mut r,
+            &format!("{provider} fuse"),
+            share("fuse", provider, &platform),
+        )?;
+        println!("  {}", out.trim());
+    }
+    let checked = check_shares(dir, &declaration, &site.center.1)?;
+    println!("  the three fused shares, unsealed by the demo, add up to the joint table of the three CSV files: {checked} customers x {} columns, exact", declaration.width());
+    drop(site);
+    let scanned = scan(dir)?;
+    println!("  no customer id in any of the {scanned} files the orderers, endorsers, business nodes and providers' homes hold (raw, hex or base64)");
+    println!("  checked: shares add up to the joint table, a missing provider and a second publication refused, no id in clear at rest");
+    Ok(())
+}
+
+/// Unseals every provider's fused share and compares their sum with the
+/// joint table of the CSV files; returns the number of customers.
+fn check_shares(dir: &Path, declaration: &Declaration, center: &str) -> Result<usize> {
+    let enclave = SoftwareEnclave::current(PlatformKey::read(&dir.join("platform.key"))?)?;
+    let home = NodeHome::open(&dir.join("lender"))?;
+    let tagger = super::psi::runtime()?
+        .block_on(keys_from_center(&home, "center", center, declaration))?
+        .1;
+    let width = declaration.width();
+    let mut truth: BTreeMap<[u8; 32], Vec<u64>> = BTreeMap::new();
+    for p in 0..PROVIDERS.len() {
+        let (offset, slot) = declaration.slot(p).context("slot")?;
+        for (id, values) in rows(p) {
+            let row = truth
+                .entry(tagger.tag(&declaration.dataset, &id))
+                .or_insert_with(|| vec![0; width]);
+            for (k, v) in values.iter().enumerate() {
+                row[offset + k] = *v as u64;
+            }
+            row[offset + slot - 1] = 1;
+        }
+    }
+    let mut sum: BTreeMap<[u8; 32], Vec<u64>> = BTreeMap::new();
+    for provider in PROVIDERS {
+        let path = fused_path(&dir.join(provider), declaration);
+        let sealed = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let share = sotto_share::at_rest::unseal(&enclave, declaration, &sealed)?;
+        for (tag, row) in share.rows() {
+            let acc = sum.entry(*tag).or_insert_with(|| vec![0; width]);
+            for (a, v) in acc.iter_mut().zip(row) {
+                *a = a.wrapping_add(*v);
+            }
+        }
+    }
+    ensure!(
+        sum.len() == truth.len(),
+        "the shares cover {} customers, the tables {}",
+        sum.len(),
+        truth.len()
+    );
+    for (tag, row) in &truth {
+        ensure!(
+            sum.get(tag) == Some(row),
+            "customer {}: the shares add up to {:?}, the tables say {row:?}",
+            hex::encode(&tag[..8]),
+            sum.get(tag)
+        );
+    }
+    Ok(truth.len())
+}
+
+/// Scans every file under the ledger nodes' and providers' homes for the
+/// demo's customer ids; returns how many files it read.
+fn scan(dir: &Path) -> Result<usize> {
+    let mut pending: Vec<std::path::PathBuf> =
+        ["o1", "o2", "o3", "e1", "e2", "e3", "b1", "b2", "c1", "c2"]
+            .iter()
+            .chain(PROVIDERS.iter())
+            .map(|n| dir.join(n))
+            .collect();
+    let mut files = 0;
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+            continue;
+        }
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        files += 1;
+        for i in [1, 2, 4, 10, 150, 299] {
+            let id = customer(i);
+            if let Some(encoding) = sotto_node::leaks::leaked_encoding(&bytes, id.as_bytes()) {
+                bail!("{} holds {id} in clear ({encoding})", path.display());
+            }
+        }
+    }
+    Ok(files)
+}

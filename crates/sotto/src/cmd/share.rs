@@ -1,0 +1,393 @@
+//! `sotto share`: secret-shared data sharing through the ledger
+//! (docs/share.md). A provider is a ledger client and a member of the
+//! registration center's enclave group (software enclave: NOT
+//! hardware-protected). `publish` splits its table into shares inside its
+//! enclave and posts every chunk through the `fragments` contract; `fuse`
+//! fetches the chunks addressed to it once every provider's are posted and
+//! keeps its fused share sealed by its enclave; `status` shows which
+//! fragments of a dataset version are posted.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use base64::Engine as _;
+use clap::{Args, Subcommand};
+use prost::Message;
+use rand::rngs::OsRng;
+use sotto_agg::table::{ClientTable, ColumnMap};
+use sotto_crypto::hpke::HpkePublicKey;
+use sotto_crypto::kdf::hkdf_key;
+use sotto_ledger::online::client::{CallSpec, LedgerClient};
+use sotto_ledger::online::read_genesis;
+use sotto_node::files::{write_atomic, Visibility};
+use sotto_node::NodeHome;
+use sotto_share::{open_chunk, seal_fragment, split, Declaration, Fuser, IdTagger, SealedChunk};
+use sotto_tee::online::node::{hpke_key, CenterClient};
+use sotto_tee::software::{PlatformKey, SoftwareEnclave};
+
+use super::node::HomeArg;
+use super::psi::runtime;
+
+/// `sotto share ...`.
+#[derive(Subcommand)]
+pub enum ShareCommand {
+    /// Split this provider's table into one additive share per provider
+    /// (inside its enclave), seal each to its provider's enclave key, and
+    /// post every chunk through the ledger's `fragments` contract.
+    Publish(PublishArgs),
+    /// Once every provider's fragments of the dataset version are posted,
+    /// fetch those addressed to this provider, add them per customer into
+    /// its fused share, and keep it sealed by its enclave in its home.
+    Fuse(FuseArgs),
+    /// Show which providers' fragments of a dataset version are posted.
+    Status(StatusArgs),
+}
+
+/// Where the ledger and the registration center are.
+#[derive(Args)]
+pub struct LedgerArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    /// Block 0 of the ledger.
+    #[arg(long, value_name = "FILE")]
+    genesis: PathBuf,
+    /// A compute enclave to run the contract (NAME@HOST:PORT; repeat for
+    /// more).
+    #[arg(long = "compute", value_name = "NAME@HOST:PORT", required = true)]
+    compute: Vec<String>,
+    /// The business node that keeps the chunks and serves them.
+    #[arg(long, value_name = "NODE")]
+    target: String,
+    /// The dataset declaration every provider agreed on (TOML, see
+    /// docs/share.md).
+    #[arg(long, value_name = "FILE")]
+    declaration: PathBuf,
+}
+
+/// Arguments of `share publish`.
+#[derive(Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    ledger: LedgerArgs,
+    /// The registration center's address (block 0 names the center; it
+    /// must be a pinned peer of this home).
+    #[arg(long, value_name = "HOST:PORT")]
+    center_connect: String,
+    /// This provider's table: CSV with a header, an id column and the
+    /// declared columns.
+    #[arg(long, value_name = "FILE")]
+    table: PathBuf,
+    /// The id column's header.
+    #[arg(long, default_value = "id")]
+    id_column: String,
+    /// A declared column read from a header of another name
+    /// (DECLARED=HEADER; repeat).
+    #[arg(long = "column", value_name = "DECLARED=HEADER")]
+    columns: Vec<String>,
+    /// Rows per chunk.
+    #[arg(long, default_value_t = sotto_share::fragment::DEFAULT_CHUNK_ROWS)]
+    chunk_rows: usize,
+}
+
+/// Arguments of `share fuse`.
+#[derive(Args)]
+pub struct FuseArgs {
+    #[command(flatten)]
+    ledger: LedgerArgs,
+    /// The software enclave's platform key (development only: NOT
+    /// hardware-protected); the fused share is sealed with it.
+    #[arg(long, value_name = "FILE")]
+    platform_key: PathBuf,
+}
+
+/// Arguments of `share status`.
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    ledger: LedgerArgs,
+}
+
+/// Runs `sotto share ...`.
+pub fn run(command: ShareCommand) -> Result<()> {
+    match command {
+        ShareCommand::Publish(a) => publish(&a),
+        ShareCommand::Fuse(a) => fuse(&a),
+        ShareCommand::Status(a) => status(&a),
+    }
+}
+
+/// Where a provider keeps its fused share of a dataset version.
+pub fn fused_path(home: &Path, declaration: &Declaration) -> PathBuf {
+    home.join("shares").join(format!(
+        "{}-v{}.fused",
+        declaration.dataset, declaration.version
+    ))
+}
+
+struct Provider {
+    home: PathBuf,
+    me: String,
+    declaration: Declaration,
+    client: LedgerClient,
+    target: String,
+}
+
+fn open(a: &LedgerArgs) -> Result<Provider> {
+    let declaration = Declaration::read(&a.declaration)?;
+    let home = a.home.open()?;
+    let me = home.name().to_string();
+    ensure!(
+        declaration.index_of(&me).is_some(),
+        "{me} is not a provider of dataset {} version {} ({}); the declaration names {}",
+        declaration.dataset,
+        declaration.version,
+        a.declaration.display(),
+        declaration
+            .providers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let (block, _, _) = read_genesis(&a.genesis)?;
+    let compute = a
+        .compute
+        .iter()
+        .map(|c| match c.split_once('@') {
+            Some((n, addr)) if !n.is_empty() && !addr.is_empty() => {
+                Ok((n.to_owned(), addr.to_owned()))
+            }
+            _ => bail!("--compute {c:?}: write NAME@HOST:PORT"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Provider {
+        home: home.dir().to_owned(),
+        client: LedgerClient::new(home, &block, compute)?,
+        me,
+        declaration,
+        target: a.target.clone(),
+    })
+}
+
+fn call(context: &Provider, function: &str, args: &serde_json::Value) -> CallSpec {
+    CallSpec {
+        contract: "fragments".into(),
+        function: function.into(),
+        args: args.to_string().into_bytes(),
+        targets: vec![context.target.clone()],
+    }
+}
+
+/// The recipients' enclave keys (from the center's membership) and the tag
+/// key (from group key version 1), as this provider's enclave gets them.
+pub async fn keys_from_center(
+    home: &NodeHome,
+    center: &str,
+    address: &str,
+    declaration: &Declaration,
+) -> Result<(Vec<HpkePublicKey>, IdTagger)> {
+    let mut center_client = CenterClient::connect(home, center.parse()?, address).await?;
+    let membership = center_client.members().await?;
+    let keys = declaration
+        .providers
+        .iter()
+        .map(|p| {
+            let (_, _, hpke) = membership
+                .members
+                .iter()
+                .find(|(name, _, _)| *name == p.name)
+                .with_context(|| {
+                    format!(
+                        "provider {} is not a member of the enclave group; it registers with the center first (`sotto node register`)",
+                        p.name
+                    )
+                })?;
+            Ok(HpkePublicKey::from_bytes(&hex::decode(hpke)?)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (_, group_key) = center_client.group_key_version(home, 1).await?;
+    let tag_key = hkdf_key(None, &group_key, b"sotto/share/tag-key/v1");
+    Ok((keys, IdTagger::new(tag_key)))
+}
+
+fn publish(a: &PublishArgs) -> Result<()> {
+    let mut context = open(&a.ledger)?;
+    let declaration = context.declaration.clone();
+    let me = context.me.clone();
+    let index = declaration.index_of(&me).unwrap_or_default();
+    let columns = &declaration.providers[index].columns;
+    let renames = a
+        .columns
+        .iter()
+        .map(|c| {
+            c.split_once('=')
+                .map(|(d, h)| (d.trim().to_owned(), h.trim().to_owned()))
+                .with_context(|| format!("--column {c:?}: write DECLARED=HEADER"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let table = ClientTable::read(
+        &a.table,
+        &ColumnMap::new(&a.id_column, columns, &renames),
+        columns,
+    )?;
+    let home = NodeHome::open(&context.home)?;
+    let center = context.client.config().center.name.to_string();
+    runtime()?.block_on(async {
+        let (recipients, tagger) =
+            keys_from_center(&home, &center, &a.center_connect, &declaration).await?;
+        let fragments = split(&declaration, &me, table.iter(), &tagger, &mut OsRng)?;
+        let mut posted = 0;
+        for (j, rows) in fragments.iter().enumerate() {
+            let recipient = &declaration.providers[j].name;
+            let chunks = seal_fragment(
+                &declaration,
+                &me,
+                recipient,
+                &recipients[j],
+                rows,
+                a.chunk_rows,
+                &mut OsRng,
+            )?;
+            for chunk in chunks {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(chunk.encode_to_vec());
+                let spec = call(&context, "put", &serde_json::json!({ "chunk": encoded }));
+                let committed = context.client.invoke(&spec).await?;
+                ensure!(
+                    committed.code.is_valid(),
+                    "a chunk for {recipient} was not committed: {}",
+                    committed.code
+                );
+                posted += 1;
+            }
+        }
+        println!(
+            "{me} published {} rows of {} version {}: one share for each of {} providers, {posted} chunks, each sealed to its provider's enclave key",
+            table.rows(),
+            declaration.dataset,
+            declaration.version,
+            declaration.providers.len()
+        );
+        Ok(())
+    })
+}
+
+/// The posted and total chunk counts of every fragment, from the contract.
+async fn posted(context: &mut Provider) -> Result<Vec<(String, String, u64, u64)>> {
+    let declaration = &context.declaration;
+    let providers: Vec<&str> = declaration
+        .providers
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let args = serde_json::json!({
+        "dataset": declaration.dataset.as_str(),
+        "version": declaration.version,
+        "providers": providers,
+    });
+    let spec = call(context, "status", &args);
+    let answer: serde_json::Value = serde_json::from_slice(&context.client.query(&spec).await?)?;
+    let list = answer["fragments"]
+        .as_array()
+        .context("the fragments contract answered no list")?;
+    Ok(list
+        .iter()
+        .map(|f| {
+            (
+                f["sender"].as_str().unwrap_or_default().to_owned(),
+                f["recipient"].as_str().unwrap_or_default().to_owned(),
+                f["posted"].as_u64().unwrap_or(0),
+                f["count"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect())
+}
+
+fn fuse(a: &FuseArgs) -> Result<()> {
+    let mut context = open(&a.ledger)?;
+    let declaration = context.declaration.clone();
+    let out = fused_path(&context.home, &declaration);
+    ensure!(
+        !out.exists(),
+        "{} already holds this provider's fused share of {} version {}; a version is fused once",
+        out.display(),
+        declaration.dataset,
+        declaration.version
+    );
+    let enclave = SoftwareEnclave::current(PlatformKey::read(&a.platform_key)?)?;
+    let home = NodeHome::open(&context.home)?;
+    let key = hpke_key(&home)?;
+    let me = context.me.clone();
+    let share = runtime()?.block_on(async {
+        let mine: Vec<(String, u64)> = posted(&mut context)
+            .await?
+            .into_iter()
+            .filter(|(_, recipient, _, _)| *recipient == me)
+            .map(|(sender, _, _, count)| (sender, count))
+            .collect();
+        let mut fuser = Fuser::new(&declaration);
+        for (sender, count) in mine {
+            for index in 0..count {
+                let args = serde_json::json!({
+                    "dataset": declaration.dataset.as_str(),
+                    "version": declaration.version,
+                    "sender": sender,
+                    "index": index,
+                });
+                let spec = call(&context, "get", &args);
+                let answer: serde_json::Value =
+                    serde_json::from_slice(&context.client.query(&spec).await?)?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(answer["chunk"].as_str().unwrap_or_default())
+                    .context("the fragments contract answered a chunk that is not base64")?;
+                let chunk = SealedChunk::decode(bytes.as_slice())?;
+                fuser.add(open_chunk(&declaration, &me, &key, &chunk)?)?;
+            }
+        }
+        Ok::<_, anyhow::Error>(fuser.finish()?)
+    })?;
+    let sealed = sotto_share::at_rest::seal(&enclave, &declaration, &share)?;
+    if let Some(dir) = out.parent() {
+        sotto_node::files::create_private_dir(dir)?;
+    }
+    write_atomic(&out, &sealed, Visibility::Private)?;
+    println!(
+        "{me} fused its share of {} version {}: {} customers x {} columns from {} providers, sealed by its enclave in {}",
+        declaration.dataset,
+        declaration.version,
+        share.len(),
+        share.width,
+        declaration.providers.len(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn status(a: &StatusArgs) -> Result<()> {
+    let mut context = open(&a.ledger)?;
+    let fragments = runtime()?.block_on(posted(&mut context))?;
+    let declaration = &context.declaration;
+    println!("{} version {}:", declaration.dataset, declaration.version);
+    let mut complete = true;
+    for (sender, recipient, posted, count) in &fragments {
+        let done = *count > 0 && posted == count;
+        complete &= done;
+        println!(
+            "  {sender} -> {recipient}: {posted} of {} chunks{}",
+            if *count == 0 {
+                "?".to_owned()
+            } else {
+                count.to_string()
+            },
+            if done { "" } else { " (incomplete)" }
+        );
+    }
+    println!(
+        "  {}",
+        if complete {
+            "every provider's fragments are posted: each provider may fuse"
+        } else {
+            "not complete: no provider can fuse yet"
+        }
+    );
+    Ok(())
+}
