@@ -40,6 +40,9 @@ pub enum BenchCommand {
     /// demo's topology); transactions per second, latency percentiles and
     /// CPU per transaction by role.
     Ledger(super::bench_ledger::LedgerBenchArgs),
+    /// Secret-shared data sharing: what the providers' enclaves compute
+    /// (tag, split, seal every fragment; open and fuse), in this process.
+    Share(super::bench_share::ShareBenchArgs),
 }
 
 /// Arguments of `sotto bench registry`.
@@ -151,6 +154,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Registry(args) => return registry(&args),
         BenchCommand::Kms(args) => return super::bench_kms::run(&args),
         BenchCommand::Ledger(args) => return super::bench_ledger::run(&args),
+        BenchCommand::Share(args) => return super::bench_share::run(&args),
     };
     ensure!(
         (0.0..=1.0).contains(&args.overlap),

@@ -5,6 +5,7 @@ pub mod agg_drill;
 pub mod bench;
 pub mod bench_kms;
 pub mod bench_ledger;
+pub mod bench_share;
 pub mod ca;
 pub mod demo;
 pub mod demo_kms;

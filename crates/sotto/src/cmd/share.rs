@@ -14,6 +14,7 @@ use base64::Engine as _;
 use clap::{Args, Subcommand};
 use prost::Message;
 use rand::rngs::OsRng;
+use rand::SeedableRng;
 use sotto_agg::table::{ClientTable, ColumnMap};
 use sotto_crypto::hpke::HpkePublicKey;
 use sotto_crypto::kdf::hkdf_key;
@@ -235,7 +236,10 @@ fn publish(a: &PublishArgs) -> Result<()> {
     runtime()?.block_on(async {
         let (recipients, tagger) =
             keys_from_center(&home, &center, &a.center_connect, &declaration).await?;
-        let fragments = split(&declaration, &me, table.iter(), &tagger, &mut OsRng)?;
+        // Shares come from a ChaCha stream seeded by the OS, not from one
+        // system call per value.
+        let mut rng = rand_chacha::ChaCha20Rng::from_rng(OsRng)?;
+        let fragments = split(&declaration, &me, table.iter(), &tagger, &mut rng)?;
         let mut posted = 0;
         for (j, rows) in fragments.iter().enumerate() {
             let recipient = &declaration.providers[j].name;
@@ -246,7 +250,7 @@ fn publish(a: &PublishArgs) -> Result<()> {
                 &recipients[j],
                 rows,
                 a.chunk_rows,
-                &mut OsRng,
+                &mut rng,
             )?;
             for chunk in chunks {
                 let encoded = base64::engine::general_purpose::STANDARD.encode(chunk.encode_to_vec());

@@ -1,0 +1,172 @@
+//! `sotto bench share`: what the providers' enclaves compute to share a
+//! dataset, in this process, at the spec's size (3 providers x 10^6
+//! customers x 10 columns each): tagging and splitting every table, sealing
+//! every fragment in chunks, and at each provider opening its chunks and
+//! fusing them. The ledger's part (posting and fetching the chunks) is
+//! measured by `sotto bench ledger` and `sotto demo share`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Result};
+use clap::Args;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use sotto_crypto::hpke::HpkeSecretKey;
+use sotto_crypto::secret::SecretBytes;
+use sotto_share::fragment::DEFAULT_CHUNK_ROWS;
+use sotto_share::{open_chunk, seal_fragment, split, Declaration, Fuser, IdTagger, SealedChunk};
+
+/// Arguments of `sotto bench share`.
+#[derive(Args)]
+pub struct ShareBenchArgs {
+    /// Customers per provider (providers share about half of them).
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Columns per provider.
+    #[arg(long, default_value_t = 10)]
+    columns: usize,
+    /// Providers.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=16))]
+    providers: u8,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
+}
+
+fn declaration(providers: usize, columns: usize) -> Result<Declaration> {
+    let mut text = String::from("format = 1\ndataset = \"bench\"\nversion = 1\n");
+    for p in 0..providers {
+        text += &format!("[[provider]]\nname = \"p{p}\"\n");
+        for c in 0..columns {
+            text += &format!(
+                "[[provider.column]]\nname = \"c{c}\"\nscale = 100\nmin = \"-1000000\"\nmax = \"1000000\"\n"
+            );
+        }
+    }
+    Ok(Declaration::parse(
+        std::path::Path::new("bench.toml"),
+        &text,
+    )?)
+}
+
+/// Provider `p`'s table: ids p*rows/2 .. p*rows/2 + rows, so neighbours
+/// overlap by half.
+fn table(p: u64, rows: u64, columns: usize, rng: &mut ChaCha20Rng) -> Vec<(String, Vec<i64>)> {
+    let first = p * rows / 2;
+    (first..first + rows)
+        .map(|i| {
+            let values = (0..columns)
+                .map(|_| (rng.next_u64() % 200_000_001) as i64 - 100_000_000)
+                .collect();
+            (format!("customer-{i:010}"), values)
+        })
+        .collect()
+}
+
+struct Timing {
+    split: Duration,
+    seal: Duration,
+    fuse: Duration,
+    chunks: usize,
+    customers: usize,
+}
+
+fn one_run(
+    args: &ShareBenchArgs,
+    declaration: &Declaration,
+    keys: &[HpkeSecretKey],
+) -> Result<Timing> {
+    let providers = declaration.providers.len();
+    let tagger = IdTagger::new(SecretBytes::new([5; 32]));
+    let mut rng = ChaCha20Rng::from_rng(rand::rngs::OsRng)?;
+    let mut inbox: Vec<Vec<SealedChunk>> = vec![Vec::new(); providers];
+    let (mut split_time, mut seal_time) = (Duration::ZERO, Duration::ZERO);
+    for p in 0..providers {
+        let rows = table(p as u64, args.rows, args.columns, &mut rng);
+        let name = &declaration.providers[p].name;
+        let started = Instant::now();
+        let fragments = split(
+            declaration,
+            name,
+            rows.iter().map(|(id, v)| (id.as_str(), v.as_slice())),
+            &tagger,
+            &mut rng,
+        )?;
+        split_time += started.elapsed();
+        drop(rows);
+        let started = Instant::now();
+        for (j, fragment) in fragments.iter().enumerate() {
+            inbox[j].extend(seal_fragment(
+                declaration,
+                name,
+                &declaration.providers[j].name,
+                &keys[j].public(),
+                fragment,
+                DEFAULT_CHUNK_ROWS,
+                &mut rng,
+            )?);
+        }
+        seal_time += started.elapsed();
+    }
+    let chunks = inbox.iter().map(Vec::len).sum();
+    let started = Instant::now();
+    let mut customers = 0;
+    for (j, chunks) in inbox.into_iter().enumerate() {
+        let me = &declaration.providers[j].name;
+        let mut fuser = Fuser::new(declaration);
+        for chunk in &chunks {
+            fuser.add(open_chunk(declaration, me, &keys[j], chunk)?)?;
+        }
+        drop(chunks);
+        customers = fuser.finish()?.len();
+    }
+    Ok(Timing {
+        split: split_time,
+        seal: seal_time,
+        fuse: started.elapsed(),
+        chunks,
+        customers,
+    })
+}
+
+/// Runs the benchmark.
+pub fn run(args: &ShareBenchArgs) -> Result<()> {
+    ensure!(
+        args.rows > 0 && args.columns > 0,
+        "--rows and --columns must be positive"
+    );
+    let providers = usize::from(args.providers);
+    let declaration = declaration(providers, args.columns)?;
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let keys: Vec<HpkeSecretKey> = (0..providers)
+        .map(|_| HpkeSecretKey::generate(&mut rng).0)
+        .collect();
+    let mut totals = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        let t = one_run(args, &declaration, &keys)?;
+        let total = t.split + t.seal + t.fuse;
+        println!(
+            "run {run}: {:.2} s (split {:.2} s, seal {:.2} s, open and fuse {:.2} s); {} chunks, {} customers in the joint table",
+            total.as_secs_f64(),
+            t.split.as_secs_f64(),
+            t.seal.as_secs_f64(),
+            t.fuse.as_secs_f64(),
+            t.chunks,
+            t.customers
+        );
+        totals.push(total);
+    }
+    totals.sort();
+    let median = totals[totals.len() / 2];
+    let per_provider = median / u32::from(args.providers);
+    println!(
+        "{} providers x {} customers x {} columns: median {:.2} s for every provider's work in one process, {:.2} s per provider; peak RSS of this process (all providers' data at once) {} MiB",
+        args.providers,
+        args.rows,
+        args.columns,
+        median.as_secs_f64(),
+        per_provider.as_secs_f64(),
+        sotto_node::process::peak_rss_bytes(None).unwrap_or(0) >> 20
+    );
+    Ok(())
+}
