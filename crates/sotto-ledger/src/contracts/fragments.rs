@@ -45,19 +45,68 @@ struct StatusArgs {
     providers: Vec<String>,
 }
 
-/// Where a chunk and its fragment's chunk count live.
-fn keys(
+/// The keys of one chunk: its sealed bytes, and a small marker that it is
+/// posted (read instead of the chunk itself).
+fn chunk_keys(
     dataset: &str,
     version: u64,
     sender: &str,
     recipient: &str,
     index: u32,
 ) -> Result<(String, String), ContractError> {
+    let at = format!(
+        "{}/{index}",
+        fragment_at(dataset, version, sender, recipient)?
+    );
+    Ok((format!("chunk/{at}"), format!("placed/{at}")))
+}
+
+/// Where one fragment (sender to recipient) is, under the contract's keys.
+fn fragment_at(
+    dataset: &str,
+    version: u64,
+    sender: &str,
+    recipient: &str,
+) -> Result<String, ContractError> {
     let dataset = component("dataset", dataset)?;
     let sender = component("sender", sender)?;
     let recipient = component("recipient", recipient)?;
-    let at = format!("{dataset}/{version}/{sender}/{recipient}/{index}");
-    Ok((format!("chunk/{at}"), format!("count/{at}")))
+    Ok(format!("{dataset}/{version}/{sender}/{recipient}"))
+}
+
+/// Reads every key before giving up on one that is not loaded yet, so the
+/// compute enclave fetches them all in one round.
+fn read_all(state: &mut dyn State, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, ContractError> {
+    let mut values = Vec::with_capacity(keys.len());
+    let mut missing = false;
+    for key in keys {
+        match state.get(key) {
+            Ok(value) => values.push(value),
+            Err(ContractError::NotLoaded) => missing = true,
+            Err(e) => return Err(e),
+        }
+    }
+    if missing {
+        return Err(ContractError::NotLoaded);
+    }
+    Ok(values)
+}
+
+/// A fragment's progress: its chunk count and how many are posted.
+#[derive(serde::Serialize, Deserialize)]
+struct Progress {
+    count: u32,
+    posted: u32,
+}
+
+fn progress(bytes: Option<Vec<u8>>) -> Result<Option<Progress>, ContractError> {
+    bytes
+        .map(|b| {
+            serde_json::from_slice(&b).map_err(|e| {
+                ContractError::Refused(format!("stored fragment progress is damaged: {e}"))
+            })
+        })
+        .transpose()
 }
 
 fn base64() -> base64::engine::GeneralPurpose {
@@ -94,14 +143,34 @@ impl Fragments {
                 "chunk {index} of {count}: a fragment has 1 to {MAX_CHUNKS} chunks"
             )));
         }
-        let (chunk_key, count_key) = keys(&dataset, version, &sender, &recipient, index)?;
-        if state.get(&count_key)?.is_some() {
+        let (chunk_key, placed_key) = chunk_keys(&dataset, version, &sender, &recipient, index)?;
+        let progress_key = format!(
+            "fragment/{}",
+            fragment_at(&dataset, version, &sender, &recipient)?
+        );
+        let read = read_all(state, &[placed_key.clone(), progress_key.clone()])?;
+        if read[0].is_some() {
             return Err(ContractError::Refused(format!(
                 "chunk {index} of {sender}'s fragment for {recipient} in {dataset} version {version} is already posted; a chunk is written once"
             )));
         }
+        let before = progress(read[1].clone())?.unwrap_or(Progress { count, posted: 0 });
+        if before.count != count {
+            return Err(ContractError::Refused(format!(
+                "the fragment has {} chunks, this chunk says {count}",
+                before.count
+            )));
+        }
+        let after = Progress {
+            count,
+            posted: before.posted + 1,
+        };
         state.put(&chunk_key, bytes)?;
-        state.put(&count_key, count.to_string().into_bytes())?;
+        state.put(&placed_key, vec![1])?;
+        state.put(
+            &progress_key,
+            serde_json::to_vec(&after).map_err(|e| ContractError::Refused(e.to_string()))?,
+        )?;
         respond(&json!({
             "dataset": dataset, "version": version, "sender": sender,
             "recipient": recipient, "index": index, "count": count,
@@ -110,7 +179,7 @@ impl Fragments {
 
     fn get(call: &Call<'_>, state: &mut dyn State) -> Result<Vec<u8>, ContractError> {
         let a: GetArgs = args(call)?;
-        let (chunk_key, _) = keys(&a.dataset, a.version, &a.sender, call.client, a.index)?;
+        let (chunk_key, _) = chunk_keys(&a.dataset, a.version, &a.sender, call.client, a.index)?;
         let chunk = state.get(&chunk_key)?.ok_or_else(|| {
             ContractError::Refused(format!(
                 "no chunk {} from {} for {} in {} version {}",
@@ -127,46 +196,35 @@ impl Fragments {
                 "name 1 to {MAX_STATUS_PROVIDERS} providers"
             )));
         }
-        let mut fragments = Vec::new();
+        let mut pairs = Vec::new();
         for sender in &a.providers {
             for recipient in &a.providers {
-                let (posted, count) = posted(state, &a.dataset, a.version, sender, recipient)?;
-                fragments.push(json!({
-                    "sender": sender, "recipient": recipient,
-                    "posted": posted, "count": count,
-                }));
+                pairs.push((sender, recipient));
             }
+        }
+        let keys = pairs
+            .iter()
+            .map(|(s, r)| {
+                Ok(format!(
+                    "fragment/{}",
+                    fragment_at(&a.dataset, a.version, s, r)?
+                ))
+            })
+            .collect::<Result<Vec<_>, ContractError>>()?;
+        let read = read_all(state, &keys)?;
+        let mut fragments = Vec::new();
+        for ((sender, recipient), value) in pairs.into_iter().zip(read) {
+            let p = progress(value)?.unwrap_or(Progress {
+                count: 0,
+                posted: 0,
+            });
+            fragments.push(json!({
+                "sender": sender, "recipient": recipient,
+                "posted": p.posted, "count": p.count,
+            }));
         }
         respond(&json!({ "dataset": a.dataset, "version": a.version, "fragments": fragments }))
     }
-}
-
-/// How many chunks of one fragment are posted, and how many it has (0 if
-/// none is posted yet).
-fn posted(
-    state: &mut dyn State,
-    dataset: &str,
-    version: u64,
-    sender: &str,
-    recipient: &str,
-) -> Result<(u32, u32), ContractError> {
-    let count_of = |state: &mut dyn State, index: u32| -> Result<Option<u32>, ContractError> {
-        let (_, count_key) = keys(dataset, version, sender, recipient, index)?;
-        Ok(state
-            .get(&count_key)?
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|v| v.parse().ok()))
-    };
-    let Some(count) = count_of(state, 0)? else {
-        return Ok((0, 0));
-    };
-    let mut posted = 1;
-    for index in 1..count.min(MAX_CHUNKS) {
-        if count_of(state, index)?.is_some() {
-            posted += 1;
-        }
-    }
-    Ok((posted, count))
 }
 
 impl Contract for Fragments {
@@ -234,6 +292,12 @@ mod tests {
             put(&mut state, "lender", chunk("lender", "telecom", 2, 2)),
             Err(ContractError::BadArguments(_))
         ));
+        assert_eq!(
+            put(&mut state, "lender", chunk("lender", "telecom", 1, 3)),
+            Err(ContractError::Refused(
+                "the fragment has 2 chunks, this chunk says 3".into()
+            ))
+        );
         let args = json!({"dataset": "features", "version": 2, "sender": "lender", "index": 0});
         let got = call(&Fragments, &mut state, "telecom", "get", args.clone()).expect("got");
         assert_eq!(got["chunk"], json!(chunk("lender", "telecom", 0, 2)));
@@ -268,11 +332,7 @@ mod tests {
                 .map(|f| (f["posted"].clone(), f["count"].clone()))
         };
         assert_eq!(of("lender", "telecom"), Some((json!(2), json!(2))));
-        assert_eq!(
-            of("telecom", "lender"),
-            Some((json!(0), json!(0))),
-            "without chunk 0 the count is unknown"
-        );
+        assert_eq!(of("telecom", "lender"), Some((json!(1), json!(3))));
         assert_eq!(of("lender", "lender"), Some((json!(0), json!(0))));
     }
 }

@@ -17,12 +17,12 @@ use sotto_node::NodeHome;
 use sotto_share::Declaration;
 use sotto_tee::software::{PlatformKey, SoftwareEnclave};
 
-use super::demo_ledger::start_site_with;
+use super::demo_ledger::{start_site_with, Site};
 use super::setup::Runner;
 use super::share::{fused_path, keys_from_center};
 
 /// The providers, in declaration order.
-const PROVIDERS: [&str; 3] = ["lender", "telecom", "insurer"];
+pub const PROVIDERS: [&str; 3] = ["lender", "telecom", "insurer"];
 /// Customers in the demo's universe; each provider has a different subset.
 const CUSTOMERS: u64 = 300;
 
@@ -69,14 +69,15 @@ fn customer(i: u64) -> String {
     format!("cust-{i:05}")
 }
 
-/// Provider `p`'s rows: (customer, values at the declared scales).
-fn rows(p: usize) -> Vec<(String, Vec<i64>)> {
+/// Provider `p`'s rows among `customers`: (customer, values at the
+/// declared scales).
+fn rows(p: usize, customers: u64) -> Vec<(String, Vec<i64>)> {
     let has = |i: u64| match p {
         0 => !i.is_multiple_of(3),
         1 => i.is_multiple_of(2),
         _ => i % 5 != 1,
     };
-    (0..CUSTOMERS)
+    (0..customers)
         .filter(|&i| has(i))
         .map(|i| {
             let n = i as i64;
@@ -90,24 +91,110 @@ fn rows(p: usize) -> Vec<(String, Vec<i64>)> {
         .collect()
 }
 
-/// Writes provider `p`'s table as CSV at the declared scales.
-fn write_table(dir: &Path, declaration: &Declaration, p: usize) -> Result<std::path::PathBuf> {
-    let columns = &declaration.providers[p].columns;
-    let mut text = String::from("id");
-    for c in columns {
-        text += &format!(",{}", c.name);
+/// The providers' side of a running site: the declaration and tables in
+/// the work directory, and `sotto share` run as each provider.
+pub struct Sharing<'a> {
+    dir: &'a Path,
+    declaration_path: std::path::PathBuf,
+    /// The agreed declaration.
+    pub declaration: Declaration,
+    compute: Vec<String>,
+    center: String,
+    customers: u64,
+}
+
+impl<'a> Sharing<'a> {
+    /// Writes the declaration and each provider's table (among `customers`).
+    pub fn new(dir: &'a Path, site: &Site, customers: u64) -> Result<Self> {
+        let declaration_path = dir.join("dataset.toml");
+        std::fs::write(&declaration_path, DECLARATION)?;
+        let declaration = Declaration::read(&declaration_path)?;
+        let sharing = Self {
+            dir,
+            declaration_path,
+            declaration,
+            compute: site.compute.clone(),
+            center: site.center.1.clone(),
+            customers,
+        };
+        for p in 0..PROVIDERS.len() {
+            sharing.write_table(p)?;
+        }
+        Ok(sharing)
     }
-    text.push('\n');
-    for (id, values) in rows(p) {
-        text += &id;
-        for (c, v) in columns.iter().zip(values) {
-            text += &format!(",{}", fixed::format(v, c.scale));
+
+    fn table_path(&self, p: usize) -> std::path::PathBuf {
+        self.dir.join(format!("{}.csv", PROVIDERS[p]))
+    }
+
+    /// Writes provider `p`'s table as CSV at the declared scales.
+    fn write_table(&self, p: usize) -> Result<()> {
+        let columns = &self.declaration.providers[p].columns;
+        let mut text = String::from("id");
+        for c in columns {
+            text += &format!(",{}", c.name);
         }
         text.push('\n');
+        for (id, values) in rows(p, self.customers) {
+            text += &id;
+            for (c, v) in columns.iter().zip(values) {
+                text += &format!(",{}", fixed::format(v, c.scale));
+            }
+            text.push('\n');
+        }
+        std::fs::write(self.table_path(p), text)?;
+        Ok(())
     }
-    let path = dir.join(format!("{}.csv", PROVIDERS[p]));
-    std::fs::write(&path, text)?;
-    Ok(path)
+
+    /// Runs `sotto share VERB` as provider `home`.
+    fn share(&self, r: &mut Runner, verb: &str, home: &str, extra: &[OsString]) -> Result<String> {
+        let mut all: Vec<OsString> = vec![
+            "share".into(),
+            verb.into(),
+            "--home".into(),
+            self.dir.join(home).into(),
+            "--genesis".into(),
+            self.dir.join("block0.bin").into(),
+            "--target".into(),
+            "b1".into(),
+            "--declaration".into(),
+            self.declaration_path.clone().into(),
+        ];
+        for c in &self.compute {
+            all.extend(["--compute".into(), c.into()]);
+        }
+        all.extend_from_slice(extra);
+        let parts: Vec<&dyn AsRef<std::ffi::OsStr>> = all
+            .iter()
+            .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
+            .collect();
+        r.sotto(&format!("{home} {verb}"), &parts)
+    }
+
+    /// Provider `p` publishes its table.
+    pub fn publish(&self, r: &mut Runner, p: usize) -> Result<String> {
+        let extra = [
+            OsString::from("--center-connect"),
+            self.center.clone().into(),
+            "--table".into(),
+            self.table_path(p).into(),
+        ];
+        self.share(r, "publish", PROVIDERS[p], &extra)
+    }
+
+    /// Provider `p` fuses its share.
+    pub fn fuse(&self, r: &mut Runner, p: usize) -> Result<String> {
+        let extra = [
+            OsString::from("--platform-key"),
+            self.dir.join("platform.key").into(),
+        ];
+        self.share(r, "fuse", PROVIDERS[p], &extra)
+    }
+
+    /// The status as provider `p` sees it.
+    pub fn status(&self, r: &mut Runner, p: usize) -> Result<String> {
+        self.share(r, "status", PROVIDERS[p], &[])
+    }
 }
 
 /// Runs the demo in `dir`.
@@ -116,64 +203,12 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
     let mut r = Runner::new(quiet)?;
     let site = start_site_with(&mut r, dir, &PROVIDERS)?;
     println!("  providers lender, telecom and insurer registered with the center (identical code) and named as ledger clients");
-    let declaration_path = dir.join("dataset.toml");
-    std::fs::write(&declaration_path, DECLARATION)?;
-    let declaration = Declaration::read(&declaration_path)?;
-    let ledger = |home: &str| -> Vec<OsString> {
-        let mut all: Vec<OsString> = vec![
-            "--home".into(),
-            dir.join(home).into(),
-            "--genesis".into(),
-            dir.join("block0.bin").into(),
-            "--target".into(),
-            "b1".into(),
-            "--declaration".into(),
-            declaration_path.clone().into(),
-        ];
-        for c in &site.compute {
-            all.extend(["--compute".into(), c.into()]);
-        }
-        all
-    };
-    let share = |verb: &str, home: &str, extra: &[OsString]| -> Vec<OsString> {
-        let mut all: Vec<OsString> = vec!["share".into(), verb.into()];
-        all.extend(ledger(home));
-        all.extend_from_slice(extra);
-        all
-    };
-    let run = |r: &mut Runner, what: &str, all: Vec<OsString>| -> Result<String> {
-        let parts: Vec<&dyn AsRef<std::ffi::OsStr>> = all
-            .iter()
-            .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
-            .collect();
-        r.sotto(what, &parts)
-    };
-    let center = vec![
-        OsString::from("--center-connect"),
-        site.center.1.clone().into(),
-    ];
-    let publish = |r: &mut Runner, p: usize| -> Result<String> {
-        let table = write_table(dir, &declaration, p)?;
-        let mut extra = center.clone();
-        extra.extend(["--table".into(), table.into()]);
-        run(
-            r,
-            &format!("{} publish", PROVIDERS[p]),
-            share("publish", PROVIDERS[p], &extra),
-        )
-    };
-    let platform = vec![
-        OsString::from("--platform-key"),
-        dir.join("platform.key").into(),
-    ];
+    let sharing = Sharing::new(dir, &site, CUSTOMERS)?;
+    let declaration = &sharing.declaration;
     for p in 0..2 {
-        println!("  {}", publish(&mut r, p)?.trim());
+        println!("  {}", sharing.publish(&mut r, p)?.trim());
     }
-    match run(
-        &mut r,
-        "insurer fuse (early)",
-        share("fuse", "insurer", &platform),
-    ) {
+    match sharing.fuse(&mut r, 2) {
         Ok(out) => bail!("a fusion before every provider published succeeded: {out}"),
         Err(e) => {
             let reason = e.to_string();
@@ -184,8 +219,8 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
             println!("  insurer tried to fuse before it had published: refused, fragments missing from insurer");
         }
     }
-    println!("  {}", publish(&mut r, 2)?.trim());
-    match publish(&mut r, 0) {
+    println!("  {}", sharing.publish(&mut r, 2)?.trim());
+    match sharing.publish(&mut r, 0) {
         Ok(out) => bail!("a second publication of the same version was accepted: {out}"),
         Err(e) => {
             ensure!(
@@ -196,21 +231,16 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
             println!("  lender published version 1 again: refused by the ledger, a chunk is written once");
         }
     }
-    let status = run(&mut r, "status", share("status", "telecom", &[]))?;
+    let status = sharing.status(&mut r, 1)?;
     ensure!(
         status.contains("every provider's fragments are posted"),
         "status after every publication: {status}"
     );
     println!("  status: every provider's fragments of credit-features v1 are posted (9 fragments)");
-    for provider in PROVIDERS {
-        let out = run(
-            &mut r,
-            &format!("{provider} fuse"),
-            share("fuse", provider, &platform),
-        )?;
-        println!("  {}", out.trim());
+    for p in 0..PROVIDERS.len() {
+        println!("  {}", sharing.fuse(&mut r, p)?.trim());
     }
-    let checked = check_shares(dir, &declaration, &site.center.1)?;
+    let checked = check_shares(dir, declaration, &site.center.1, CUSTOMERS)?;
     println!("  the three fused shares, unsealed by the demo, add up to the joint table of the three CSV files: {checked} customers x {} columns, exact", declaration.width());
     drop(site);
     let scanned = scan(dir)?;
@@ -221,7 +251,12 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
 
 /// Unseals every provider's fused share and compares their sum with the
 /// joint table of the CSV files; returns the number of customers.
-fn check_shares(dir: &Path, declaration: &Declaration, center: &str) -> Result<usize> {
+pub fn check_shares(
+    dir: &Path,
+    declaration: &Declaration,
+    center: &str,
+    customers: u64,
+) -> Result<usize> {
     let enclave = SoftwareEnclave::current(PlatformKey::read(&dir.join("platform.key"))?)?;
     let home = NodeHome::open(&dir.join("lender"))?;
     let tagger = super::psi::runtime()?
@@ -231,7 +266,7 @@ fn check_shares(dir: &Path, declaration: &Declaration, center: &str) -> Result<u
     let mut truth: BTreeMap<[u8; 32], Vec<u64>> = BTreeMap::new();
     for p in 0..PROVIDERS.len() {
         let (offset, slot) = declaration.slot(p).context("slot")?;
-        for (id, values) in rows(p) {
+        for (id, values) in rows(p, customers) {
             let row = truth
                 .entry(tagger.tag(&declaration.dataset, &id))
                 .or_insert_with(|| vec![0; width]);
