@@ -131,6 +131,8 @@ struct Provider {
     declaration: Declaration,
     client: LedgerClient,
     target: String,
+    block: sotto_ledger::block::Block,
+    compute: Vec<(String, String)>,
 }
 
 fn open(a: &LedgerArgs) -> Result<Provider> {
@@ -163,10 +165,12 @@ fn open(a: &LedgerArgs) -> Result<Provider> {
         .collect::<Result<Vec<_>>>()?;
     Ok(Provider {
         home: home.dir().to_owned(),
-        client: LedgerClient::new(home, &block, compute)?,
+        client: LedgerClient::new(home, &block, compute.clone())?,
         me,
         declaration,
         target: a.target.clone(),
+        block,
+        compute,
     })
 }
 
@@ -212,7 +216,7 @@ pub async fn keys_from_center(
 }
 
 fn publish(a: &PublishArgs) -> Result<()> {
-    let mut context = open(&a.ledger)?;
+    let context = open(&a.ledger)?;
     let declaration = context.declaration.clone();
     let me = context.me.clone();
     let index = declaration.index_of(&me).unwrap_or_default();
@@ -240,29 +244,31 @@ fn publish(a: &PublishArgs) -> Result<()> {
         // system call per value.
         let mut rng = rand_chacha::ChaCha20Rng::from_rng(OsRng)?;
         let fragments = split(&declaration, &me, table.iter(), &tagger, &mut rng)?;
-        let mut posted = 0;
+        // One fragment per recipient, posted side by side (chunks of
+        // different fragments never touch the same state); the chunks of
+        // one fragment in order, each waiting for its commit.
+        let mut posting = tokio::task::JoinSet::new();
         for (j, rows) in fragments.iter().enumerate() {
-            let recipient = &declaration.providers[j].name;
+            let recipient = declaration.providers[j].name.clone();
             let chunks = seal_fragment(
                 &declaration,
                 &me,
-                recipient,
+                &recipient,
                 &recipients[j],
                 rows,
                 a.chunk_rows,
                 &mut rng,
             )?;
-            for chunk in chunks {
-                let encoded = base64::engine::general_purpose::STANDARD.encode(chunk.encode_to_vec());
-                let spec = call(&context, "put", &serde_json::json!({ "chunk": encoded }));
-                let committed = context.client.invoke(&spec).await?;
-                ensure!(
-                    committed.code.is_valid(),
-                    "a chunk for {recipient} was not committed: {}",
-                    committed.code
-                );
-                posted += 1;
-            }
+            let client = LedgerClient::new(
+                NodeHome::open(&context.home)?,
+                &context.block,
+                context.compute.clone(),
+            )?;
+            posting.spawn(post_fragment(client, context.target.clone(), recipient, chunks));
+        }
+        let mut posted = 0;
+        while let Some(done) = posting.join_next().await {
+            posted += done??;
         }
         println!(
             "{me} published {} rows of {} version {}: one share for each of {} providers, {posted} chunks, each sealed to its provider's enclave key",
@@ -273,6 +279,73 @@ fn publish(a: &PublishArgs) -> Result<()> {
         );
         Ok(())
     })
+}
+
+/// Posts one fragment's chunks in order through `client`; returns how many.
+async fn post_fragment(
+    mut client: LedgerClient,
+    target: String,
+    recipient: String,
+    chunks: Vec<SealedChunk>,
+) -> Result<usize> {
+    let count = chunks.len();
+    for chunk in chunks {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(chunk.encode_to_vec());
+        let spec = CallSpec {
+            contract: "fragments".into(),
+            function: "put".into(),
+            args: serde_json::json!({ "chunk": encoded })
+                .to_string()
+                .into_bytes(),
+            targets: vec![target.clone()],
+        };
+        let committed = client.invoke(&spec).await?;
+        ensure!(
+            committed.code.is_valid(),
+            "a chunk for {recipient} was not committed: {}",
+            committed.code
+        );
+    }
+    Ok(count)
+}
+
+/// What fetching a fragment's chunks needs to know.
+struct Fetch {
+    dataset: String,
+    version: u64,
+    target: String,
+}
+
+impl Fetch {
+    /// Fetches chunks 0..count from `sender` to this provider, in order.
+    async fn chunks(
+        self,
+        mut client: LedgerClient,
+        sender: String,
+        count: u64,
+    ) -> Result<Vec<SealedChunk>> {
+        let mut chunks = Vec::new();
+        for index in 0..count {
+            let args = serde_json::json!({
+                "dataset": self.dataset,
+                "version": self.version,
+                "sender": sender,
+                "index": index,
+            });
+            let spec = CallSpec {
+                contract: "fragments".into(),
+                function: "get".into(),
+                args: args.to_string().into_bytes(),
+                targets: vec![self.target.clone()],
+            };
+            let answer: serde_json::Value = serde_json::from_slice(&client.query(&spec).await?)?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(answer["chunk"].as_str().unwrap_or_default())
+                .context("the fragments contract answered a chunk that is not base64")?;
+            chunks.push(SealedChunk::decode(bytes.as_slice())?);
+        }
+        Ok(chunks)
+    }
 }
 
 /// The posted and total chunk counts of every fragment, from the contract.
@@ -328,22 +401,24 @@ fn fuse(a: &FuseArgs) -> Result<()> {
             .filter(|(_, recipient, _, _)| *recipient == me)
             .map(|(sender, _, _, count)| (sender, count))
             .collect();
-        let mut fuser = Fuser::new(&declaration);
+        // The chunks of each sender fetched side by side, one client each.
+        let mut fetching = tokio::task::JoinSet::new();
         for (sender, count) in mine {
-            for index in 0..count {
-                let args = serde_json::json!({
-                    "dataset": declaration.dataset.as_str(),
-                    "version": declaration.version,
-                    "sender": sender,
-                    "index": index,
-                });
-                let spec = call(&context, "get", &args);
-                let answer: serde_json::Value =
-                    serde_json::from_slice(&context.client.query(&spec).await?)?;
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(answer["chunk"].as_str().unwrap_or_default())
-                    .context("the fragments contract answered a chunk that is not base64")?;
-                let chunk = SealedChunk::decode(bytes.as_slice())?;
+            let client = LedgerClient::new(
+                NodeHome::open(&context.home)?,
+                &context.block,
+                context.compute.clone(),
+            )?;
+            let fetch = Fetch {
+                dataset: declaration.dataset.to_string(),
+                version: declaration.version,
+                target: context.target.clone(),
+            };
+            fetching.spawn(fetch.chunks(client, sender, count));
+        }
+        let mut fuser = Fuser::new(&declaration);
+        while let Some(fetched) = fetching.join_next().await {
+            for chunk in fetched?? {
                 fuser.add(open_chunk(&declaration, &me, &key, &chunk)?)?;
             }
         }
