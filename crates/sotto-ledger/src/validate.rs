@@ -139,33 +139,14 @@ impl Validator<'_> {
             let code = match self.check(&mut pending, &mut out.tx_ids, time_ms, bytes) {
                 Ok(Accepted::Invoke { digest, packet }) => {
                     let addressed = packet.targets.iter().any(|t| t == self.me);
-                    let mut clear = match (addressed, self.clear_key) {
-                        (true, Some(key)) => match self.open_my_copy(key, &packet) {
-                            Ok(values) => Some(values),
-                            Err(_) => {
-                                out.unopened.extend(key_tx(&packet.tx_id));
-                                Some(BTreeMap::new())
-                            }
-                        },
-                        _ => None,
-                    };
                     commit.field(&digest);
-                    for write in packet.writes {
-                        let key = key_id(&write.key).unwrap_or_default();
-                        commit.field(&key).field(&[u8::from(write.delete)]);
+                    for write in self.state_writes(*packet, version, &mut out.unopened) {
+                        let delete = write.value.is_none();
+                        commit.field(&write.key).field(&[u8::from(delete)]);
                         pending
                             .versions
-                            .insert(key, (!write.delete).then_some(version));
-                        let value = match clear.as_mut() {
-                            Some(values) if !write.delete => values.remove(&key),
-                            _ => (!write.delete).then_some(write.value),
-                        };
-                        out.writes.push(StateWrite {
-                            key,
-                            version,
-                            addressed: addressed && (write.delete || value.is_some()),
-                            value: value.or_else(|| (!write.delete).then(Vec::new)),
-                        });
+                            .insert(write.key, (!delete).then_some(version));
+                        out.writes.push(write);
                     }
                     if addressed {
                         ValidationCode::Valid
@@ -278,6 +259,52 @@ impl Validator<'_> {
             digest,
             packet: Box::new(packet),
         })
+    }
+
+    /// The writes of a valid packet as this node applies them: where it is
+    /// a target, the sealed value, or in plaintext mode the value from its
+    /// clear copy (none kept, and the transaction listed in `unopened`, if
+    /// the copy does not open); elsewhere only the new version.
+    fn state_writes(
+        &self,
+        packet: Packet,
+        version: Version,
+        unopened: &mut Vec<TxId>,
+    ) -> Vec<StateWrite> {
+        let addressed = packet.targets.iter().any(|t| t == self.me);
+        let mut clear = match (addressed, self.clear_key) {
+            (true, Some(key)) => Some(self.open_my_copy(key, &packet).unwrap_or_else(|_| {
+                unopened.extend(key_tx(&packet.tx_id));
+                BTreeMap::new()
+            })),
+            _ => None,
+        };
+        packet
+            .writes
+            .into_iter()
+            .map(|write| {
+                let key = key_id(&write.key).unwrap_or_default();
+                if write.delete {
+                    return StateWrite {
+                        key,
+                        version,
+                        value: None,
+                        addressed,
+                    };
+                }
+                let (value, kept) = match clear.as_mut().map(|values| values.remove(&key)) {
+                    Some(Some(value)) => (value, addressed),
+                    Some(None) => (Vec::new(), false),
+                    None => (write.value, addressed),
+                };
+                StateWrite {
+                    key,
+                    version,
+                    value: Some(value),
+                    addressed: kept,
+                }
+            })
+            .collect()
     }
 
     /// Whether the packet carries exactly one clear copy for each of its

@@ -162,6 +162,13 @@ async fn follow_one(
             store.persist(&block, &prepared)?;
             prepared
         };
+        for tx in &prepared.validated.unopened {
+            tracing::error!(
+                block = block.header.as_ref().map_or(0, |h| h.number),
+                %tx,
+                "the clear copy addressed to this node does not open; its values are not kept (the enclave that made it broke its own code)"
+            );
+        }
         let codes = prepared.validated.codes.clone();
         let commit = prepared.validated.commit_hash;
         let membership_version = {
