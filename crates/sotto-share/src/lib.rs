@@ -5,12 +5,15 @@
 //! every provider fuses the chunks addressed to it into its share of the
 //! joint table ([`fuse`]). The shares of all providers add up to the joint
 //! table; any one of them is uniformly random. A fused share is kept
-//! sealed by the provider's enclave ([`at_rest`]).
+//! sealed by the provider's enclave ([`at_rest`]). A linear [`model`]
+//! is evaluated on the shares: each provider's partial result `w · s_j`,
+//! added up, is the score's linear part.
 
 pub mod at_rest;
 pub mod dataset;
 pub mod fragment;
 pub mod fuse;
+pub mod model;
 pub mod split;
 
 pub use dataset::{DatasetId, Declaration};

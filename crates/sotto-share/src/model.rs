@@ -1,0 +1,255 @@
+//! Linear models over a dataset's joint table, in a JSON form the
+//! consortium registers, evaluated on shares: score = Σ w·x + b, then for a
+//! logistic model the logistic function. Each provider computes `w · s_j`
+//! on its fused share in Z_2^64; the partial results add up to `w · x` at a
+//! fixed point, so no party sees a customer's feature vector.
+//!
+//! Fixed point: a weight is exact at [`WEIGHT_SCALE`] (six decimals). A
+//! column stored at scale `s` gets the integer multiplier
+//! `weight × WEIGHT_SCALE × (S / s)` with `S` the largest column scale, so
+//! that every term is at the common scale `WEIGHT_SCALE × S` and the sum
+//! divides once. The model is refused if the declared ranges could make
+//! the sum leave the signed 64-bit range.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use sotto_agg::fixed;
+use sotto_crypto::hash::FieldHasher;
+
+use crate::dataset::Declaration;
+use crate::fuse::FusedShare;
+
+/// The model format this build reads.
+pub const MODEL_FORMAT: u32 = 1;
+/// Weights and the intercept are exact at this scale.
+pub const WEIGHT_SCALE: u64 = 1_000_000;
+
+/// Why a model was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// The file is not the expected JSON.
+    #[error("{path}: {reason}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// What the JSON parser said, with line and column.
+        reason: String,
+    },
+    /// The JSON is well formed but not a usable model.
+    #[error("{path}: {field}: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The field at fault.
+        field: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+}
+
+/// What the score goes through after the linear part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// The linear score itself.
+    Identity,
+    /// `1 / (1 + e^-z)`.
+    Logistic,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    format: u32,
+    name: String,
+    version: u64,
+    kind: String,
+    dataset: String,
+    intercept: String,
+    features: Vec<RawFeature>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeature {
+    column: String,
+    weight: String,
+}
+
+/// A checked linear model, bound to one dataset declaration's columns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearModel {
+    /// The model's name.
+    pub name: String,
+    /// Its version.
+    pub version: u64,
+    /// Its link function.
+    pub link: Link,
+    /// The intercept, at [`WEIGHT_SCALE`].
+    pub intercept: i64,
+    /// The digest the ledger registers.
+    pub digest: [u8; 32],
+    multipliers: Vec<u64>,
+    common_scale: f64,
+}
+
+impl LinearModel {
+    /// Parses and checks model JSON against `declaration`; `path` is only
+    /// for errors.
+    pub fn parse(path: &Path, text: &str, declaration: &Declaration) -> Result<Self, ModelError> {
+        let shown = path.display().to_string();
+        let raw: RawModel = serde_json::from_str(text).map_err(|e| ModelError::Syntax {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        let invalid = |field: &str, reason: String| ModelError::Invalid {
+            path: shown.clone(),
+            field: field.to_owned(),
+            reason,
+        };
+        if raw.format != MODEL_FORMAT {
+            return Err(invalid(
+                "format",
+                format!("format {} is not {MODEL_FORMAT}", raw.format),
+            ));
+        }
+        raw.name
+            .parse::<crate::DatasetId>()
+            .map_err(|e| invalid("name", e.replace("dataset name", "model name")))?;
+        if raw.version == 0 {
+            return Err(invalid("version", "versions start at 1".into()));
+        }
+        let link =
+            match raw.kind.as_str() {
+                "linear" => Link::Identity,
+                "logistic" => Link::Logistic,
+                other => return Err(invalid(
+                    "kind",
+                    format!(
+                        "{other:?} is not \"linear\" or \"logistic\" (other models run as ONNX)"
+                    ),
+                )),
+            };
+        if raw.dataset != declaration.dataset.as_str() {
+            return Err(invalid(
+                "dataset",
+                format!(
+                    "the model is for {}, the declaration is {}",
+                    raw.dataset, declaration.dataset
+                ),
+            ));
+        }
+        let intercept = fixed::parse(&raw.intercept, WEIGHT_SCALE)
+            .map_err(|e| invalid("intercept", format!("{:?}: {e}", raw.intercept)))?;
+        let names = declaration.column_names();
+        let scales = column_scales(declaration);
+        let common = scales.iter().copied().max().unwrap_or(1);
+        let mut multipliers = vec![0u64; names.len()];
+        let mut bound: i128 = 0;
+        let mut seen = Vec::new();
+        if raw.features.is_empty() {
+            return Err(invalid("features", "name at least one feature".into()));
+        }
+        for (i, f) in raw.features.iter().enumerate() {
+            let field = format!("features[{i}] ({})", f.column);
+            let column = names.iter().position(|n| *n == f.column).ok_or_else(|| {
+                invalid(
+                    &field,
+                    format!(
+                        "no such column in {}; columns are {}",
+                        declaration.dataset,
+                        names.join(", ")
+                    ),
+                )
+            })?;
+            if seen.contains(&column) {
+                return Err(invalid(&field, "the column is named twice".into()));
+            }
+            seen.push(column);
+            let weight = fixed::parse(&f.weight, WEIGHT_SCALE)
+                .map_err(|e| invalid(&field, format!("weight {:?}: {e}", f.weight)))?;
+            let factor = i128::from(common / scales[column]);
+            let multiplier = i128::from(weight) * factor;
+            bound += multiplier.abs() * column_bound(declaration, column);
+            multipliers[column] = i64::try_from(multiplier)
+                .map_err(|_| invalid(&field, "weight too large for this column's scale".into()))?
+                as u64;
+        }
+        if bound >= 1i128 << 63 {
+            return Err(invalid(
+                "features",
+                "the weights times the declared ranges could overflow 64 bits; narrow the ranges or the weights".into(),
+            ));
+        }
+        let mut model = Self {
+            name: raw.name,
+            version: raw.version,
+            link,
+            intercept,
+            digest: [0; 32],
+            multipliers,
+            common_scale: (WEIGHT_SCALE as f64) * (common as f64),
+        };
+        model.digest = model.compute_digest(declaration);
+        Ok(model)
+    }
+
+    fn compute_digest(&self, declaration: &Declaration) -> [u8; 32] {
+        let mut h = FieldHasher::new("sotto/share/linear-model/v1");
+        h.field(&MODEL_FORMAT.to_be_bytes())
+            .field(self.name.as_bytes())
+            .field(&self.version.to_be_bytes())
+            .field(&[u8::from(self.link == Link::Logistic)])
+            .field(&declaration.digest())
+            .field(&self.intercept.to_be_bytes());
+        for m in &self.multipliers {
+            h.field(&m.to_be_bytes());
+        }
+        h.finish()
+    }
+
+    /// The integer weights per joint column, in Z_2^64.
+    pub fn weights(&self) -> &[u64] {
+        &self.multipliers
+    }
+
+    /// This provider's partial result for customer `tag`: `w · s_j` on
+    /// its fused share (none for a customer nobody has).
+    pub fn partial(&self, share: &FusedShare, tag: &[u8; 32]) -> Option<u64> {
+        share.dot(tag, &self.multipliers)
+    }
+
+    /// The score from the sum of every provider's partial result.
+    pub fn score(&self, partials_sum: u64) -> f64 {
+        let linear = (partials_sum as i64) as f64 / self.common_scale
+            + self.intercept as f64 / WEIGHT_SCALE as f64;
+        match self.link {
+            Link::Identity => linear,
+            Link::Logistic => 1.0 / (1.0 + (-linear).exp()),
+        }
+    }
+}
+
+/// The scale of each joint column (presence columns: 1).
+fn column_scales(declaration: &Declaration) -> Vec<u64> {
+    let mut scales = Vec::with_capacity(declaration.width());
+    for p in &declaration.providers {
+        scales.extend(p.columns.iter().map(|c| c.scale));
+        scales.push(1);
+    }
+    scales
+}
+
+/// The largest magnitude a joint column may hold (presence: 1).
+fn column_bound(declaration: &Declaration, column: usize) -> i128 {
+    let mut bounds = Vec::with_capacity(declaration.width());
+    for p in &declaration.providers {
+        bounds.extend(
+            p.columns
+                .iter()
+                .map(|c| i128::from(c.min).abs().max(i128::from(c.max).abs())),
+        );
+        bounds.push(1);
+    }
+    bounds.get(column).copied().unwrap_or(0)
+}
