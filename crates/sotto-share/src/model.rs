@@ -89,6 +89,10 @@ pub struct LinearModel {
     pub intercept: i64,
     /// The digest the ledger registers.
     pub digest: [u8; 32],
+    /// The dataset it scores.
+    pub dataset: String,
+    /// The joint table's columns it reads, in the file's order.
+    pub features: Vec<String>,
     multipliers: Vec<u64>,
     common_scale: f64,
 }
@@ -119,17 +123,18 @@ impl LinearModel {
         if raw.version == 0 {
             return Err(invalid("version", "versions start at 1".into()));
         }
-        let link =
-            match raw.kind.as_str() {
-                "linear" => Link::Identity,
-                "logistic" => Link::Logistic,
-                other => return Err(invalid(
+        let link = match raw.kind.as_str() {
+            "linear" => Link::Identity,
+            "logistic" => Link::Logistic,
+            other => {
+                return Err(invalid(
                     "kind",
                     format!(
                         "{other:?} is not \"linear\" or \"logistic\" (other models run as ONNX)"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         if raw.dataset != declaration.dataset.as_str() {
             return Err(invalid(
                 "dataset",
@@ -187,6 +192,8 @@ impl LinearModel {
             link,
             intercept,
             digest: [0; 32],
+            dataset: raw.dataset,
+            features: raw.features.into_iter().map(|f| f.column).collect(),
             multipliers,
             common_scale: (WEIGHT_SCALE as f64) * (common as f64),
         };
@@ -206,6 +213,14 @@ impl LinearModel {
             h.field(&m.to_be_bytes());
         }
         h.finish()
+    }
+
+    /// The kind the ledger registers.
+    pub fn kind(&self) -> &'static str {
+        match self.link {
+            Link::Identity => "linear",
+            Link::Logistic => "logistic",
+        }
     }
 
     /// The integer weights per joint column, in Z_2^64.

@@ -85,6 +85,10 @@ enum Command {
     /// provider, show what is posted.
     #[command(subcommand)]
     Share(Box<cmd::share::ShareCommand>),
+    /// The consortium's model registry on the ledger: register a model's
+    /// digest, check a model file against it.
+    #[command(subcommand)]
+    Model(Box<cmd::model::ModelCommand>),
     /// An untrusted relay that forwards sessions between institutions.
     #[command(subcommand)]
     Relay(cmd::relay::RelayCommand),
@@ -125,6 +129,7 @@ fn main() -> ExitCode {
         Command::Secrets(c) => cmd::secrets::run(*c),
         Command::Ledger(c) => cmd::ledger::run(*c),
         Command::Share(c) => cmd::share::run(*c),
+        Command::Model(c) => cmd::model::run(*c),
         Command::Relay(c) => cmd::relay::run(c),
         Command::Tee(c) => cmd::tee::run(c),
         Command::Registry(c) => cmd::registry::run_registry(c),

@@ -24,6 +24,10 @@ fn providers_share_a_dataset_through_the_ledger_and_the_shares_add_up() {
         "lender fused its share of credit-features version 1: 290 customers x 8 columns",
         "the three fused shares, unsealed by the demo, add up to the joint table of the three CSV files: 290 customers x 8 columns, exact",
         "no customer id in any of the",
+        "lender registered model credit-score version 1 (logistic, 5 features of credit-features)",
+        "model credit-score version 1 matches its registration by lender",
+        "a model file with one weight changed: refused, its digest is not the registered one",
+        "the credit-score model on the shares (each provider's w·s added up) equals the plaintext score for all 290 customers",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }

@@ -6,10 +6,12 @@
 mod credit;
 mod fragments;
 mod kv;
+mod models;
 
 pub use credit::CreditRecords;
 pub use fragments::Fragments;
 pub use kv::KvRegistry;
+pub use models::{Models, Registration};
 
 /// One call of a contract function.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +68,7 @@ pub fn builtin() -> Vec<Box<dyn Contract>> {
         Box::new(KvRegistry),
         Box::new(CreditRecords),
         Box::new(Fragments),
+        Box::new(Models),
     ]
 }
 

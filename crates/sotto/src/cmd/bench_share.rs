@@ -162,7 +162,12 @@ fn through_ledger(args: &ShareBenchArgs) -> Result<()> {
         }
         phases.push(started.elapsed());
     }
-    let customers = check_shares(dir, &sharing.declaration, &site.center.1, args.rows)?;
+    let model = sotto_share::model::LinearModel::parse(
+        std::path::Path::new("model.json"),
+        super::demo_share::MODEL,
+        &sharing.declaration,
+    )?;
+    let customers = check_shares(dir, &sharing.declaration, &site.center.1, args.rows, &model)?;
     println!(
         "through the ledger, {customers} customers (lender 2 columns, telecom 1, insurer 2): publish {:.2} s, fuse {:.2} s, one provider after another; shares checked against the tables",
         phases[0].as_secs_f64(),

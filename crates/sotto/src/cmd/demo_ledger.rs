@@ -114,7 +114,9 @@ fn genesis_text(
             .map(|p| format!("\"{p}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        text += &format!("\n[[contract]]\nname = \"fragments\"\nversion = 1\npolicy = \"OutOf(2, 'e1', 'e2', 'e3')\"\ncallers = [{callers}]\n");
+        for contract in ["fragments", "models"] {
+            text += &format!("\n[[contract]]\nname = \"{contract}\"\nversion = 1\npolicy = \"OutOf(2, 'e1', 'e2', 'e3')\"\ncallers = [{callers}]\n");
+        }
     }
     Ok(text)
 }

@@ -3,9 +3,12 @@
 //! publishes additive shares of its table, one sealed to each provider's
 //! enclave; a fusion before every provider has published is refused naming
 //! the missing one; a second publication of the same version is refused by
-//! the ledger; every provider fuses its share; the shares, unsealed by the
-//! demo, add up to the joint table built from the three CSV files; and no
-//! file a ledger node or provider wrote holds a customer id.
+//! the ledger; every provider fuses its share; a logistic model is
+//! registered on the ledger and an altered copy of it refused; the shares,
+//! unsealed by the demo, add up to the joint table built from the three CSV
+//! files and the model's score on shares equals the plaintext score for
+//! every customer; and no file a ledger node or provider wrote holds a
+//! customer id.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -14,6 +17,7 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context, Result};
 use sotto_agg::fixed;
 use sotto_node::NodeHome;
+use sotto_share::model::LinearModel;
 use sotto_share::Declaration;
 use sotto_tee::software::{PlatformKey, SoftwareEnclave};
 
@@ -25,6 +29,24 @@ use super::share::{fused_path, keys_from_center};
 pub const PROVIDERS: [&str; 3] = ["lender", "telecom", "insurer"];
 /// Customers in the demo's universe; each provider has a different subset.
 const CUSTOMERS: u64 = 300;
+
+/// The demo's model: a logistic credit score over all three providers'
+/// columns (and whether the insurer knows the customer).
+pub const MODEL: &str = r#"{
+  "format": 1,
+  "name": "credit-score",
+  "version": 1,
+  "kind": "logistic",
+  "dataset": "credit-features",
+  "intercept": "-1.25",
+  "features": [
+    {"column": "lender.debt", "weight": "0.00002"},
+    {"column": "lender.loans", "weight": "-0.3"},
+    {"column": "telecom.tenure_months", "weight": "0.01"},
+    {"column": "insurer.premium", "weight": "0.0004"},
+    {"column": "insurer.present", "weight": "0.5"}
+  ]
+}"#;
 
 const DECLARATION: &str = r#"format = 1
 dataset = "credit-features"
@@ -191,6 +213,32 @@ impl<'a> Sharing<'a> {
         self.share(r, "fuse", PROVIDERS[p], &extra)
     }
 
+    /// Runs `sotto model VERB --model FILE` as provider `p`.
+    pub fn model(&self, r: &mut Runner, verb: &str, p: usize, file: &Path) -> Result<String> {
+        let mut all: Vec<OsString> = vec![
+            "model".into(),
+            verb.into(),
+            "--home".into(),
+            self.dir.join(PROVIDERS[p]).into(),
+            "--genesis".into(),
+            self.dir.join("block0.bin").into(),
+            "--target".into(),
+            "b1".into(),
+            "--declaration".into(),
+            self.declaration_path.clone().into(),
+            "--model".into(),
+            file.into(),
+        ];
+        for c in &self.compute {
+            all.extend(["--compute".into(), c.into()]);
+        }
+        let parts: Vec<&dyn AsRef<std::ffi::OsStr>> = all
+            .iter()
+            .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
+            .collect();
+        r.sotto(&format!("{} model {verb}", PROVIDERS[p]), &parts)
+    }
+
     /// The status as provider `p` sees it.
     pub fn status(&self, r: &mut Runner, p: usize) -> Result<String> {
         self.share(r, "status", PROVIDERS[p], &[])
@@ -240,12 +288,44 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
     for p in 0..PROVIDERS.len() {
         println!("  {}", sharing.fuse(&mut r, p)?.trim());
     }
-    let checked = check_shares(dir, declaration, &site.center.1, CUSTOMERS)?;
+    let model_path = dir.join("model.json");
+    std::fs::write(&model_path, MODEL)?;
+    println!(
+        "  {}",
+        sharing.model(&mut r, "register", 0, &model_path)?.trim()
+    );
+    println!(
+        "  {}",
+        sharing.model(&mut r, "check", 1, &model_path)?.trim()
+    );
+    let altered = dir.join("model-altered.json");
+    std::fs::write(&altered, MODEL.replace("\"0.01\"", "\"0.02\""))?;
+    match sharing.model(&mut r, "check", 2, &altered) {
+        Ok(out) => bail!("an altered model passed the check: {out}"),
+        Err(e) => {
+            ensure!(
+                e.to_string()
+                    .contains("does not match its registration on the ledger"),
+                "the altered model was refused for another reason: {e}"
+            );
+            println!("  a model file with one weight changed: refused, its digest is not the registered one");
+        }
+    }
+    match sharing.model(&mut r, "register", 1, &model_path) {
+        Ok(out) => bail!("a model version was registered twice: {out}"),
+        Err(e) => ensure!(
+            e.to_string().contains("is already registered"),
+            "the second registration failed for another reason: {e}"
+        ),
+    }
+    let model = sotto_share::model::LinearModel::parse(&model_path, MODEL, declaration)?;
+    let checked = check_shares(dir, declaration, &site.center.1, CUSTOMERS, &model)?;
     println!("  the three fused shares, unsealed by the demo, add up to the joint table of the three CSV files: {checked} customers x {} columns, exact", declaration.width());
+    println!("  the credit-score model on the shares (each provider's w·s added up) equals the plaintext score for all {checked} customers");
     drop(site);
     let scanned = scan(dir)?;
     println!("  no customer id in any of the {scanned} files the orderers, endorsers, business nodes and providers' homes hold (raw, hex or base64)");
-    println!("  checked: shares add up to the joint table, a missing provider and a second publication refused, no id in clear at rest");
+    println!("  checked: shares add up to the joint table, scores on shares equal the plaintext ones, a missing provider, a second publication and an altered model refused, no id in clear at rest");
     Ok(())
 }
 
@@ -256,6 +336,7 @@ pub fn check_shares(
     declaration: &Declaration,
     center: &str,
     customers: u64,
+    model: &LinearModel,
 ) -> Result<usize> {
     let enclave = SoftwareEnclave::current(PlatformKey::read(&dir.join("platform.key"))?)?;
     let home = NodeHome::open(&dir.join("lender"))?;
@@ -277,10 +358,16 @@ pub fn check_shares(
         }
     }
     let mut sum: BTreeMap<[u8; 32], Vec<u64>> = BTreeMap::new();
+    let mut partials: BTreeMap<[u8; 32], u64> = BTreeMap::new();
     for provider in PROVIDERS {
         let path = fused_path(&dir.join(provider), declaration);
         let sealed = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let share = sotto_share::at_rest::unseal(&enclave, declaration, &sealed)?;
+        for tag in truth.keys() {
+            let partial = model.partial(&share, tag).unwrap_or(0);
+            let acc = partials.entry(*tag).or_default();
+            *acc = acc.wrapping_add(partial);
+        }
         for (tag, row) in share.rows() {
             let acc = sum.entry(*tag).or_insert_with(|| vec![0; width]);
             for (a, v) in acc.iter_mut().zip(row) {
@@ -301,8 +388,33 @@ pub fn check_shares(
             hex::encode(&tag[..8]),
             sum.get(tag)
         );
+        let on_shares = model.score(partials.get(tag).copied().unwrap_or(0));
+        let in_clear = clear_score(declaration, row);
+        ensure!(
+            (on_shares - in_clear).abs() < 1e-9,
+            "customer {}: the model scores {on_shares} on shares, {in_clear} in clear",
+            hex::encode(&tag[..8])
+        );
     }
     Ok(truth.len())
+}
+
+/// The demo model's score computed in floating point from a joint row in
+/// clear (values at their declared scales).
+fn clear_score(declaration: &Declaration, row: &[u64]) -> f64 {
+    let value = |p: usize, c: usize| {
+        let (offset, _) = declaration.slot(p).unwrap_or((0, 0));
+        let scale = declaration.providers[p]
+            .columns
+            .get(c)
+            .map_or(1.0, |c| c.scale as f64);
+        row[offset + c] as i64 as f64 / scale
+    };
+    let z = -1.25 + 0.00002 * value(0, 0) - 0.3 * value(0, 1)
+        + 0.01 * value(1, 0)
+        + 0.0004 * value(2, 1)
+        + 0.5 * value(2, 2);
+    1.0 / (1.0 + (-z).exp())
 }
 
 /// Scans every file under the ledger nodes' and providers' homes for the

@@ -15,6 +15,7 @@ pub mod demo_tee;
 pub mod kms;
 pub mod ledger;
 pub mod ledger_drills;
+pub mod model;
 pub mod node;
 pub mod psi;
 pub mod registry;

@@ -125,17 +125,17 @@ pub fn fused_path(home: &Path, declaration: &Declaration) -> PathBuf {
     ))
 }
 
-struct Provider {
+pub(crate) struct Provider {
     home: PathBuf,
-    me: String,
-    declaration: Declaration,
-    client: LedgerClient,
-    target: String,
+    pub(crate) me: String,
+    pub(crate) declaration: Declaration,
+    pub(crate) client: LedgerClient,
+    pub(crate) target: String,
     block: sotto_ledger::block::Block,
     compute: Vec<(String, String)>,
 }
 
-fn open(a: &LedgerArgs) -> Result<Provider> {
+pub(crate) fn open(a: &LedgerArgs) -> Result<Provider> {
     let declaration = Declaration::read(&a.declaration)?;
     let home = a.home.open()?;
     let me = home.name().to_string();
