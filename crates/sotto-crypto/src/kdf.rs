@@ -26,6 +26,40 @@ pub fn hkdf_key(salt: Option<&[u8]>, ikm: &[u8], info: &[u8]) -> SecretBytes<32>
     SecretBytes::new(key)
 }
 
+/// HKDF-SHA256 with its extract step done once: many keys from one input
+/// key, each [`hkdf_key`]`(None, ikm, info)` for its `info` at the cost of
+/// the expand step only. The extracted key is zeroized on drop.
+pub struct KeyExpander(SecretBytes<32>);
+
+impl KeyExpander {
+    /// Extracts from `ikm` (no salt).
+    pub fn new(ikm: &[u8]) -> Self {
+        let (prk, _) = Hkdf::<Sha256>::extract(None, ikm);
+        let mut bytes = [0u8; 32];
+        bytes.copy_from_slice(&prk);
+        Self(SecretBytes::new(bytes))
+    }
+
+    /// The 32-byte key for `info`.
+    pub fn key(&self, info: &[u8]) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        let expanded =
+            Hkdf::<Sha256>::from_prk(self.0.expose()).map(|hkdf| hkdf.expand(info, &mut key));
+        if !matches!(expanded, Ok(Ok(()))) {
+            // A 32-byte PRK is long enough and 32 bytes of output are
+            // within HKDF-SHA256's limit.
+            unreachable!("HKDF-SHA256 with a 32-byte PRK and output");
+        }
+        key
+    }
+}
+
+impl std::fmt::Debug for KeyExpander {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyExpander(redacted)")
+    }
+}
+
 /// An ephemeral X25519 key for one session (kept in the private session state
 /// between offline steps). x25519-dalek zeroizes it on drop.
 pub struct EphemeralKey(StaticSecret);
@@ -97,6 +131,17 @@ impl std::fmt::Debug for EphemeralKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_expander_gives_the_keys_of_hkdf_key() {
+        let expander = KeyExpander::new(b"input key");
+        for info in [&b"a"[..], b"sotto/share/id-tag/v1 customer-1", b""] {
+            assert_eq!(
+                &expander.key(info),
+                hkdf_key(None, b"input key", info).expose()
+            );
+        }
+    }
     use rand_core::OsRng;
 
     #[test]

@@ -10,6 +10,7 @@ use sotto_crypto::hash::FieldHasher;
 use sotto_tee::enclave::Enclave;
 
 use crate::dataset::Declaration;
+use crate::fixed_width::{tags_from_bytes, tags_to_bytes, words_from_bytes, words_to_bytes};
 use crate::fuse::FusedShare;
 
 /// The at-rest format this build writes and reads.
@@ -23,10 +24,12 @@ struct FusedFile {
     declaration: Vec<u8>,
     #[prost(uint32, tag = "3")]
     width: u32,
-    #[prost(bytes = "vec", repeated, tag = "4")]
-    tags: Vec<Vec<u8>>,
-    #[prost(uint64, repeated, tag = "5")]
-    values: Vec<u64>,
+    /// 32 bytes per row.
+    #[prost(bytes = "vec", tag = "4")]
+    tags: Vec<u8>,
+    /// 8 bytes little-endian per value.
+    #[prost(bytes = "vec", tag = "5")]
+    values: Vec<u8>,
 }
 
 /// Why a stored fused share was refused.
@@ -63,8 +66,8 @@ pub fn seal(
         format: FUSED_FORMAT,
         declaration: share.declaration.to_vec(),
         width: u32::try_from(share.width).map_err(|_| AtRestError::Seal("too wide".into()))?,
-        tags: tags.iter().map(|t| t.to_vec()).collect(),
-        values: values.to_vec(),
+        tags: tags_to_bytes(tags),
+        values: words_to_bytes(values),
     };
     enclave
         .seal(&file.encode_to_vec(), &aad(declaration))
@@ -89,19 +92,19 @@ pub fn unseal(
         )));
     }
     let width = file.width as usize;
-    if width != declaration.width() || file.values.len() != file.tags.len() * width {
+    let rows = file.tags.len() / 32;
+    if width != declaration.width()
+        || file.tags.len() % 32 != 0
+        || file.values.len() != rows * width * 8
+    {
         return Err(AtRestError::Damaged(format!(
-            "{} values for {} rows of {width}",
-            file.values.len(),
-            file.tags.len()
+            "{} bytes of tags and {} bytes of values for rows of {width}",
+            file.tags.len(),
+            file.values.len()
         )));
     }
-    let tags = file
-        .tags
-        .iter()
-        .map(|t| <[u8; 32]>::try_from(t.as_slice()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| AtRestError::Damaged("a tag is not 32 bytes".into()))?;
-    FusedShare::from_parts(declaration.digest(), width, tags, file.values)
+    let tags = tags_from_bytes(&file.tags);
+    let values = words_from_bytes(&file.values);
+    FusedShare::from_parts(declaration.digest(), width, tags, values)
         .ok_or_else(|| AtRestError::Damaged("a customer appears twice".into()))
 }

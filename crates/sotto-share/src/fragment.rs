@@ -12,6 +12,7 @@ use sotto_crypto::hpke::{HpkePublicKey, HpkeSecretKey};
 use sotto_crypto::CryptoError;
 
 use crate::dataset::Declaration;
+use crate::fixed_width::{tags_from_bytes, tags_to_bytes, words_from_bytes, words_to_bytes};
 use crate::split::FragmentRows;
 
 /// The fragment format this build writes and reads.
@@ -61,12 +62,14 @@ pub struct SealedChunk {
     pub sealed: Vec<u8>,
 }
 
+/// A chunk's rows: tags and values at fixed width (a random share would
+/// take ten bytes as a varint), 32 and 8 bytes little-endian each.
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 struct ChunkBody {
-    #[prost(bytes = "vec", repeated, tag = "1")]
-    tags: Vec<Vec<u8>>,
-    #[prost(uint64, repeated, tag = "2")]
-    values: Vec<u64>,
+    #[prost(bytes = "vec", tag = "1")]
+    tags: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    values: Vec<u8>,
 }
 
 /// Why a chunk was refused by its recipient.
@@ -182,8 +185,8 @@ pub fn seal_fragment<R: RngCore + CryptoRng>(
         let first = index as usize * chunk_rows;
         let last = (first + chunk_rows).min(rows.len());
         let body = ChunkBody {
-            tags: rows.tags[first..last].iter().map(|t| t.to_vec()).collect(),
-            values: rows.values[first * rows.width..last * rows.width].to_vec(),
+            tags: tags_to_bytes(&rows.tags[first..last]),
+            values: words_to_bytes(&rows.values[first * rows.width..last * rows.width]),
         };
         let header = ChunkHeader {
             format: FRAGMENT_FORMAT,
@@ -280,19 +283,16 @@ pub fn open_chunk(
     };
     let body = ChunkBody::decode(body.as_slice()).map_err(|e| malformed(e.to_string()))?;
     let width = declaration.providers[from].columns.len() + 1;
-    if body.values.len() != body.tags.len() * width {
+    let rows = body.tags.len() / 32;
+    if body.tags.len() % 32 != 0 || body.values.len() != rows * width * 8 {
         return Err(malformed(format!(
-            "{} values for {} rows of {width}",
-            body.values.len(),
-            body.tags.len()
+            "{} bytes of tags and {} bytes of values do not make rows of {width} values",
+            body.tags.len(),
+            body.values.len()
         )));
     }
-    let tags = body
-        .tags
-        .iter()
-        .map(|t| <[u8; 32]>::try_from(t.as_slice()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| malformed("a tag is not 32 bytes".into()))?;
+    let tags = tags_from_bytes(&body.tags);
+    let values = words_from_bytes(&body.values);
     Ok(OpenedChunk {
         sender: from,
         index,
@@ -300,7 +300,7 @@ pub fn open_chunk(
         rows: FragmentRows {
             width,
             tags,
-            values: body.values,
+            values,
         },
     })
 }

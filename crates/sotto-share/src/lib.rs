@@ -11,6 +11,7 @@
 
 pub mod at_rest;
 pub mod dataset;
+mod fixed_width;
 pub mod fragment;
 pub mod fuse;
 pub mod model;

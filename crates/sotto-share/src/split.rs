@@ -6,7 +6,7 @@
 //! id in clear.
 
 use rand_core::{CryptoRng, RngCore};
-use sotto_crypto::kdf::hkdf_key;
+use sotto_crypto::kdf::KeyExpander;
 use sotto_crypto::secret::SecretBytes;
 
 use crate::dataset::{DatasetId, Declaration};
@@ -36,7 +36,7 @@ pub enum SplitError {
 
 /// Turns customer ids into tags under a key only the providers' enclaves
 /// hold, so that fragments and fused shares carry no id in clear.
-pub struct IdTagger(SecretBytes<32>);
+pub struct IdTagger(KeyExpander);
 
 impl std::fmt::Debug for IdTagger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,7 +47,7 @@ impl std::fmt::Debug for IdTagger {
 impl IdTagger {
     /// A tagger under `key`.
     pub fn new(key: SecretBytes<32>) -> Self {
-        Self(key)
+        Self(KeyExpander::new(key.expose()))
     }
 
     /// The tag of customer `id` in `dataset` (the same in every version).
@@ -56,7 +56,7 @@ impl IdTagger {
         info.extend_from_slice(&(dataset.as_str().len() as u64).to_be_bytes());
         info.extend_from_slice(dataset.as_str().as_bytes());
         info.extend_from_slice(id.as_bytes());
-        *hkdf_key(None, self.0.expose(), &info).expose()
+        self.0.key(&info)
     }
 }
 
