@@ -106,5 +106,5 @@ pub fn unseal(
     let tags = tags_from_bytes(&file.tags);
     let values = words_from_bytes(&file.values);
     FusedShare::from_parts(declaration.digest(), width, tags, values)
-        .ok_or_else(|| AtRestError::Damaged("a customer appears twice".into()))
+        .ok_or_else(|| AtRestError::Damaged("customers repeated or out of order".into()))
 }

@@ -3,7 +3,7 @@
 //! table. Nothing is fused until every provider's fragment is complete; a
 //! missing one is named.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::dataset::Declaration;
 use crate::fragment::OpenedChunk;
@@ -29,8 +29,8 @@ pub enum FuseError {
         /// The count now.
         then: u32,
     },
-    /// A sender's rows repeat a tag.
-    #[error("the fragment from {0} repeats a customer")]
+    /// A sender's rows repeat a tag or are out of tag order.
+    #[error("the fragment from {0} repeats a customer or is out of order")]
     RepeatedRow(String),
     /// Some providers' fragments are not (all) there.
     #[error("no fusion: fragments missing from {}", .0.join(", "))]
@@ -111,87 +111,88 @@ impl<'a> Fuser<'a> {
             return Err(FuseError::Missing(missing));
         }
         let width = self.declaration.width();
-        let mut fused = FusedShare {
-            declaration: self.declaration.digest(),
-            width,
-            index: HashMap::new(),
-            tags: Vec::new(),
-            values: Vec::new(),
-        };
+        // Each sender's rows in tag order (split sorts them, chunks keep
+        // the order); a k-way merge adds them into tag-ordered rows.
+        let mut senders = Vec::with_capacity(self.received.len());
         for (&sender, received) in &self.received {
             let Some((offset, _)) = self.declaration.slot(sender) else {
                 continue;
             };
-            let mut seen = std::collections::HashSet::new();
-            for chunk in received.chunks.values() {
-                for i in 0..chunk.rows.len() {
-                    let Some((tag, values)) = chunk.rows.row(i) else {
-                        continue;
-                    };
-                    if !seen.insert(*tag) {
-                        return Err(FuseError::RepeatedRow(self.name(sender)));
-                    }
-                    let row = fused.row_mut(tag);
-                    for (slot, v) in row[offset..offset + values.len()].iter_mut().zip(values) {
+            let rows: Vec<(&[u8; 32], &[u64])> = received
+                .chunks
+                .values()
+                .flat_map(|chunk| (0..chunk.rows.len()).filter_map(|i| chunk.rows.row(i)))
+                .collect();
+            if rows.windows(2).any(|w| w[0].0 >= w[1].0) {
+                return Err(FuseError::RepeatedRow(self.name(sender)));
+            }
+            senders.push((offset, rows));
+        }
+        let mut next = vec![0usize; senders.len()];
+        let mut tags = Vec::new();
+        let mut values = Vec::new();
+        loop {
+            let lowest = senders
+                .iter()
+                .zip(&next)
+                .filter_map(|((_, rows), &at)| rows.get(at).map(|r| r.0))
+                .min()
+                .copied();
+            let Some(tag) = lowest else {
+                break;
+            };
+            let start = values.len();
+            values.resize(start + width, 0u64);
+            let row = &mut values[start..];
+            for ((offset, rows), at) in senders.iter().zip(next.iter_mut()) {
+                if let Some((_, share)) = rows.get(*at).filter(|r| *r.0 == tag) {
+                    for (slot, v) in row[*offset..offset + share.len()].iter_mut().zip(*share) {
                         *slot = slot.wrapping_add(*v);
                     }
+                    *at += 1;
                 }
             }
+            tags.push(tag);
         }
-        Ok(fused)
+        Ok(FusedShare {
+            declaration: self.declaration.digest(),
+            width,
+            tags,
+            values,
+        })
     }
 }
 
 /// One provider's additive share of the joint table: for every customer any
-/// provider has, a row of the declaration's width.
+/// provider has, a row of the declaration's width, in tag order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FusedShare {
     /// The declaration's digest.
     pub declaration: [u8; 32],
     /// Values per row.
     pub width: usize,
-    index: HashMap<[u8; 32], usize>,
     tags: Vec<[u8; 32]>,
     values: Vec<u64>,
 }
 
 impl FusedShare {
-    fn row_mut(&mut self, tag: &[u8; 32]) -> &mut [u64] {
-        let next = self.tags.len();
-        let row = *self.index.entry(*tag).or_insert(next);
-        if row == next {
-            self.tags.push(*tag);
-            self.values.resize(self.values.len() + self.width, 0);
-        }
-        &mut self.values[row * self.width..(row + 1) * self.width]
-    }
-
     /// The tags and row-major values, for storing.
     pub fn parts(&self) -> (&[[u8; 32]], &[u64]) {
         (&self.tags, &self.values)
     }
 
-    /// A share from stored parts; none if a tag repeats or the values do
-    /// not fill the rows.
+    /// A share from stored parts; none unless the tags are in strictly
+    /// increasing order and the values fill the rows.
     pub fn from_parts(
         declaration: [u8; 32],
         width: usize,
         tags: Vec<[u8; 32]>,
         values: Vec<u64>,
     ) -> Option<Self> {
-        if values.len() != tags.len() * width {
-            return None;
-        }
-        let mut index = HashMap::with_capacity(tags.len());
-        for (row, tag) in tags.iter().enumerate() {
-            if index.insert(*tag, row).is_some() {
-                return None;
-            }
-        }
-        Some(Self {
+        let ordered = tags.windows(2).all(|w| w[0] < w[1]);
+        (ordered && values.len() == tags.len() * width).then_some(Self {
             declaration,
             width,
-            index,
             tags,
             values,
         })
@@ -199,7 +200,7 @@ impl FusedShare {
 
     /// The share of customer `tag`'s row, if any provider has the customer.
     pub fn row(&self, tag: &[u8; 32]) -> Option<&[u64]> {
-        let row = *self.index.get(tag)?;
+        let row = self.tags.binary_search(tag).ok()?;
         self.values.get(row * self.width..(row + 1) * self.width)
     }
 

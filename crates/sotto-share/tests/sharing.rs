@@ -329,3 +329,33 @@ fn a_fused_share_at_rest_opens_only_in_its_enclave_for_its_declaration() {
         Err(AtRestError::Unseal)
     );
 }
+
+#[test]
+fn a_fragment_whose_rows_are_out_of_order_or_repeated_is_not_fused() {
+    let providers = Providers::new(declaration());
+    let all = published(&providers);
+    let fuse_with = |alter: &dyn Fn(&mut OpenedChunk)| {
+        let mut fuser = Fuser::new(&providers.declaration);
+        for (sender, chunks) in all.iter().enumerate() {
+            for chunk in &chunks[2] {
+                let mut opened = opened(&providers, 2, chunk);
+                if sender == 1 {
+                    alter(&mut opened);
+                }
+                fuser.add(opened).unwrap();
+            }
+        }
+        fuser.finish().map(|s| s.len())
+    };
+    assert_eq!(fuse_with(&|_| {}), Ok(4));
+    assert_eq!(
+        fuse_with(&|c| c.rows.tags.swap(0, 1)),
+        Err(FuseError::RepeatedRow("telecom".into())),
+        "out of order"
+    );
+    assert_eq!(
+        fuse_with(&|c| c.rows.tags[1] = c.rows.tags[0]),
+        Err(FuseError::RepeatedRow("telecom".into())),
+        "repeated"
+    );
+}
