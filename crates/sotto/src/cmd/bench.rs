@@ -41,7 +41,8 @@ pub enum BenchCommand {
     /// CPU per transaction by role.
     Ledger(super::bench_ledger::LedgerBenchArgs),
     /// Secret-shared data sharing: what the providers' enclaves compute
-    /// (tag, split, seal every fragment; open and fuse), in this process.
+    /// (tag, split, seal every fragment; open and fuse), in this process;
+    /// or with --through-ledger, publish and fuse with every role a process.
     Share(super::bench_share::ShareBenchArgs),
 }
 

@@ -25,17 +25,18 @@ use super::setup::Runner;
 /// Arguments of `sotto bench share`.
 #[derive(Args)]
 pub struct ShareBenchArgs {
-    /// Customers per provider (providers share about half of them).
+    /// Customers per provider (neighbouring providers share half of them);
+    /// with --through-ledger, customers in all.
     #[arg(long, default_value_t = 1_000_000)]
     rows: u64,
     /// Columns per provider.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, conflicts_with = "through_ledger")]
     columns: usize,
     /// Providers.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=16))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=16), conflicts_with = "through_ledger")]
     providers: u8,
     /// Timed runs (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, conflicts_with = "through_ledger")]
     runs: u32,
     /// Through the ledger: the demo's three providers (lender 2 columns,
     /// telecom 1, insurer 2) with --rows customers in all, as processes.
