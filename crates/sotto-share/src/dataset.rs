@@ -58,18 +58,25 @@ impl FromStr for DatasetId {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
-        let starts_well = s
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-        if s.is_empty() || s.len() > 64 || !starts_well || !s.chars().all(ok_char) {
-            return Err(format!(
-                "dataset name {s:?} must be 1 to 64 characters of a-z, 0-9, '-', '_', '.', starting with a letter or digit"
-            ));
-        }
+        check_name("dataset", s)?;
         Ok(Self(s.to_owned()))
     }
+}
+
+/// Checks the name of a dataset or model: 1 to 64 characters from `a-z`,
+/// `0-9`, `-`, `_`, `.`, starting with a letter or digit.
+pub(crate) fn check_name(what: &str, s: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
+    let starts_well = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if s.is_empty() || s.len() > 64 || !starts_well || !s.chars().all(ok_char) {
+        return Err(format!(
+            "{what} name {s:?} must be 1 to 64 characters of a-z, 0-9, '-', '_', '.', starting with a letter or digit"
+        ));
+    }
+    Ok(())
 }
 
 impl fmt::Display for DatasetId {

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use sotto_agg::fixed;
 use sotto_crypto::hash::FieldHasher;
 
-use crate::dataset::Declaration;
+use crate::dataset::{check_name, Declaration};
 use crate::fuse::FusedShare;
 
 /// The model format this build reads.
@@ -117,9 +117,7 @@ impl LinearModel {
                 format!("format {} is not {MODEL_FORMAT}", raw.format),
             ));
         }
-        raw.name
-            .parse::<crate::DatasetId>()
-            .map_err(|e| invalid("name", e.replace("dataset name", "model name")))?;
+        check_name("model", &raw.name).map_err(|e| invalid("name", e))?;
         if raw.version == 0 {
             return Err(invalid("version", "versions start at 1".into()));
         }
@@ -147,8 +145,8 @@ impl LinearModel {
         let intercept = fixed::parse(&raw.intercept, WEIGHT_SCALE)
             .map_err(|e| invalid("intercept", format!("{:?}: {e}", raw.intercept)))?;
         let names = declaration.column_names();
-        let scales = column_scales(declaration);
-        let common = scales.iter().copied().max().unwrap_or(1);
+        let limits = column_limits(declaration);
+        let common = limits.iter().map(|(scale, _)| *scale).max().unwrap_or(1);
         let mut multipliers = vec![0u64; names.len()];
         let mut bound: i128 = 0;
         let mut seen = Vec::new();
@@ -173,9 +171,9 @@ impl LinearModel {
             seen.push(column);
             let weight = fixed::parse(&f.weight, WEIGHT_SCALE)
                 .map_err(|e| invalid(&field, format!("weight {:?}: {e}", f.weight)))?;
-            let factor = i128::from(common / scales[column]);
-            let multiplier = i128::from(weight) * factor;
-            bound += multiplier.abs() * column_bound(declaration, column);
+            let (scale, largest) = limits[column];
+            let multiplier = i128::from(weight) * i128::from(common / scale);
+            bound += multiplier.abs() * largest;
             multipliers[column] = i64::try_from(multiplier)
                 .map_err(|_| invalid(&field, "weight too large for this column's scale".into()))?
                 as u64;
@@ -245,26 +243,16 @@ impl LinearModel {
     }
 }
 
-/// The scale of each joint column (presence columns: 1).
-fn column_scales(declaration: &Declaration) -> Vec<u64> {
-    let mut scales = Vec::with_capacity(declaration.width());
+/// Each joint column's scale and the largest magnitude it may hold
+/// (presence columns: scale 1, at most 1).
+fn column_limits(declaration: &Declaration) -> Vec<(u64, i128)> {
+    let mut limits = Vec::with_capacity(declaration.width());
     for p in &declaration.providers {
-        scales.extend(p.columns.iter().map(|c| c.scale));
-        scales.push(1);
+        limits.extend(p.columns.iter().map(|c| {
+            let largest = i128::from(c.min).abs().max(i128::from(c.max).abs());
+            (c.scale, largest)
+        }));
+        limits.push((1, 1));
     }
-    scales
-}
-
-/// The largest magnitude a joint column may hold (presence: 1).
-fn column_bound(declaration: &Declaration, column: usize) -> i128 {
-    let mut bounds = Vec::with_capacity(declaration.width());
-    for p in &declaration.providers {
-        bounds.extend(
-            p.columns
-                .iter()
-                .map(|c| i128::from(c.min).abs().max(i128::from(c.max).abs())),
-        );
-        bounds.push(1);
-    }
-    bounds.get(column).copied().unwrap_or(0)
+    limits
 }

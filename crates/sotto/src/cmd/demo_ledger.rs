@@ -280,7 +280,7 @@ impl Bank<'_> {
 }
 
 /// Every file under the homes of `nodes`.
-fn files_of(dir: &Path, nodes: &[&str]) -> Result<Vec<std::path::PathBuf>> {
+pub(crate) fn files_of(dir: &Path, nodes: &[&str]) -> Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
     let mut pending: Vec<std::path::PathBuf> = nodes.iter().map(|n| dir.join(n)).collect();
     while let Some(path) = pending.pop() {

@@ -21,7 +21,7 @@ use sotto_share::model::LinearModel;
 use sotto_share::Declaration;
 use sotto_tee::software::{PlatformKey, SoftwareEnclave};
 
-use super::demo_ledger::{start_site_with, Site};
+use super::demo_ledger::{files_of, start_site_with, Site};
 use super::setup::Runner;
 use super::share::{fused_path, keys_from_center};
 
@@ -168,10 +168,18 @@ impl<'a> Sharing<'a> {
         Ok(())
     }
 
-    /// Runs `sotto share VERB` as provider `home`.
-    fn share(&self, r: &mut Runner, verb: &str, home: &str, extra: &[OsString]) -> Result<String> {
+    /// Runs `sotto COMMAND VERB` (`share ...` or `model ...`) as provider
+    /// `home`, with the ledger options every such call takes.
+    fn run(
+        &self,
+        r: &mut Runner,
+        command: &str,
+        verb: &str,
+        home: &str,
+        extra: &[OsString],
+    ) -> Result<String> {
         let mut all: Vec<OsString> = vec![
-            "share".into(),
+            command.into(),
             verb.into(),
             "--home".into(),
             self.dir.join(home).into(),
@@ -190,7 +198,11 @@ impl<'a> Sharing<'a> {
             .iter()
             .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
             .collect();
-        r.sotto(&format!("{home} {verb}"), &parts)
+        r.sotto(&format!("{home} {command} {verb}"), &parts)
+    }
+
+    fn share(&self, r: &mut Runner, verb: &str, home: &str, extra: &[OsString]) -> Result<String> {
+        self.run(r, "share", verb, home, extra)
     }
 
     /// Provider `p` publishes its table.
@@ -215,28 +227,8 @@ impl<'a> Sharing<'a> {
 
     /// Runs `sotto model VERB --model FILE` as provider `p`.
     pub fn model(&self, r: &mut Runner, verb: &str, p: usize, file: &Path) -> Result<String> {
-        let mut all: Vec<OsString> = vec![
-            "model".into(),
-            verb.into(),
-            "--home".into(),
-            self.dir.join(PROVIDERS[p]).into(),
-            "--genesis".into(),
-            self.dir.join("block0.bin").into(),
-            "--target".into(),
-            "b1".into(),
-            "--declaration".into(),
-            self.declaration_path.clone().into(),
-            "--model".into(),
-            file.into(),
-        ];
-        for c in &self.compute {
-            all.extend(["--compute".into(), c.into()]);
-        }
-        let parts: Vec<&dyn AsRef<std::ffi::OsStr>> = all
-            .iter()
-            .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
-            .collect();
-        r.sotto(&format!("{} model {verb}", PROVIDERS[p]), &parts)
+        let extra = [OsString::from("--model"), file.into()];
+        self.run(r, "model", verb, PROVIDERS[p], &extra)
     }
 
     /// The status as provider `p` sees it.
@@ -420,22 +412,13 @@ fn clear_score(declaration: &Declaration, row: &[u64]) -> f64 {
 /// Scans every file under the ledger nodes' and providers' homes for the
 /// demo's customer ids; returns how many files it read.
 fn scan(dir: &Path) -> Result<usize> {
-    let mut pending: Vec<std::path::PathBuf> =
-        ["o1", "o2", "o3", "e1", "e2", "e3", "b1", "b2", "c1", "c2"]
-            .iter()
-            .chain(PROVIDERS.iter())
-            .map(|n| dir.join(n))
-            .collect();
-    let mut files = 0;
-    while let Some(path) = pending.pop() {
-        if path.is_dir() {
-            for entry in std::fs::read_dir(&path)? {
-                pending.push(entry?.path());
-            }
-            continue;
-        }
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        files += 1;
+    let nodes: Vec<&str> = ["o1", "o2", "o3", "e1", "e2", "e3", "b1", "b2", "c1", "c2"]
+        .into_iter()
+        .chain(PROVIDERS)
+        .collect();
+    let files = files_of(dir, &nodes)?;
+    for path in &files {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         for i in [1, 2, 4, 10, 150, 299] {
             let id = customer(i);
             if let Some(encoding) = sotto_node::leaks::leaked_encoding(&bytes, id.as_bytes()) {
@@ -443,5 +426,5 @@ fn scan(dir: &Path) -> Result<usize> {
             }
         }
     }
-    Ok(files)
+    Ok(files.len())
 }

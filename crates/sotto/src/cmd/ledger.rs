@@ -310,7 +310,8 @@ fn serve_role(a: ServeArgs, role: Role) -> Result<()> {
     }
 }
 
-fn compute_nodes(specs: &[String]) -> Result<Vec<(String, String)>> {
+/// Compute nodes given as NAME@HOST:PORT.
+pub(crate) fn compute_nodes(specs: &[String]) -> Result<Vec<(String, String)>> {
     specs
         .iter()
         .map(|s| match s.split_once('@') {

@@ -24,18 +24,10 @@ const PATIENCE: Duration = Duration::from_secs(20);
 pub fn client(dir: &Path, bank: &str, compute: &[String]) -> Result<LedgerClient> {
     let block0 = std::fs::read(dir.join("block0.bin"))?;
     let block0 = <Block as prost::Message>::decode(block0.as_slice())?;
-    let compute = compute
-        .iter()
-        .map(|c| {
-            c.split_once('@')
-                .map(|(n, a)| (n.to_owned(), a.to_owned()))
-                .with_context(|| format!("{c} is not NAME@HOST:PORT"))
-        })
-        .collect::<Result<Vec<_>>>()?;
     Ok(LedgerClient::new(
         NodeHome::open(&dir.join(bank))?,
         &block0,
-        compute,
+        super::ledger::compute_nodes(compute)?,
     )?)
 }
 
@@ -79,47 +71,31 @@ pub async fn endorsement_faults(client: &mut LedgerClient) -> Result<()> {
     for n in 1..=5 {
         prepared.push(client.prepare(&drill_loan(n)).await?);
     }
-    let [too_few, foreign, altered, forged, relayed] =
+    let [mut too_few, mut foreign, mut renamed, mut fake, relayed] =
         <[Endorsed; 5]>::try_from(prepared).map_err(|_| anyhow::anyhow!("five prepared calls"))?;
-    let mut one = too_few.clone();
-    one.endorsements.truncate(1);
-    let tx = client.transaction(&one);
-    let what = "a transaction with one endorsement where the policy asks two of three";
-    ordered_as(
-        client,
-        what,
-        &one.tx_id,
-        tx,
-        ValidationCode::EndorsementPolicyFailure,
-    )
-    .await?;
-    let mut borrowed = foreign.clone();
-    borrowed.endorsements = too_few.endorsements.clone();
-    let tx = client.transaction(&borrowed);
-    let what = "a transaction carrying the endorsements of another packet";
-    ordered_as(
-        client,
-        what,
-        &borrowed.tx_id,
-        tx,
-        ValidationCode::EndorsementPolicyFailure,
-    )
-    .await?;
-    let mut renamed = altered.clone();
+    foreign.endorsements = too_few.endorsements.clone();
+    too_few.endorsements.truncate(1);
     for endorsement in &mut renamed.endorsements {
         endorsement.targets = vec!["b1".into()];
     }
-    let tx = client.transaction(&renamed);
-    let what = "endorsements whose named business nodes were changed";
-    ordered_as(
-        client,
-        what,
-        &renamed.tx_id,
-        tx,
-        ValidationCode::EndorsementPolicyFailure,
-    )
-    .await?;
-    let mut fake = forged.clone();
+    let policy = ValidationCode::EndorsementPolicyFailure;
+    for (what, endorsed) in [
+        (
+            "a transaction with one endorsement where the policy asks two of three",
+            &too_few,
+        ),
+        (
+            "a transaction carrying the endorsements of another packet",
+            &foreign,
+        ),
+        (
+            "endorsements whose named business nodes were changed",
+            &renamed,
+        ),
+    ] {
+        let tx = client.transaction(endorsed);
+        ordered_as(client, what, &endorsed.tx_id, tx, policy).await?;
+    }
     if let Some(byte) = fake.tee_signature.get_mut(7) {
         *byte ^= 1;
     }

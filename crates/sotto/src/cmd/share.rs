@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use base64::Engine as _;
 use clap::{Args, Subcommand};
 use prost::Message;
@@ -153,16 +153,7 @@ pub(crate) fn open(a: &LedgerArgs) -> Result<Provider> {
             .join(", ")
     );
     let (block, _, _) = read_genesis(&a.genesis)?;
-    let compute = a
-        .compute
-        .iter()
-        .map(|c| match c.split_once('@') {
-            Some((n, addr)) if !n.is_empty() && !addr.is_empty() => {
-                Ok((n.to_owned(), addr.to_owned()))
-            }
-            _ => bail!("--compute {c:?}: write NAME@HOST:PORT"),
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let compute = super::ledger::compute_nodes(&a.compute)?;
     Ok(Provider {
         home: home.dir().to_owned(),
         client: LedgerClient::new(home, &block, compute.clone())?,
@@ -399,9 +390,11 @@ fn fuse(a: &FuseArgs) -> Result<()> {
             .await?
             .into_iter()
             .filter(|(_, recipient, _, _)| *recipient == me)
-            .map(|(sender, _, _, count)| (sender, count))
+            .map(|(sender, _, posted, _)| (sender, posted))
             .collect();
-        // The chunks of each sender fetched side by side, one client each.
+        // The chunks of each sender fetched side by side, one client each;
+        // only those posted (in order), so that the fuser names a fragment
+        // still incomplete with how many of its chunks arrived.
         let mut fetching = tokio::task::JoinSet::new();
         for (sender, count) in mine {
             let client = LedgerClient::new(
