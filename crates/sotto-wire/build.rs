@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/sotto/tee/v1/registry.proto",
         "proto/sotto/kms/v1/kms.proto",
         "proto/sotto/ledger/v1/ledger.proto",
+        "proto/sotto/share/v1/share.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -11,8 +11,8 @@
 //! - [`audit`]: the hash-chained audit log and its verification.
 //! - [`keys`]: key ids, versions and the key ring; [`reply`]: signed public
 //!   key statements and signed, sealed recovery answers; [`reply_channel`]:
-//!   the ephemeral key agreement those answers travel under; [`limiter`]:
-//!   the per-participant recovery rate; [`engine`]: the KMS's rules.
+//!   the ephemeral key agreement those answers travel under; [`limiter`]
+//!   (sotto-node's): the per-participant recovery rate; [`engine`]: the KMS's rules.
 //!
 //! Drivers:
 //! - [`db`] (redb) and [`audit_writer`] (group commit) hold the KMS's state;
@@ -34,7 +34,7 @@ pub mod escrow;
 pub mod hierarchy;
 pub mod keys;
 pub mod lifecycle;
-pub mod limiter;
+pub use sotto_node::limiter;
 pub mod objects;
 pub mod password;
 pub mod reply;

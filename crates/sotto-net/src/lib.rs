@@ -5,9 +5,12 @@
 //!   so a TLS peer and a protocol signer cannot differ).
 //! - [`tls`]: the node's TLS material from its home, the server and client
 //!   configurations for mutual TLS, and the authenticated peer identity.
+//! - [`https`]: rustls configurations for HTTPS services outside users
+//!   reach (client certificate optional on the server).
 
 pub mod ca;
 pub mod error;
+pub mod https;
 pub mod tls;
 
 pub use error::NetError;

@@ -95,6 +95,21 @@ impl TlsMaterial {
         Ok(())
     }
 
+    /// The node certificate (PEM).
+    pub(crate) fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The trusted CA certificate (PEM).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The node's TLS key (PKCS#8 PEM).
+    pub(crate) fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
     fn identity(&self) -> Identity {
         Identity::from_pem(&self.cert_pem, self.key_pem.as_bytes())
     }

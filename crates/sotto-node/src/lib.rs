@@ -8,6 +8,7 @@ pub mod error;
 pub mod files;
 pub mod home;
 pub mod leaks;
+pub mod limiter;
 pub mod name;
 pub mod outputs;
 pub mod process;

@@ -14,7 +14,9 @@ pub mod dataset;
 mod fixed_width;
 pub mod fragment;
 pub mod fuse;
+pub mod inference;
 pub mod model;
+pub mod online;
 pub mod split;
 
 pub use dataset::{DatasetId, Declaration};

@@ -8,24 +8,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{declaration, tables, Providers};
+use common::{declaration, tables, Providers, MODEL};
 use sotto_share::model::{LinearModel, Link, ModelError};
-
-const MODEL: &str = r#"{
-  "format": 1,
-  "name": "credit-score",
-  "version": 3,
-  "kind": "logistic",
-  "dataset": "credit-features",
-  "intercept": "-1.25",
-  "features": [
-    {"column": "lender.debt", "weight": "0.00002"},
-    {"column": "lender.loans", "weight": "-0.3"},
-    {"column": "telecom.tenure_months", "weight": "0.01"},
-    {"column": "insurer.premium", "weight": "0.0004"},
-    {"column": "insurer.present", "weight": "0.5"}
-  ]
-}"#;
 
 fn parse(text: &str) -> Result<LinearModel, ModelError> {
     LinearModel::parse(Path::new("model.json"), text, &declaration())

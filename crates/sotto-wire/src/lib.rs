@@ -29,3 +29,9 @@ pub mod ledger {
     #![allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
     tonic::include_proto!("sotto.ledger.v1");
 }
+
+/// Privacy inference on secret shares (`sotto.share.v1`).
+pub mod share {
+    #![allow(missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
+    tonic::include_proto!("sotto.share.v1");
+}

@@ -89,6 +89,13 @@ enum Command {
     /// digest, check a model file against it.
     #[command(subcommand)]
     Model(Box<cmd::model::ModelCommand>),
+    /// The inference gateway for outside users: HTTPS + JSON scoring on
+    /// the providers' shares, API tokens, rate limits, queries recorded on
+    /// the ledger.
+    #[command(subcommand)]
+    Gateway(Box<cmd::gateway::GatewayCommand>),
+    /// An outside user of the gateway: score customer ids with a model.
+    Infer(cmd::infer::InferArgs),
     /// An untrusted relay that forwards sessions between institutions.
     #[command(subcommand)]
     Relay(cmd::relay::RelayCommand),
@@ -130,6 +137,8 @@ fn main() -> ExitCode {
         Command::Ledger(c) => cmd::ledger::run(*c),
         Command::Share(c) => cmd::share::run(*c),
         Command::Model(c) => cmd::model::run(*c),
+        Command::Gateway(c) => cmd::gateway::run(*c),
+        Command::Infer(a) => cmd::infer::run(&a),
         Command::Relay(c) => cmd::relay::run(c),
         Command::Tee(c) => cmd::tee::run(c),
         Command::Registry(c) => cmd::registry::run_registry(c),

@@ -28,6 +28,14 @@ fn providers_share_a_dataset_through_the_ledger_and_the_shares_add_up() {
         "model credit-score version 1 matches its registration by lender",
         "a model file with one weight changed: refused, its digest is not the registered one",
         "the credit-score model on the shares (each provider's w·s added up) equals the plaintext score for all 290 customers",
+        "new-lender (API token) scored 291 ids through the gateway in one request: every score equals the plaintext score; an id nobody holds is answered found = false",
+        "bank-a (client certificate from the consortium CA) scored two customers",
+        "a request without credentials: refused (401 no_credentials)",
+        "a made-up token: refused (401 bad_credentials); a model version nobody registered: refused (404 unknown_model)",
+        "sent 5 at once: refused from the third (429 over_rate)",
+        "the query is on the ledger under its request id",
+        "a gateway whose telecom never answers: the request fails after 500 ms naming telecom (504), no partial score",
+        "insurer revoked at the center: the gateway refuses to score (503), naming insurer as not a current member",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }

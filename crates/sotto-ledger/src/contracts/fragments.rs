@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sotto_share::{ChunkHeader, SealedChunk};
 
-use super::{args, component, respond, Call, Contract, ContractError, State};
+use super::{args, component, read_all, respond, Call, Contract, ContractError, State};
 
 /// The most providers a status call may name.
 pub const MAX_STATUS_PROVIDERS: usize = 16;
@@ -72,24 +72,6 @@ fn fragment_at(
     let sender = component("sender", sender)?;
     let recipient = component("recipient", recipient)?;
     Ok(format!("{dataset}/{version}/{sender}/{recipient}"))
-}
-
-/// Reads every key before giving up on one that is not loaded yet, so the
-/// compute enclave fetches them all in one round.
-fn read_all(state: &mut dyn State, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, ContractError> {
-    let mut values = Vec::with_capacity(keys.len());
-    let mut missing = false;
-    for key in keys {
-        match state.get(key) {
-            Ok(value) => values.push(value),
-            Err(ContractError::NotLoaded) => missing = true,
-            Err(e) => return Err(e),
-        }
-    }
-    if missing {
-        return Err(ContractError::NotLoaded);
-    }
-    Ok(values)
 }
 
 /// A fragment's progress: its chunk count and how many are posted.

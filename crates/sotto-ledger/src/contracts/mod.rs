@@ -7,11 +7,13 @@ mod credit;
 mod fragments;
 mod kv;
 mod models;
+mod queries;
 
 pub use credit::CreditRecords;
 pub use fragments::Fragments;
 pub use kv::KvRegistry;
 pub use models::{Models, Registration};
+pub use queries::{Queries, MAX_RECORDS as MAX_QUERY_RECORDS};
 
 /// One call of a contract function.
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +71,7 @@ pub fn builtin() -> Vec<Box<dyn Contract>> {
         Box::new(CreditRecords),
         Box::new(Fragments),
         Box::new(Models),
+        Box::new(Queries),
     ]
 }
 
@@ -91,6 +94,27 @@ fn component<'a>(what: &str, value: &'a str) -> Result<&'a str, ContractError> {
         )));
     }
     Ok(value)
+}
+
+/// Reads every key before giving up on one that is not loaded yet, so the
+/// compute enclave fetches them all in one round.
+pub(crate) fn read_all(
+    state: &mut dyn State,
+    keys: &[String],
+) -> Result<Vec<Option<Vec<u8>>>, ContractError> {
+    let mut values = Vec::with_capacity(keys.len());
+    let mut missing = false;
+    for key in keys {
+        match state.get(key) {
+            Ok(value) => values.push(value),
+            Err(ContractError::NotLoaded) => missing = true,
+            Err(e) => return Err(e),
+        }
+    }
+    if missing {
+        return Err(ContractError::NotLoaded);
+    }
+    Ok(values)
 }
 
 #[cfg(test)]

@@ -190,3 +190,20 @@ pub fn tables() -> Vec<Rows> {
         vec![row("c-2", &[1, 54_000]), row("c-3", &[0, 9_999])],
     ]
 }
+
+/// A logistic model over every provider's columns.
+pub const MODEL: &str = r#"{
+  "format": 1,
+  "name": "credit-score",
+  "version": 3,
+  "kind": "logistic",
+  "dataset": "credit-features",
+  "intercept": "-1.25",
+  "features": [
+    {"column": "lender.debt", "weight": "0.00002"},
+    {"column": "lender.loans", "weight": "-0.3"},
+    {"column": "telecom.tenure_months", "weight": "0.01"},
+    {"column": "insurer.premium", "weight": "0.0004"},
+    {"column": "insurer.present", "weight": "0.5"}
+  ]
+}"#;

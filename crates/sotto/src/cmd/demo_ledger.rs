@@ -114,7 +114,7 @@ fn genesis_text(
             .map(|p| format!("\"{p}\""))
             .collect::<Vec<_>>()
             .join(", ");
-        for contract in ["fragments", "models"] {
+        for contract in ["fragments", "models", "queries"] {
             text += &format!("\n[[contract]]\nname = \"{contract}\"\nversion = 1\npolicy = \"OutOf(2, 'e1', 'e2', 'e3')\"\ncallers = [{callers}]\n");
         }
     }

@@ -27,6 +27,9 @@ use super::share::{fused_path, keys_from_center};
 
 /// The providers, in declaration order.
 pub const PROVIDERS: [&str; 3] = ["lender", "telecom", "insurer"];
+/// The enclave group's members besides the ledger's: the providers and
+/// the gateway.
+const MEMBERS: [&str; 4] = ["lender", "telecom", "insurer", "gateway"];
 /// Customers in the demo's universe; each provider has a different subset.
 const CUSTOMERS: u64 = 300;
 
@@ -168,16 +171,9 @@ impl<'a> Sharing<'a> {
         Ok(())
     }
 
-    /// Runs `sotto COMMAND VERB` (`share ...` or `model ...`) as provider
-    /// `home`, with the ledger options every such call takes.
-    fn run(
-        &self,
-        r: &mut Runner,
-        command: &str,
-        verb: &str,
-        home: &str,
-        extra: &[OsString],
-    ) -> Result<String> {
+    /// The arguments of `sotto COMMAND VERB` as `home`, with the ledger
+    /// options every `share`, `model` or `gateway` call takes.
+    pub fn args(&self, command: &str, verb: &str, home: &str, extra: &[OsString]) -> Vec<OsString> {
         let mut all: Vec<OsString> = vec![
             command.into(),
             verb.into(),
@@ -194,6 +190,20 @@ impl<'a> Sharing<'a> {
             all.extend(["--compute".into(), c.into()]);
         }
         all.extend_from_slice(extra);
+        all
+    }
+
+    /// Runs `sotto COMMAND VERB` (`share ...` or `model ...`) as provider
+    /// `home`.
+    fn run(
+        &self,
+        r: &mut Runner,
+        command: &str,
+        verb: &str,
+        home: &str,
+        extra: &[OsString],
+    ) -> Result<String> {
+        let all = self.args(command, verb, home, extra);
         let parts: Vec<&dyn AsRef<std::ffi::OsStr>> = all
             .iter()
             .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
@@ -241,8 +251,8 @@ impl<'a> Sharing<'a> {
 pub fn run(dir: &Path, quiet: bool) -> Result<()> {
     println!("sotto demo share: 3 providers share a dataset through the privacy ledger (software enclaves: NOT hardware-protected)");
     let mut r = Runner::new(quiet)?;
-    let site = start_site_with(&mut r, dir, &PROVIDERS)?;
-    println!("  providers lender, telecom and insurer registered with the center (identical code) and named as ledger clients");
+    let site = start_site_with(&mut r, dir, &MEMBERS)?;
+    println!("  providers lender, telecom and insurer and the gateway registered with the center (identical code) and named as ledger clients");
     let sharing = Sharing::new(dir, &site, CUSTOMERS)?;
     let declaration = &sharing.declaration;
     for p in 0..2 {
@@ -314,6 +324,10 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
     let checked = check_shares(dir, declaration, &site.center.1, CUSTOMERS, &model)?;
     println!("  the three fused shares, unsealed by the demo, add up to the joint table of the three CSV files: {checked} customers x {} columns, exact", declaration.width());
     println!("  the credit-score model on the shares (each provider's w·s added up) equals the plaintext score for all {checked} customers");
+    let inference = super::demo_infer::run(&mut r, dir, &site, &sharing, CUSTOMERS)?;
+    super::demo_infer::measure(&mut r, dir, &inference.gateway.1)?;
+    super::demo_infer::provider_faults(&mut r, dir, &site, &sharing, &inference)?;
+    drop(inference);
     drop(site);
     let scanned = scan(dir)?;
     println!("  no customer id in any of the {scanned} files the orderers, endorsers, business nodes and providers' homes hold (raw, hex or base64)");
@@ -335,20 +349,11 @@ pub fn check_shares(
     let tagger = super::psi::runtime()?
         .block_on(keys_from_center(&home, "center", center, declaration))?
         .1;
+    let truth: BTreeMap<[u8; 32], Vec<u64>> = joint_rows(declaration, customers)?
+        .into_iter()
+        .map(|(id, row)| (tagger.tag(&declaration.dataset, &id), row))
+        .collect();
     let width = declaration.width();
-    let mut truth: BTreeMap<[u8; 32], Vec<u64>> = BTreeMap::new();
-    for p in 0..PROVIDERS.len() {
-        let (offset, slot) = declaration.slot(p).context("slot")?;
-        for (id, values) in rows(p, customers) {
-            let row = truth
-                .entry(tagger.tag(&declaration.dataset, &id))
-                .or_insert_with(|| vec![0; width]);
-            for (k, v) in values.iter().enumerate() {
-                row[offset + k] = *v as u64;
-            }
-            row[offset + slot - 1] = 1;
-        }
-    }
     let mut sum: BTreeMap<[u8; 32], Vec<u64>> = BTreeMap::new();
     let mut partials: BTreeMap<[u8; 32], u64> = BTreeMap::new();
     for provider in PROVIDERS {
@@ -391,9 +396,27 @@ pub fn check_shares(
     Ok(truth.len())
 }
 
+/// The joint table of the providers' CSV files by customer id, every
+/// column at its declared scale and each provider's presence bit.
+pub fn joint_rows(declaration: &Declaration, customers: u64) -> Result<BTreeMap<String, Vec<u64>>> {
+    let width = declaration.width();
+    let mut joint: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for p in 0..PROVIDERS.len() {
+        let (offset, slot) = declaration.slot(p).context("slot")?;
+        for (id, values) in rows(p, customers) {
+            let row = joint.entry(id).or_insert_with(|| vec![0; width]);
+            for (k, v) in values.iter().enumerate() {
+                row[offset + k] = *v as u64;
+            }
+            row[offset + slot - 1] = 1;
+        }
+    }
+    Ok(joint)
+}
+
 /// The demo model's score computed in floating point from a joint row in
 /// clear (values at their declared scales).
-fn clear_score(declaration: &Declaration, row: &[u64]) -> f64 {
+pub fn clear_score(declaration: &Declaration, row: &[u64]) -> f64 {
     let value = |p: usize, c: usize| {
         let (offset, _) = declaration.slot(p).unwrap_or((0, 0));
         let scale = declaration.providers[p]
@@ -414,7 +437,7 @@ fn clear_score(declaration: &Declaration, row: &[u64]) -> f64 {
 fn scan(dir: &Path) -> Result<usize> {
     let nodes: Vec<&str> = ["o1", "o2", "o3", "e1", "e2", "e3", "b1", "b2", "c1", "c2"]
         .into_iter()
-        .chain(PROVIDERS)
+        .chain(MEMBERS)
         .collect();
     let files = files_of(dir, &nodes)?;
     for path in &files {

@@ -4,7 +4,7 @@
 //! decides who must endorse); anyone allowed reads a registration, and
 //! `check` refuses a model file whose digest is not the registered one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Result};
 use clap::{Args, Subcommand};
@@ -13,7 +13,7 @@ use sotto_ledger::online::client::CallSpec;
 use sotto_share::model::LinearModel;
 
 use super::psi::runtime;
-use super::share::{open, LedgerArgs};
+use super::share::{open, LedgerArgs, Provider};
 
 /// `sotto model ...`.
 #[derive(Subcommand)]
@@ -45,10 +45,11 @@ pub fn run(command: ModelCommand) -> Result<()> {
     }
 }
 
-fn read(a: &ModelFileArgs, declaration: &sotto_share::Declaration) -> Result<LinearModel> {
-    let text = std::fs::read_to_string(&a.model)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read the model: {e}", a.model.display()))?;
-    Ok(LinearModel::parse(&a.model, &text, declaration)?)
+/// Reads a model file against `declaration`.
+pub(crate) fn read(path: &Path, declaration: &sotto_share::Declaration) -> Result<LinearModel> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read the model: {e}", path.display()))?;
+    Ok(LinearModel::parse(path, &text, declaration)?)
 }
 
 fn spec(target: &str, function: &str, args: &serde_json::Value) -> CallSpec {
@@ -62,7 +63,7 @@ fn spec(target: &str, function: &str, args: &serde_json::Value) -> CallSpec {
 
 fn register(a: &ModelFileArgs) -> Result<()> {
     let mut provider = open(&a.ledger)?;
-    let model = read(a, &provider.declaration)?;
+    let model = read(&a.model, &provider.declaration)?;
     let registration = Registration {
         name: model.name.clone(),
         version: model.version,
@@ -95,33 +96,43 @@ fn register(a: &ModelFileArgs) -> Result<()> {
     Ok(())
 }
 
-fn check(a: &ModelFileArgs) -> Result<()> {
-    let mut provider = open(&a.ledger)?;
-    let model = read(a, &provider.declaration)?;
+/// Reads the model file at `path` and checks it against its registration
+/// on the ledger; returns it and who registered it.
+pub(crate) async fn verify(provider: &mut Provider, path: &Path) -> Result<(LinearModel, String)> {
+    let model = read(path, &provider.declaration)?;
     let call = spec(
         &provider.target,
         "get",
         &serde_json::json!({ "name": model.name, "version": model.version }),
     );
-    let answer: serde_json::Value =
-        serde_json::from_slice(&runtime()?.block_on(provider.client.query(&call))?)?;
+    let answer: serde_json::Value = serde_json::from_slice(&provider.client.query(&call).await?)?;
     let registered: Registration = serde_json::from_value(answer["registration"].clone())?;
     let digest = hex::encode(model.digest);
     ensure!(
         registered.digest == digest,
         "{}: model {} version {} does not match its registration on the ledger (registered digest {}, this file {}); refuse to run it",
-        a.model.display(),
+        path.display(),
         model.name,
         model.version,
         registered.digest,
         digest
     );
+    let by = answer["registered_by"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Ok((model, by))
+}
+
+fn check(a: &ModelFileArgs) -> Result<()> {
+    let mut provider = open(&a.ledger)?;
+    let (model, by) = runtime()?.block_on(verify(&mut provider, &a.model))?;
     println!(
-        "{}: model {} version {} matches its registration by {} (digest {digest})",
+        "{}: model {} version {} matches its registration by {by} (digest {})",
         a.model.display(),
         model.name,
         model.version,
-        answer["registered_by"].as_str().unwrap_or_default()
+        hex::encode(model.digest)
     );
     Ok(())
 }

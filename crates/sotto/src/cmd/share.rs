@@ -42,6 +42,10 @@ pub enum ShareCommand {
     Fuse(FuseArgs),
     /// Show which providers' fragments of a dataset version are posted.
     Status(StatusArgs),
+    /// Answer inference enclaves (gateways) of the group with partial
+    /// results `w · s_j` of registered linear models on this provider's
+    /// fused share, sealed under the group's key.
+    Serve(super::share_serve::ServeArgs),
 }
 
 /// Where the ledger and the registration center are.
@@ -114,6 +118,7 @@ pub fn run(command: ShareCommand) -> Result<()> {
         ShareCommand::Publish(a) => publish(&a),
         ShareCommand::Fuse(a) => fuse(&a),
         ShareCommand::Status(a) => status(&a),
+        ShareCommand::Serve(a) => super::share_serve::run(&a),
     }
 }
 
@@ -135,12 +140,36 @@ pub(crate) struct Provider {
     compute: Vec<(String, String)>,
 }
 
+impl Provider {
+    /// The provider's home directory.
+    pub(crate) fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The ledger's block 0.
+    pub(crate) fn block(&self) -> &sotto_ledger::block::Block {
+        &self.block
+    }
+
+    /// The compute enclaves (name, address).
+    pub(crate) fn compute(&self) -> &[(String, String)] {
+        &self.compute
+    }
+}
+
+/// Opens the ledger context of a provider of the declared dataset.
 pub(crate) fn open(a: &LedgerArgs) -> Result<Provider> {
+    open_as(a, true)
+}
+
+/// Opens the ledger context of this home; unless `provider`, the home need
+/// not be one of the declaration's providers (a gateway).
+pub(crate) fn open_as(a: &LedgerArgs, provider: bool) -> Result<Provider> {
     let declaration = Declaration::read(&a.declaration)?;
     let home = a.home.open()?;
     let me = home.name().to_string();
     ensure!(
-        declaration.index_of(&me).is_some(),
+        !provider || declaration.index_of(&me).is_some(),
         "{me} is not a provider of dataset {} version {} ({}); the declaration names {}",
         declaration.dataset,
         declaration.version,

@@ -1,6 +1,6 @@
-//! Per-participant recovery rate limit: a token bucket per caller, refilled
-//! at a steady rate up to a burst size. Time is passed in, so the limiter is
-//! deterministic under test.
+//! Per-caller rate limit: a token bucket per caller (a KMS participant,
+//! a gateway user), refilled at a steady rate up to a burst size. Time is
+//! passed in, so the limiter is deterministic under test.
 
 use std::collections::HashMap;
 use std::time::Instant;
