@@ -313,6 +313,11 @@ pub async fn serve(
                 }
             },
         };
+        // Answers go out as soon as they are written (no Nagle delay
+        // against the client's delayed acknowledgements).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY: {e}");
+        }
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {
