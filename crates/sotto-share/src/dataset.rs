@@ -245,6 +245,17 @@ impl Declaration {
         names
     }
 
+    /// Each joint column's declared scale (presence columns: 1), in the
+    /// order of [`Self::column_names`].
+    pub fn column_scales(&self) -> Vec<u64> {
+        let mut scales = Vec::with_capacity(self.width());
+        for p in &self.providers {
+            scales.extend(p.columns.iter().map(|c| c.scale));
+            scales.push(1);
+        }
+        scales
+    }
+
     /// The digest every fragment binds: format, dataset, version and every
     /// provider's columns with scales and ranges.
     pub fn digest(&self) -> [u8; 32] {

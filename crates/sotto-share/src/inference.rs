@@ -1,9 +1,11 @@
 //! Privacy inference on shares (docs/share.md), the sans-IO part: the query
 //! an inference enclave sends every provider ([`PartialQuery`]), a
-//! provider's partial results `w · s_j` sealed under a key derived from
-//! the enclave group's pre-synced key ([`answer_partials`]), their opening
-//! ([`open_partials`]) and the combination of every provider's partials
-//! into scores ([`combine`]). The sealed answer is bound to the request,
+//! provider's answer sealed under a key derived from the enclave group's
+//! pre-synced key ([`answer_partials`]: partial results `w · s_j` for a
+//! linear model, or its share of the model's columns for an ONNX model),
+//! their opening ([`open_partials`]), and their combination: into a linear
+//! model's scores ([`combine`]) or into rows that exist only inside the
+//! inference enclave ([`reconstruct`]). The sealed answer is bound to the request,
 //! the gateway, the provider, the dataset version, the model, the group key
 //! version and the exact list of customers asked about, so it cannot be
 //! replayed into another request or passed off as another provider's.
@@ -15,14 +17,12 @@ use sotto_crypto::secret::SecretBytes;
 
 use crate::dataset::Declaration;
 use crate::fuse::FusedShare;
-use crate::model::LinearModel;
+use crate::model::{LinearModel, Model};
 
 /// The inference exchange format this build speaks.
 pub const INFERENCE_FORMAT: u32 = 1;
 /// The most customers one request may ask about.
 pub const MAX_IDS: usize = 10_000;
-/// Bytes per customer in a sealed answer: presence, then `w · s_j`.
-const ENTRY_LEN: usize = 9;
 
 /// Why an inference exchange was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -102,11 +102,42 @@ pub enum InferenceError {
     Seal(String),
 }
 
+/// What a provider is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryKind {
+    /// `w · s_j` of a linear model, per customer.
+    Partials,
+    /// The share of the model's columns, per customer, for a general model
+    /// reconstructed inside the inference enclave.
+    Rows,
+}
+
+impl QueryKind {
+    /// The wire code.
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Partials => 1,
+            Self::Rows => 2,
+        }
+    }
+
+    /// The kind of wire code `code`.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            1 => Some(Self::Partials),
+            2 => Some(Self::Rows),
+            _ => None,
+        }
+    }
+}
+
 /// What an inference enclave asks every provider.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartialQuery {
     /// Format of the exchange.
     pub format: u32,
+    /// What is asked.
+    pub kind: QueryKind,
     /// A fresh id for this request.
     pub request: [u8; 16],
     /// The inference enclave (gateway) asking.
@@ -136,6 +167,7 @@ impl PartialQuery {
         }
         let mut h = FieldHasher::new("sotto/share/partial/v1");
         h.field(&self.format.to_be_bytes())
+            .field(&self.kind.code().to_be_bytes())
             .field(&self.request)
             .field(self.gateway.as_bytes())
             .field(provider.as_bytes())
@@ -150,7 +182,7 @@ impl PartialQuery {
     }
 
     /// Checks the request against what a provider serves.
-    fn check(&self, declaration: &Declaration, model: &LinearModel) -> Result<(), InferenceError> {
+    fn check(&self, declaration: &Declaration, model: &Model) -> Result<(), InferenceError> {
         if self.format != INFERENCE_FORMAT {
             return Err(InferenceError::Format { got: self.format });
         }
@@ -165,17 +197,25 @@ impl PartialQuery {
                 served: format!("{} version {}", declaration.dataset, declaration.version),
             });
         }
-        if self.model != model.name || self.model_version != model.version {
+        if self.model != model.name() || self.model_version != model.version() {
             return Err(self.model_error("not held here"));
         }
-        if self.digest != model.digest {
+        if self.digest != model.digest() {
             return Err(self.model_error(&format!(
                 "the request's digest {} is not the registered one held here ({})",
                 hex::encode(self.digest),
-                hex::encode(model.digest)
+                hex::encode(model.digest())
             )));
         }
-        Ok(())
+        match (self.kind, model) {
+            (QueryKind::Partials, Model::Linear(_)) | (QueryKind::Rows, Model::Onnx(_)) => Ok(()),
+            (QueryKind::Partials, Model::Onnx(_)) => Err(self.model_error(
+                "an ONNX model is evaluated on reconstructed rows, not on partial results",
+            )),
+            (QueryKind::Rows, Model::Linear(_)) => Err(self.model_error(
+                "a linear model is evaluated on partial results; rows are never sent for it",
+            )),
+        }
     }
 
     fn model_error(&self, reason: &str) -> InferenceError {
@@ -192,48 +232,79 @@ pub fn partials_key(group_key: &[u8]) -> SecretBytes<32> {
     hkdf_key(None, group_key, b"sotto/share/partials-key/v1")
 }
 
-/// A provider's answer to `query`: for each customer, whether its fused
-/// share holds it and `w · s_j`, sealed under `key` (see [`partials_key`]).
+/// A provider's answer to `query` on its fused share, sealed under `key`
+/// (see [`partials_key`]): for each customer, whether the share holds it
+/// and either `w · s_j` (a linear model) or the share's values of the
+/// model's columns (an ONNX model).
 pub fn answer_partials<R: RngCore + CryptoRng>(
     query: &PartialQuery,
     provider: &str,
     declaration: &Declaration,
-    model: &LinearModel,
+    model: &Model,
     share: &FusedShare,
     key: &SecretBytes<32>,
     rng: &mut R,
 ) -> Result<Vec<u8>, InferenceError> {
     query.check(declaration, model)?;
-    if model.weights().len() != share.width {
-        return Err(InferenceError::ColumnCount {
-            model: model.weights().len(),
-            share: share.width,
-        });
-    }
-    let mut plain = Vec::with_capacity(query.tags.len() * ENTRY_LEN);
-    for tag in &query.tags {
-        match model.partial(share, tag) {
-            Some(v) => {
-                plain.push(1);
-                plain.extend_from_slice(&v.to_le_bytes());
+    let mut plain = Vec::new();
+    match model {
+        Model::Linear(linear) => {
+            if linear.weights().len() != share.width {
+                return Err(InferenceError::ColumnCount {
+                    model: linear.weights().len(),
+                    share: share.width,
+                });
             }
-            None => plain.extend_from_slice(&[0; ENTRY_LEN]),
+            for tag in &query.tags {
+                entry(&mut plain, linear.partial(share, tag).map(|v| vec![v]), 1);
+            }
+        }
+        Model::Onnx(spec) => {
+            if let Some((column, _)) = spec.columns.iter().find(|(c, _)| *c >= share.width) {
+                return Err(InferenceError::ColumnCount {
+                    model: column + 1,
+                    share: share.width,
+                });
+            }
+            for tag in &query.tags {
+                let row = share
+                    .row(tag)
+                    .map(|r| spec.columns.iter().map(|(c, _)| r[*c]).collect());
+                entry(&mut plain, row, spec.columns.len());
+            }
         }
     }
     sotto_crypto::aead::seal(key, &query.aad(provider), &plain, rng)
         .map_err(|e| InferenceError::Seal(e.to_string()))
 }
 
-/// One provider's opened answer: `None` where it does not hold the
-/// customer.
-pub type Partials = Vec<Option<u64>>;
+/// Appends one customer's entry: presence, then `width` values (zeros
+/// when absent).
+fn entry(plain: &mut Vec<u8>, values: Option<Vec<u64>>, width: usize) {
+    match values {
+        Some(v) => {
+            plain.push(1);
+            for x in v {
+                plain.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        None => plain.extend(std::iter::repeat_n(0, 1 + 8 * width)),
+    }
+}
 
-/// Opens `provider`'s sealed answer to `query`.
+/// One provider's opened answer: per customer, `None` where it does not
+/// hold the customer, else its values (one partial result, or the share of
+/// each model column).
+pub type Partials = Vec<Option<Vec<u64>>>;
+
+/// Opens `provider`'s sealed answer to `query`, `width` values per
+/// customer (1 for partial results; the model's column count for rows).
 pub fn open_partials(
     query: &PartialQuery,
     provider: &str,
     key: &SecretBytes<32>,
     sealed: &[u8],
+    width: usize,
 ) -> Result<Partials, InferenceError> {
     let plain = sotto_crypto::aead::open(key, &query.aad(provider), sealed).map_err(|_| {
         InferenceError::Sealed {
@@ -244,33 +315,38 @@ pub fn open_partials(
         provider: provider.to_owned(),
         reason,
     };
-    if plain.len() != query.tags.len() * ENTRY_LEN {
+    let entry_len = 1 + 8 * width;
+    if plain.len() != query.tags.len() * entry_len {
         return Err(malformed(format!(
-            "{} bytes for {} customers",
+            "{} bytes for {} customers of {width} values",
             plain.len(),
             query.tags.len()
         )));
     }
     plain
-        .chunks_exact(ENTRY_LEN)
-        .map(|entry| {
-            let mut value = [0; 8];
-            value.copy_from_slice(&entry[1..]);
-            match entry[0] {
-                0 => Ok(None),
-                1 => Ok(Some(u64::from_le_bytes(value))),
-                other => Err(malformed(format!("presence byte {other}"))),
-            }
+        .chunks_exact(entry_len)
+        .map(|entry| match entry[0] {
+            0 => Ok(None),
+            1 => Ok(Some(
+                entry[1..]
+                    .chunks_exact(8)
+                    .map(|b| {
+                        let mut v = [0; 8];
+                        v.copy_from_slice(b);
+                        u64::from_le_bytes(v)
+                    })
+                    .collect(),
+            )),
+            other => Err(malformed(format!("presence byte {other}"))),
         })
         .collect()
 }
 
-/// Every provider's partials (in declaration order, each named) combined
-/// into scores: `None` for a customer no provider holds.
-pub fn combine(
-    model: &LinearModel,
+/// Adds up every provider's answers (in declaration order, each named)
+/// value by value in Z_2^64: `None` for a customer no provider holds.
+pub fn reconstruct(
     answers: &[(String, Option<Partials>)],
-) -> Result<Vec<Option<f64>>, InferenceError> {
+) -> Result<Vec<Option<Vec<u64>>>, InferenceError> {
     let mut opened = Vec::with_capacity(answers.len());
     for (provider, partials) in answers {
         match partials {
@@ -285,12 +361,16 @@ pub fn combine(
     let Some(((first, head), rest)) = opened.split_first() else {
         return Ok(Vec::new());
     };
-    let mut sums: Vec<Option<u64>> = (*head).clone();
+    let mut sums: Vec<Option<Vec<u64>>> = (*head).clone();
     for (provider, partials) in rest {
         for (position, (sum, part)) in sums.iter_mut().zip(partials.iter()).enumerate() {
-            *sum = match (*sum, *part) {
-                (Some(s), Some(p)) => Some(s.wrapping_add(p)),
-                (None, None) => None,
+            match (sum.as_mut(), part) {
+                (Some(s), Some(p)) => {
+                    for (a, b) in s.iter_mut().zip(p) {
+                        *a = a.wrapping_add(*b);
+                    }
+                }
+                (None, None) => {}
                 _ => {
                     return Err(InferenceError::Inconsistent {
                         provider: (*provider).clone(),
@@ -298,11 +378,21 @@ pub fn combine(
                         position,
                     })
                 }
-            };
+            }
         }
     }
-    Ok(sums
+    Ok(sums)
+}
+
+/// Every provider's partial results (in declaration order, each named)
+/// combined into a linear model's scores: `None` for a customer no
+/// provider holds.
+pub fn combine(
+    model: &LinearModel,
+    answers: &[(String, Option<Partials>)],
+) -> Result<Vec<Option<f64>>, InferenceError> {
+    Ok(reconstruct(answers)?
         .into_iter()
-        .map(|s| s.map(|s| model.score(s)))
+        .map(|s| s.map(|s| model.score(s.first().copied().unwrap_or(0))))
         .collect())
 }

@@ -17,6 +17,7 @@ pub mod fuse;
 pub mod inference;
 pub mod model;
 pub mod online;
+pub mod onnx_model;
 pub mod split;
 
 pub use dataset::{DatasetId, Declaration};

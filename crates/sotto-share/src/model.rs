@@ -19,6 +19,7 @@ use sotto_crypto::hash::FieldHasher;
 
 use crate::dataset::{check_name, Declaration};
 use crate::fuse::FusedShare;
+use crate::onnx_model::OnnxSpec;
 
 /// The model format this build reads.
 pub const MODEL_FORMAT: u32 = 1;
@@ -28,6 +29,14 @@ pub const WEIGHT_SCALE: u64 = 1_000_000;
 /// Why a model was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read the model: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
     /// The file is not the expected JSON.
     #[error("{path}: {reason}")]
     Syntax {
@@ -255,4 +264,85 @@ fn column_limits(declaration: &Declaration) -> Vec<(u64, i128)> {
         limits.push((1, 1));
     }
     limits
+}
+
+/// A model of either kind, as the registry and the inference parties see
+/// it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Model {
+    /// Evaluated on shares: each provider answers `w · s_j`.
+    Linear(LinearModel),
+    /// Evaluated in the inference enclave on rows reconstructed there.
+    Onnx(OnnxSpec),
+}
+
+#[derive(Deserialize)]
+struct KindOnly {
+    kind: Option<String>,
+}
+
+impl Model {
+    /// Reads a model file (its `kind` decides which) against `declaration`.
+    pub fn read(path: &Path, declaration: &Declaration) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let kind = serde_json::from_str::<KindOnly>(&text)
+            .ok()
+            .and_then(|k| k.kind);
+        if kind.as_deref() == Some("onnx") {
+            Ok(Self::Onnx(OnnxSpec::parse(path, &text, declaration)?))
+        } else {
+            Ok(Self::Linear(LinearModel::parse(path, &text, declaration)?))
+        }
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Linear(m) => &m.name,
+            Self::Onnx(m) => &m.name,
+        }
+    }
+
+    /// Its version.
+    pub fn version(&self) -> u64 {
+        match self {
+            Self::Linear(m) => m.version,
+            Self::Onnx(m) => m.version,
+        }
+    }
+
+    /// The digest the ledger registers.
+    pub fn digest(&self) -> [u8; 32] {
+        match self {
+            Self::Linear(m) => m.digest,
+            Self::Onnx(m) => m.digest,
+        }
+    }
+
+    /// The kind the ledger registers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Linear(m) => m.kind(),
+            Self::Onnx(_) => "onnx",
+        }
+    }
+
+    /// The dataset it scores.
+    pub fn dataset(&self) -> &str {
+        match self {
+            Self::Linear(m) => &m.dataset,
+            Self::Onnx(m) => &m.dataset,
+        }
+    }
+
+    /// The joint columns it reads.
+    pub fn features(&self) -> &[String] {
+        match self {
+            Self::Linear(m) => &m.features,
+            Self::Onnx(m) => &m.features,
+        }
+    }
 }

@@ -1,7 +1,10 @@
-//! Secret-shared data sharing through the real binary: the demo (ledger,
-//! registration center and three providers as processes; shares published
-//! through the ledger, fused, and checked to add up to the joint table),
-//! then what `sotto share` refuses before it contacts anyone.
+//! Secret-shared data sharing and privacy inference through the real
+//! binary: the demo (ledger, registration center, three providers and the
+//! gateway as processes; shares published through the ledger, fused, and
+//! checked to add up to the joint table; every customer scored through the
+//! gateway's HTTPS API with a logistic model on shares and an ONNX tree
+//! ensemble, each against the plaintext score; each refusal with its
+//! reason), then what `sotto share` refuses before it contacts anyone.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -28,6 +31,8 @@ fn providers_share_a_dataset_through_the_ledger_and_the_shares_add_up() {
         "model credit-score version 1 matches its registration by lender",
         "a model file with one weight changed: refused, its digest is not the registered one",
         "the credit-score model on the shares (each provider's w·s added up) equals the plaintext score for all 290 customers",
+        "telecom registered model credit-tree version 1 (onnx, 5 features of credit-features)",
+        "new-lender scored 291 ids with the ONNX tree ensemble (tract, rows reconstructed inside the gateway's enclave only): every score equals the tree evaluated in clear",
         "new-lender (API token) scored 291 ids through the gateway in one request: every score equals the plaintext score; an id nobody holds is answered found = false",
         "bank-a (client certificate from the consortium CA) scored two customers",
         "a request without credentials: refused (401 no_credentials)",

@@ -16,14 +16,16 @@ use sotto_net::tls::{describe_status, TlsMaterial};
 use sotto_wire::share::partials_client::PartialsClient;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
+use zeroize::Zeroize;
 
 use super::group::GroupView;
 use super::wire::query_to_wire;
 use crate::dataset::Declaration;
 use crate::inference::{
-    combine, open_partials, InferenceError, PartialQuery, INFERENCE_FORMAT, MAX_IDS,
+    combine, open_partials, reconstruct, InferenceError, PartialQuery, Partials, QueryKind,
+    INFERENCE_FORMAT, MAX_IDS,
 };
-use crate::model::LinearModel;
+use crate::model::Model;
 use crate::split::IdTagger;
 
 /// Why a scoring request failed.
@@ -60,6 +62,9 @@ pub enum GatewayError {
     /// The answers did not combine (sealed, malformed, inconsistent).
     #[error(transparent)]
     Inference(#[from] InferenceError),
+    /// A general model failed on a reconstructed row.
+    #[error("the model failed on a row: {0}")]
+    ModelRun(String),
     /// The audit trail is not keeping up: queries are refused rather than
     /// answered unrecorded.
     #[error("the ledger is not taking audit records (backlog full); try again later")]
@@ -129,6 +134,13 @@ pub struct Scored {
     pub scores: Vec<Option<f64>>,
 }
 
+/// A general model's runtime inside the inference enclave (the binary
+/// plugs in sotto-onnx's tract runner, so this crate stays free of it).
+pub trait RowModel: Send + Sync {
+    /// The probability of class 1 for one reconstructed row.
+    fn probability(&self, row: &[f32]) -> Result<f32, String>;
+}
+
 /// Everything the gateway's inference needs.
 pub struct Gateway {
     /// The gateway's own name (its mutual-TLS name).
@@ -136,7 +148,9 @@ pub struct Gateway {
     /// The dataset version it scores.
     pub declaration: Declaration,
     /// Models checked against the ledger, by name, then version.
-    pub models: HashMap<String, Vec<LinearModel>>,
+    pub models: HashMap<String, Vec<Model>>,
+    /// The runtimes of the general (ONNX) models, by name and version.
+    pub runners: HashMap<(String, u64), Arc<dyn RowModel>>,
     /// The providers, in declaration order.
     pub providers: Vec<ProviderLink>,
     /// Turns ids into the tags the shares are keyed by.
@@ -150,12 +164,12 @@ pub struct Gateway {
 }
 
 /// The answer digest the ledger records.
-fn answer_digest(request: &[u8; 16], model: &LinearModel, scores: &[Option<f64>]) -> [u8; 32] {
+fn answer_digest(request: &[u8; 16], model: &Model, scores: &[Option<f64>]) -> [u8; 32] {
     let mut h = FieldHasher::new("sotto/share/answer/v1");
     h.field(request)
-        .field(model.name.as_bytes())
-        .field(&model.version.to_be_bytes())
-        .field(&model.digest);
+        .field(model.name().as_bytes())
+        .field(&model.version().to_be_bytes())
+        .field(&model.digest());
     for s in scores {
         match s {
             Some(v) => h.field(&v.to_bits().to_be_bytes()),
@@ -167,14 +181,14 @@ fn answer_digest(request: &[u8; 16], model: &LinearModel, scores: &[Option<f64>]
 
 impl Gateway {
     /// The model `name` at `version` (latest when none).
-    pub fn model(&self, name: &str, version: Option<u64>) -> Result<&LinearModel, GatewayError> {
+    pub fn model(&self, name: &str, version: Option<u64>) -> Result<&Model, GatewayError> {
         let versions = self
             .models
             .get(name)
             .ok_or_else(|| GatewayError::UnknownModel(name.to_owned()))?;
         match version {
-            Some(v) => versions.iter().find(|m| m.version == v),
-            None => versions.iter().max_by_key(|m| m.version),
+            Some(v) => versions.iter().find(|m| m.version() == v),
+            None => versions.iter().max_by_key(|m| m.version()),
         }
         .ok_or_else(|| GatewayError::UnknownModel(format!("{name} version {version:?}")))
     }
@@ -204,15 +218,20 @@ impl Gateway {
         }
         let mut request = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut request);
+        let kind = match model {
+            Model::Linear(_) => QueryKind::Partials,
+            Model::Onnx(_) => QueryKind::Rows,
+        };
         let query = PartialQuery {
             format: INFERENCE_FORMAT,
+            kind,
             request,
             gateway: self.me.clone(),
             dataset: self.declaration.dataset.to_string(),
             version: self.declaration.version,
-            model: model.name.clone(),
-            model_version: model.version,
-            digest: model.digest,
+            model: model.name().to_owned(),
+            model_version: model.version(),
+            digest: model.digest(),
             key_version,
             tags: ids
                 .iter()
@@ -238,17 +257,21 @@ impl Gateway {
             }
         });
         let replies = futures_util::future::join_all(calls).await;
-        let mut answers = Vec::with_capacity(replies.len());
+        let width = match model {
+            Model::Linear(_) => 1,
+            Model::Onnx(spec) => spec.columns.len(),
+        };
+        let mut answers: Vec<(String, Option<Partials>)> = Vec::with_capacity(replies.len());
         for (p, reply) in self.providers.iter().zip(replies) {
-            let partials = open_partials(&query, &p.name, key, &reply?)?;
+            let partials = open_partials(&query, &p.name, key, &reply?, width)?;
             answers.push((p.name.clone(), Some(partials)));
         }
-        let scores = combine(model, &answers)?;
+        let scores = self.scores(model, &answers)?;
         let record = AuditRecord {
             request: hex::encode(request),
             user: user.to_owned(),
-            model: model.name.clone(),
-            version: model.version,
+            model: model.name().to_owned(),
+            version: model.version(),
             count: ids.len() as u64,
             time: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -260,9 +283,45 @@ impl Gateway {
             .map_err(|_| GatewayError::AuditBacklog)?;
         Ok(Scored {
             request: hex::encode(request),
-            model: model.name.clone(),
-            version: model.version,
+            model: model.name().to_owned(),
+            version: model.version(),
             scores,
         })
+    }
+
+    /// The scores from every provider's opened answer: a linear model's
+    /// partial results added up, or a general model run on each row
+    /// reconstructed here (the rows are wiped once scored).
+    fn scores(
+        &self,
+        model: &Model,
+        answers: &[(String, Option<Partials>)],
+    ) -> Result<Vec<Option<f64>>, GatewayError> {
+        let spec = match model {
+            Model::Linear(linear) => return Ok(combine(linear, answers)?),
+            Model::Onnx(spec) => spec,
+        };
+        let runner = self
+            .runners
+            .get(&(spec.name.clone(), spec.version))
+            .ok_or_else(|| {
+                GatewayError::UnknownModel(format!("{} (no runtime loaded)", spec.name))
+            })?;
+        let mut rows = reconstruct(answers)?;
+        let scores = rows
+            .iter()
+            .map(|row| match row {
+                None => Ok(None),
+                Some(row) => {
+                    let mut input = spec.decode(row);
+                    let p = runner.probability(&input);
+                    input.zeroize();
+                    p.map(|p| Some(f64::from(p)))
+                        .map_err(GatewayError::ModelRun)
+                }
+            })
+            .collect();
+        rows.iter_mut().flatten().for_each(|r| r.zeroize());
+        scores
     }
 }

@@ -111,6 +111,7 @@ impl From<GatewayError> for ApiError {
             GatewayError::NoKey(_)
             | GatewayError::ProviderNotMember(_)
             | GatewayError::AuditBacklog => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            GatewayError::ModelRun(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         Self::new(status, code, e)
     }
@@ -246,9 +247,9 @@ async fn models(
         .flatten()
         .map(|m| {
             json!({
-                "name": m.name, "version": m.version, "kind": m.kind(),
-                "dataset": m.dataset, "features": m.features,
-                "digest": hex::encode(m.digest),
+                "name": m.name(), "version": m.version(), "kind": m.kind(),
+                "dataset": m.dataset(), "features": m.features(),
+                "digest": hex::encode(m.digest()),
             })
         })
         .collect();

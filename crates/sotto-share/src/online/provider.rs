@@ -21,7 +21,7 @@ use super::wire::query_from_wire;
 use crate::dataset::Declaration;
 use crate::fuse::FusedShare;
 use crate::inference::{answer_partials, InferenceError};
-use crate::model::LinearModel;
+use crate::model::Model;
 
 /// What a provider serves.
 pub struct ProviderService {
@@ -33,7 +33,7 @@ pub struct ProviderService {
     pub share: FusedShare,
     /// The models it answers for (checked against the ledger), by name and
     /// version.
-    pub models: HashMap<(String, u64), LinearModel>,
+    pub models: HashMap<(String, u64), Model>,
     /// The members allowed to ask (inference enclaves, gateways).
     pub gateways: Vec<String>,
     /// The group as last read from the center.

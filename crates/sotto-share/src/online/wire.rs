@@ -3,7 +3,7 @@
 
 use sotto_wire::share::PartialRequest;
 
-use crate::inference::{PartialQuery, MAX_IDS};
+use crate::inference::{PartialQuery, QueryKind, MAX_IDS};
 
 /// The envelope of `query`.
 pub fn query_to_wire(query: &PartialQuery) -> PartialRequest {
@@ -18,6 +18,7 @@ pub fn query_to_wire(query: &PartialQuery) -> PartialRequest {
         digest: query.digest.to_vec(),
         key_version: query.key_version,
         tags: query.tags.concat(),
+        kind: query.kind.code(),
     }
 }
 
@@ -33,6 +34,8 @@ pub fn query_from_wire(request: PartialRequest) -> Result<PartialQuery, String> 
             ))
         }
     };
+    let kind = QueryKind::from_code(request.kind)
+        .ok_or_else(|| format!("kind: {} is not 1 (partials) or 2 (rows)", request.kind))?;
     fixed("request", &request.request, 16)?;
     fixed("digest", &request.digest, 32)?;
     if !request.tags.len().is_multiple_of(32) || request.tags.len() / 32 > MAX_IDS {
@@ -56,6 +59,7 @@ pub fn query_from_wire(request: PartialRequest) -> Result<PartialQuery, String> 
         .collect();
     Ok(PartialQuery {
         format: request.format,
+        kind,
         request: id,
         gateway: request.gateway,
         dataset: request.dataset,

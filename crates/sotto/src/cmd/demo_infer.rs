@@ -7,6 +7,7 @@
 //! answers and a revoked provider are refused, each with its reason; each
 //! answered query is found on the ledger by its request id.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use anyhow::{bail, ensure, Context, Result};
 use sotto_ledger::online::client::CallSpec;
 
 use super::demo_ledger::Site;
-use super::demo_share::{clear_score, joint_rows, Sharing, PROVIDERS};
+use super::demo_share::{clear_score, joint_rows, tree_input, tree_model, Sharing, PROVIDERS};
 use super::setup::{Runner, ServerProcess};
 
 /// The inference processes of the demo.
@@ -52,6 +53,8 @@ fn start_gateway(
         "127.0.0.1:0".into(),
         "--model".into(),
         dir.join("model.json").into(),
+        "--model".into(),
+        dir.join("credit-tree.json").into(),
         "--users".into(),
         dir.join("users.toml").into(),
     ];
@@ -78,6 +81,8 @@ pub fn start(r: &mut Runner, dir: &Path, site: &Site, sharing: &Sharing<'_>) -> 
             "127.0.0.1:0".into(),
             "--model".into(),
             dir.join("model.json").into(),
+            "--model".into(),
+            dir.join("credit-tree.json").into(),
             "--gateway".into(),
             "gateway".into(),
         ];
@@ -129,10 +134,22 @@ pub fn start(r: &mut Runner, dir: &Path, site: &Site, sharing: &Sharing<'_>) -> 
     })
 }
 
-/// `sotto infer` against `gateway` with `credentials` and `extra`.
+/// `sotto infer` against `gateway` for the logistic model with
+/// `credentials` and `extra`.
 fn infer(
     r: &mut Runner,
     gateway: &str,
+    credentials: &[OsString],
+    extra: &[OsString],
+) -> Result<String> {
+    infer_with(r, gateway, "credit-score", credentials, extra)
+}
+
+/// `sotto infer` against `gateway` for `model`.
+fn infer_with(
+    r: &mut Runner,
+    gateway: &str,
+    model: &str,
     credentials: &[OsString],
     extra: &[OsString],
 ) -> Result<String> {
@@ -141,7 +158,7 @@ fn infer(
         "--gateway".into(),
         gateway.into(),
         "--model".into(),
-        "credit-score".into(),
+        model.into(),
     ];
     args.extend_from_slice(credentials);
     args.extend_from_slice(extra);
@@ -174,22 +191,24 @@ fn refused(result: Result<String>, expected: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Scores every customer and an unknown id through the gateway and checks
-/// each against the plaintext score; returns the answer's request id and
-/// how many ids it scored.
+/// Scores every customer and an unknown id through the gateway with
+/// `model` and checks each against `clear` (the score computed from the
+/// joint row in clear) within `tolerance`; returns the answer's request id
+/// and how many ids it scored.
 fn check_scores(
     r: &mut Runner,
     dir: &Path,
     gateway: &str,
-    sharing: &Sharing<'_>,
-    customers: u64,
+    joint: &BTreeMap<String, Vec<u64>>,
+    model: &str,
+    clear: &dyn Fn(&[u64]) -> f64,
+    tolerance: f64,
 ) -> Result<(String, usize)> {
-    let joint = joint_rows(&sharing.declaration, customers)?;
     let mut ids: Vec<String> = joint.keys().cloned().collect();
     ids.push("nobody-00001".into());
     let file = ids_file(dir, "ids.txt", &ids)?;
     let extra = [OsString::from("--ids-file"), file.into()];
-    let out = infer(r, gateway, &token(dir, "new-lender"), &extra)?;
+    let out = infer_with(r, gateway, model, &token(dir, "new-lender"), &extra)?;
     let answer: serde_json::Value = serde_json::from_str(&out)?;
     let scores = answer["scores"].as_array().context("no scores")?;
     ensure!(
@@ -202,13 +221,13 @@ fn check_scores(
         ensure!(item["id"] == *id.as_str(), "answer out of order at {id}");
         match joint.get(id) {
             Some(row) => {
-                let expected = clear_score(&sharing.declaration, row);
+                let expected = clear(row);
                 let got = item["score"]
                     .as_f64()
                     .with_context(|| format!("{id}: no score"))?;
                 ensure!(
-                    (got - expected).abs() < 1e-9,
-                    "{id}: the gateway scores {got}, the plaintext score is {expected}"
+                    (got - expected).abs() <= tolerance,
+                    "{id}: {model} scores {got} through the gateway, {expected} in clear"
                 );
             }
             None => ensure!(
@@ -234,7 +253,28 @@ pub fn run(
     let inference = start(r, dir, site, sharing)?;
     let gateway = inference.gateway.1.clone();
     println!("  providers serve partial results on their shares to the gateway only; the gateway serves HTTPS + JSON to outside users");
-    let (request, scored) = check_scores(r, dir, &gateway, sharing, customers)?;
+    let declaration = &sharing.declaration;
+    let joint = joint_rows(declaration, customers)?;
+    let tree = tree_model();
+    let (_, tree_scored) = check_scores(
+        r,
+        dir,
+        &gateway,
+        &joint,
+        "credit-tree",
+        &|row| f64::from(tree.probability(&tree_input(declaration, row))),
+        1e-6,
+    )?;
+    println!("  new-lender scored {tree_scored} ids with the ONNX tree ensemble (tract, rows reconstructed inside the gateway's enclave only): every score equals the tree evaluated in clear");
+    let (request, scored) = check_scores(
+        r,
+        dir,
+        &gateway,
+        &joint,
+        "credit-score",
+        &|row| clear_score(declaration, row),
+        1e-9,
+    )?;
     println!("  new-lender (API token) scored {scored} ids through the gateway in one request: every score equals the plaintext score; an id nobody holds is answered found = false");
     let by_cert = [OsString::from("--home"), dir.join("bank-a").into()];
     let ids = [OsString::from("--ids"), "cust-00001,cust-00002".into()];

@@ -17,7 +17,8 @@ use sotto_ledger::online::client::{CallSpec, LedgerClient};
 use sotto_net::tls::TlsMaterial;
 use sotto_node::files::{write_atomic, Visibility};
 use sotto_node::NodeHome;
-use sotto_share::online::gateway::{AuditRecord, Gateway, ProviderLink};
+use sotto_share::model::Model;
+use sotto_share::online::gateway::{AuditRecord, Gateway, ProviderLink, RowModel};
 use sotto_share::online::group::{follow, tagger};
 use sotto_share::online::http::{serve, HttpState};
 use sotto_share::online::users::{User, Users};
@@ -163,6 +164,15 @@ fn add_user(a: &AddUserArgs) -> Result<()> {
     Ok(())
 }
 
+/// An ONNX model run by tract, inside this (inference) enclave.
+struct Tract(sotto_onnx::OnnxModel);
+
+impl RowModel for Tract {
+    fn probability(&self, row: &[f32]) -> Result<f32, String> {
+        self.0.probability(row).map_err(|e| e.to_string())
+    }
+}
+
 /// The provider links in declaration order, each named once.
 fn provider_links(
     tls: &TlsMaterial,
@@ -243,9 +253,18 @@ fn serve_gateway(a: &ServeArgs) -> Result<()> {
     let center = context.client.config().center.name.clone();
     runtime()?.block_on(async {
         let mut models: HashMap<String, Vec<_>> = HashMap::new();
+        let mut runners: HashMap<(String, u64), Arc<dyn RowModel>> = HashMap::new();
         for file in &a.models {
             let (model, _) = super::model::verify(&mut context, file).await?;
-            models.entry(model.name.clone()).or_default().push(model);
+            if let Model::Onnx(spec) = &model {
+                let loaded = sotto_onnx::OnnxModel::load(&spec.bytes, spec.columns.len())
+                    .with_context(|| format!("{}: model {}", spec.file.display(), spec.name))?;
+                runners.insert((spec.name.clone(), spec.version), Arc::new(Tract(loaded)));
+            }
+            models
+                .entry(model.name().to_owned())
+                .or_default()
+                .push(model);
         }
         let mut center_client =
             CenterClient::connect(&home, center.clone(), &a.center_connect).await?;
@@ -268,6 +287,7 @@ fn serve_gateway(a: &ServeArgs) -> Result<()> {
             providers: provider_links(&tls, &context.declaration, &a.providers, timeout)?,
             declaration: context.declaration.clone(),
             models,
+            runners,
             tagger,
             group,
             timeout,

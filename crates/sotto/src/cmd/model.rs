@@ -10,7 +10,7 @@ use anyhow::{ensure, Result};
 use clap::{Args, Subcommand};
 use sotto_ledger::contracts::Registration;
 use sotto_ledger::online::client::CallSpec;
-use sotto_share::model::LinearModel;
+use sotto_share::model::Model;
 
 use super::psi::runtime;
 use super::share::{open, LedgerArgs, Provider};
@@ -45,11 +45,10 @@ pub fn run(command: ModelCommand) -> Result<()> {
     }
 }
 
-/// Reads a model file against `declaration`.
-pub(crate) fn read(path: &Path, declaration: &sotto_share::Declaration) -> Result<LinearModel> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read the model: {e}", path.display()))?;
-    Ok(LinearModel::parse(path, &text, declaration)?)
+/// Reads a model file (linear, logistic or an ONNX descriptor) against
+/// `declaration`.
+pub(crate) fn read(path: &Path, declaration: &sotto_share::Declaration) -> Result<Model> {
+    Ok(Model::read(path, declaration)?)
 }
 
 fn spec(target: &str, function: &str, args: &serde_json::Value) -> CallSpec {
@@ -65,12 +64,12 @@ fn register(a: &ModelFileArgs) -> Result<()> {
     let mut provider = open(&a.ledger)?;
     let model = read(&a.model, &provider.declaration)?;
     let registration = Registration {
-        name: model.name.clone(),
-        version: model.version,
-        digest: hex::encode(model.digest),
+        name: model.name().to_owned(),
+        version: model.version(),
+        digest: hex::encode(model.digest()),
         kind: model.kind().to_owned(),
-        dataset: model.dataset.clone(),
-        features: model.features.clone(),
+        dataset: model.dataset().to_owned(),
+        features: model.features().to_vec(),
     };
     let call = spec(
         &provider.target,
@@ -98,22 +97,22 @@ fn register(a: &ModelFileArgs) -> Result<()> {
 
 /// Reads the model file at `path` and checks it against its registration
 /// on the ledger; returns it and who registered it.
-pub(crate) async fn verify(provider: &mut Provider, path: &Path) -> Result<(LinearModel, String)> {
+pub(crate) async fn verify(provider: &mut Provider, path: &Path) -> Result<(Model, String)> {
     let model = read(path, &provider.declaration)?;
     let call = spec(
         &provider.target,
         "get",
-        &serde_json::json!({ "name": model.name, "version": model.version }),
+        &serde_json::json!({ "name": model.name(), "version": model.version() }),
     );
     let answer: serde_json::Value = serde_json::from_slice(&provider.client.query(&call).await?)?;
     let registered: Registration = serde_json::from_value(answer["registration"].clone())?;
-    let digest = hex::encode(model.digest);
+    let digest = hex::encode(model.digest());
     ensure!(
         registered.digest == digest,
         "{}: model {} version {} does not match its registration on the ledger (registered digest {}, this file {}); refuse to run it",
         path.display(),
-        model.name,
-        model.version,
+        model.name(),
+        model.version(),
         registered.digest,
         digest
     );
@@ -130,9 +129,9 @@ fn check(a: &ModelFileArgs) -> Result<()> {
     println!(
         "{}: model {} version {} matches its registration by {by} (digest {})",
         a.model.display(),
-        model.name,
-        model.version,
-        hex::encode(model.digest)
+        model.name(),
+        model.version(),
+        hex::encode(model.digest())
     );
     Ok(())
 }

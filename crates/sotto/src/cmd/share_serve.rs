@@ -66,7 +66,7 @@ pub fn run(a: &ServeArgs) -> Result<()> {
         let mut models = HashMap::new();
         for file in &a.models {
             let (model, _) = super::model::verify(&mut context, file).await?;
-            models.insert((model.name.clone(), model.version), model);
+            models.insert((model.name().to_owned(), model.version()), model);
         }
         let tls = TlsMaterial::load(&home)?;
         let group = follow(
