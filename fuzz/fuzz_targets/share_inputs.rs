@@ -1,11 +1,16 @@
 //! Untrusted sharing inputs — a dataset declaration's text, a sealed chunk
-//! from the ledger at its recipient, and the chunks fused together — are
-//! decoded, checked or refused, never a panic.
+//! from the ledger at its recipient, and the chunks fused together; a
+//! gateway's users file; an inference query as a provider receives it and
+//! a provider's sealed answer as the gateway opens it — are decoded,
+//! checked or refused, never a panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use sotto_crypto::hpke::HpkeSecretKey;
+use sotto_share::inference::{open_partials, partials_key};
+use sotto_share::online::users::Users;
+use sotto_share::online::wire::query_from_wire;
 use sotto_share::{open_chunk, Declaration, Fuser, SealedChunk};
 
 const DECLARATION: &str = "format = 1\ndataset = \"d\"\nversion = 1\n\
@@ -15,6 +20,15 @@ const DECLARATION: &str = "format = 1\ndataset = \"d\"\nversion = 1\n\
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = Declaration::parse(std::path::Path::new("fuzz.toml"), text);
+        let _ = Users::parse(std::path::Path::new("users.toml"), text);
+    }
+    if let Ok(request) = sotto_wire::share::PartialRequest::decode(data) {
+        if let Ok(query) = query_from_wire(request) {
+            let key = partials_key(b"group key");
+            for width in [1, 3] {
+                let _ = open_partials(&query, "a", &key, data, width);
+            }
+        }
     }
     let Ok(declaration) = Declaration::parse(std::path::Path::new("d.toml"), DECLARATION) else {
         return;

@@ -154,12 +154,18 @@ fn through_ledger(args: &ShareBenchArgs) -> Result<()> {
         let started = Instant::now();
         for (p, provider) in PROVIDERS.iter().enumerate() {
             let one = Instant::now();
-            if verb == "publish" {
-                sharing.publish(&mut r, p)?;
+            let out = if verb == "publish" {
+                sharing.publish(&mut r, p)?
             } else {
-                sharing.fuse(&mut r, p)?;
-            }
-            println!("  {provider} {verb}: {:.2} s", one.elapsed().as_secs_f64());
+                sharing.fuse(&mut r, p)?
+            };
+            let rss = out
+                .rsplit_once('(')
+                .map_or("", |(_, tail)| tail.trim().trim_end_matches(')'));
+            println!(
+                "  {provider} {verb}: {:.2} s, {rss}",
+                one.elapsed().as_secs_f64()
+            );
         }
         phases.push(started.elapsed());
     }

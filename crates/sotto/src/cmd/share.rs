@@ -122,6 +122,14 @@ pub fn run(command: ShareCommand) -> Result<()> {
     }
 }
 
+/// This process's peak resident memory, in words.
+pub(crate) fn peak_rss() -> String {
+    sotto_node::process::peak_rss_bytes(None).map_or_else(
+        || "peak RSS not known here".to_owned(),
+        |b| format!("peak RSS {} MiB", b >> 20),
+    )
+}
+
 /// Where a provider keeps its fused share of a dataset version.
 pub fn fused_path(home: &Path, declaration: &Declaration) -> PathBuf {
     home.join("shares").join(format!(
@@ -291,11 +299,12 @@ fn publish(a: &PublishArgs) -> Result<()> {
             posted += done??;
         }
         println!(
-            "{me} published {} rows of {} version {}: one share for each of {} providers, {posted} chunks, each sealed to its provider's enclave key",
+            "{me} published {} rows of {} version {}: one share for each of {} providers, {posted} chunks, each sealed to its provider's enclave key ({})",
             table.rows(),
             declaration.dataset,
             declaration.version,
-            declaration.providers.len()
+            declaration.providers.len(),
+            peak_rss()
         );
         Ok(())
     })
@@ -452,13 +461,14 @@ fn fuse(a: &FuseArgs) -> Result<()> {
     }
     write_atomic(&out, &sealed, Visibility::Private)?;
     println!(
-        "{me} fused its share of {} version {}: {} customers x {} columns from {} providers, sealed by its enclave in {}",
+        "{me} fused its share of {} version {}: {} customers x {} columns from {} providers, sealed by its enclave in {} ({})",
         declaration.dataset,
         declaration.version,
         share.len(),
         share.width,
         declaration.providers.len(),
-        out.display()
+        out.display(),
+        peak_rss()
     );
     Ok(())
 }
