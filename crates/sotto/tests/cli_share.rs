@@ -30,6 +30,7 @@ fn providers_share_a_dataset_through_the_ledger_and_the_shares_add_up() {
         "lender registered model credit-score version 1 (logistic, 5 features of credit-features)",
         "model credit-score version 1 matches its registration by lender",
         "a model file with one weight changed: refused, its digest is not the registered one",
+        "a model version nobody registered: refused, the ledger has no registration for it",
         "the credit-score model on the shares (each provider's w·s added up) equals the plaintext score for all 290 customers",
         "telecom registered model credit-tree version 1 (onnx, 5 features of credit-features)",
         "new-lender scored 291 ids with the ONNX tree ensemble (tract, rows reconstructed inside the gateway's enclave only): every score equals the tree evaluated in clear",

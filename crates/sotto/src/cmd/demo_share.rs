@@ -385,6 +385,22 @@ pub fn run(dir: &Path, quiet: bool) -> Result<()> {
             println!("  a model file with one weight changed: refused, its digest is not the registered one");
         }
     }
+    let unregistered = dir.join("model-v2.json");
+    std::fs::write(
+        &unregistered,
+        MODEL.replace("\"version\": 1", "\"version\": 2"),
+    )?;
+    match sharing.model(&mut r, "check", 2, &unregistered) {
+        Ok(out) => bail!("an unregistered model version passed the check: {out}"),
+        Err(e) => {
+            ensure!(
+                e.to_string()
+                    .contains("model credit-score version 2 is not registered"),
+                "the unregistered model was refused for another reason: {e}"
+            );
+            println!("  a model version nobody registered: refused, the ledger has no registration for it");
+        }
+    }
     match sharing.model(&mut r, "register", 1, &model_path) {
         Ok(out) => bail!("a model version was registered twice: {out}"),
         Err(e) => ensure!(
