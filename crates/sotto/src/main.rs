@@ -82,11 +82,11 @@ enum Command {
     Ledger(Box<cmd::ledger::LedgerCommand>),
     /// Secret-shared data sharing between providers through the ledger:
     /// publish shares of a table, fuse the shares addressed to this
-    /// provider, show what is posted.
+    /// provider, show what is posted, serve partial results to gateways.
     #[command(subcommand)]
     Share(Box<cmd::share::ShareCommand>),
     /// The consortium's model registry on the ledger: register a model's
-    /// digest, check a model file against it.
+    /// digest (linear, logistic or ONNX), check a model file against it.
     #[command(subcommand)]
     Model(Box<cmd::model::ModelCommand>),
     /// The inference gateway for outside users: HTTPS + JSON scoring on

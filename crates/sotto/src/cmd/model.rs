@@ -18,7 +18,8 @@ use super::share::{open, LedgerArgs, Provider};
 /// `sotto model ...`.
 #[derive(Subcommand)]
 pub enum ModelCommand {
-    /// Register a model (JSON, see docs/share.md) on the ledger: its name,
+    /// Register a model (JSON: a linear or logistic model, or an ONNX
+    /// model's descriptor; see docs/share.md) on the ledger: its name,
     /// version, digest, kind, dataset and feature columns, never its
     /// weights. A version is registered once.
     Register(ModelFileArgs),
@@ -32,7 +33,8 @@ pub enum ModelCommand {
 pub struct ModelFileArgs {
     #[command(flatten)]
     ledger: LedgerArgs,
-    /// The model file (JSON).
+    /// The model file (JSON; an ONNX descriptor names its .onnx file,
+    /// read from beside it).
     #[arg(long, value_name = "FILE")]
     model: PathBuf,
 }

@@ -5,7 +5,8 @@
 //! enclave and posts every chunk through the `fragments` contract; `fuse`
 //! fetches the chunks addressed to it once every provider's are posted and
 //! keeps its fused share sealed by its enclave; `status` shows which
-//! fragments of a dataset version are posted.
+//! fragments of a dataset version are posted; `serve` (in `share_serve`)
+//! answers the gateways' inference requests on the fused share.
 
 use std::path::{Path, PathBuf};
 
