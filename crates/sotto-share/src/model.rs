@@ -85,6 +85,94 @@ struct RawFeature {
     weight: String,
 }
 
+/// A model file being checked: its name for errors, and the checks every
+/// kind of model shares.
+pub(crate) struct ModelFile(String);
+
+impl ModelFile {
+    /// Parses the JSON of the model file at `path`.
+    pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+        path: &Path,
+        text: &str,
+    ) -> Result<(Self, T), ModelError> {
+        let shown = path.display().to_string();
+        let raw = serde_json::from_str(text).map_err(|e| ModelError::Syntax {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok((Self(shown), raw))
+    }
+
+    /// `field` of this file is wrong for `reason`.
+    pub(crate) fn invalid(&self, field: &str, reason: String) -> ModelError {
+        ModelError::Invalid {
+            path: self.0.clone(),
+            field: field.to_owned(),
+            reason,
+        }
+    }
+
+    /// The format, name, version and dataset every model file has.
+    pub(crate) fn check_header(
+        &self,
+        format: u32,
+        name: &str,
+        version: u64,
+        dataset: &str,
+        declaration: &Declaration,
+    ) -> Result<(), ModelError> {
+        if format != MODEL_FORMAT {
+            return Err(self.invalid("format", format!("format {format} is not {MODEL_FORMAT}")));
+        }
+        check_name("model", name).map_err(|e| self.invalid("name", e))?;
+        if version == 0 {
+            return Err(self.invalid("version", "versions start at 1".into()));
+        }
+        if dataset != declaration.dataset.as_str() {
+            return Err(self.invalid(
+                "dataset",
+                format!(
+                    "the model is for {dataset}, the declaration is {}",
+                    declaration.dataset
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The joint column index of each named feature: at least one, each
+    /// a column of `declaration`, none twice.
+    pub(crate) fn columns<'c>(
+        &self,
+        features: impl Iterator<Item = &'c str>,
+        declaration: &Declaration,
+    ) -> Result<Vec<usize>, ModelError> {
+        let names = declaration.column_names();
+        let mut columns = Vec::new();
+        for (i, f) in features.enumerate() {
+            let field = format!("features[{i}] ({f})");
+            let column = names.iter().position(|n| n == f).ok_or_else(|| {
+                self.invalid(
+                    &field,
+                    format!(
+                        "no such column in {}; columns are {}",
+                        declaration.dataset,
+                        names.join(", ")
+                    ),
+                )
+            })?;
+            if columns.contains(&column) {
+                return Err(self.invalid(&field, "the column is named twice".into()));
+            }
+            columns.push(column);
+        }
+        if columns.is_empty() {
+            return Err(self.invalid("features", "name at least one feature".into()));
+        }
+        Ok(columns)
+    }
+}
+
 /// A checked linear model, bound to one dataset declaration's columns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinearModel {
@@ -110,26 +198,15 @@ impl LinearModel {
     /// Parses and checks model JSON against `declaration`; `path` is only
     /// for errors.
     pub fn parse(path: &Path, text: &str, declaration: &Declaration) -> Result<Self, ModelError> {
-        let shown = path.display().to_string();
-        let raw: RawModel = serde_json::from_str(text).map_err(|e| ModelError::Syntax {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
-        let invalid = |field: &str, reason: String| ModelError::Invalid {
-            path: shown.clone(),
-            field: field.to_owned(),
-            reason,
-        };
-        if raw.format != MODEL_FORMAT {
-            return Err(invalid(
-                "format",
-                format!("format {} is not {MODEL_FORMAT}", raw.format),
-            ));
-        }
-        check_name("model", &raw.name).map_err(|e| invalid("name", e))?;
-        if raw.version == 0 {
-            return Err(invalid("version", "versions start at 1".into()));
-        }
+        let (file, raw): (_, RawModel) = ModelFile::parse(path, text)?;
+        let invalid = |field: &str, reason: String| file.invalid(field, reason);
+        file.check_header(
+            raw.format,
+            &raw.name,
+            raw.version,
+            &raw.dataset,
+            declaration,
+        )?;
         let link = match raw.kind.as_str() {
             "linear" => Link::Identity,
             "logistic" => Link::Logistic,
@@ -142,42 +219,15 @@ impl LinearModel {
                 ))
             }
         };
-        if raw.dataset != declaration.dataset.as_str() {
-            return Err(invalid(
-                "dataset",
-                format!(
-                    "the model is for {}, the declaration is {}",
-                    raw.dataset, declaration.dataset
-                ),
-            ));
-        }
         let intercept = fixed::parse(&raw.intercept, WEIGHT_SCALE)
             .map_err(|e| invalid("intercept", format!("{:?}: {e}", raw.intercept)))?;
-        let names = declaration.column_names();
+        let columns = file.columns(raw.features.iter().map(|f| f.column.as_str()), declaration)?;
         let limits = column_limits(declaration);
         let common = limits.iter().map(|(scale, _)| *scale).max().unwrap_or(1);
-        let mut multipliers = vec![0u64; names.len()];
+        let mut multipliers = vec![0u64; limits.len()];
         let mut bound: i128 = 0;
-        let mut seen = Vec::new();
-        if raw.features.is_empty() {
-            return Err(invalid("features", "name at least one feature".into()));
-        }
-        for (i, f) in raw.features.iter().enumerate() {
+        for (i, (f, column)) in raw.features.iter().zip(columns).enumerate() {
             let field = format!("features[{i}] ({})", f.column);
-            let column = names.iter().position(|n| *n == f.column).ok_or_else(|| {
-                invalid(
-                    &field,
-                    format!(
-                        "no such column in {}; columns are {}",
-                        declaration.dataset,
-                        names.join(", ")
-                    ),
-                )
-            })?;
-            if seen.contains(&column) {
-                return Err(invalid(&field, "the column is named twice".into()));
-            }
-            seen.push(column);
             let weight = fixed::parse(&f.weight, WEIGHT_SCALE)
                 .map_err(|e| invalid(&field, format!("weight {:?}: {e}", f.weight)))?;
             let (scale, largest) = limits[column];

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sotto_crypto::hash::{sha256, FieldHasher};
 
-use crate::dataset::{check_name, Declaration};
-use crate::model::{ModelError, MODEL_FORMAT};
+use crate::dataset::Declaration;
+use crate::model::{ModelError, ModelFile, MODEL_FORMAT};
 
 /// The largest ONNX file accepted.
 pub const MAX_ONNX_BYTES: usize = 64 << 20;
@@ -53,74 +53,40 @@ pub struct OnnxSpec {
 impl OnnxSpec {
     /// Parses a descriptor against `declaration` and reads its ONNX file.
     pub fn parse(path: &Path, text: &str, declaration: &Declaration) -> Result<Self, ModelError> {
-        let shown = path.display().to_string();
-        let raw: RawOnnx = serde_json::from_str(text).map_err(|e| ModelError::Syntax {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
-        let invalid = |field: &str, reason: String| ModelError::Invalid {
-            path: shown.clone(),
-            field: field.to_owned(),
-            reason,
-        };
-        if raw.format != MODEL_FORMAT {
-            return Err(invalid(
-                "format",
-                format!("format {} is not {MODEL_FORMAT}", raw.format),
-            ));
-        }
+        let (model_file, raw): (_, RawOnnx) = ModelFile::parse(path, text)?;
+        let invalid = |field: &str, reason: String| model_file.invalid(field, reason);
+        model_file.check_header(
+            raw.format,
+            &raw.name,
+            raw.version,
+            &raw.dataset,
+            declaration,
+        )?;
         if raw.kind != "onnx" {
             return Err(invalid("kind", format!("{:?} is not \"onnx\"", raw.kind)));
         }
-        check_name("model", &raw.name).map_err(|e| invalid("name", e))?;
-        if raw.version == 0 {
-            return Err(invalid("version", "versions start at 1".into()));
-        }
-        if raw.dataset != declaration.dataset.as_str() {
-            return Err(invalid(
-                "dataset",
-                format!(
-                    "the model is for {}, the declaration is {}",
-                    raw.dataset, declaration.dataset
-                ),
-            ));
-        }
-        let names = declaration.column_names();
         let scales = declaration.column_scales();
-        if raw.features.is_empty() {
-            return Err(invalid("features", "name at least one feature".into()));
-        }
-        let mut columns = Vec::with_capacity(raw.features.len());
-        for (i, f) in raw.features.iter().enumerate() {
-            let field = format!("features[{i}] ({f})");
-            let column = names.iter().position(|n| n == f).ok_or_else(|| {
-                invalid(
-                    &field,
-                    format!(
-                        "no such column in {}; columns are {}",
-                        declaration.dataset,
-                        names.join(", ")
-                    ),
-                )
-            })?;
-            if columns.iter().any(|(c, _)| *c == column) {
-                return Err(invalid(&field, "the column is named twice".into()));
-            }
-            columns.push((column, scales[column]));
-        }
+        let columns = model_file
+            .columns(raw.features.iter().map(String::as_str), declaration)?
+            .into_iter()
+            .map(|c| (c, scales[c]))
+            .collect();
         let file = path.parent().unwrap_or(Path::new(".")).join(&raw.file);
-        let bytes = std::fs::read(&file)
-            .map_err(|e| invalid("file", format!("{}: {e}", file.display())))?;
-        if bytes.is_empty() || bytes.len() > MAX_ONNX_BYTES {
-            return Err(invalid(
+        let too_large = |len: u64| {
+            invalid(
                 "file",
                 format!(
-                    "{}: {} bytes; an ONNX file has 1 to {MAX_ONNX_BYTES}",
-                    file.display(),
-                    bytes.len()
+                    "{}: {len} bytes; an ONNX file has 1 to {MAX_ONNX_BYTES}",
+                    file.display()
                 ),
-            ));
+            )
+        };
+        let unreadable = |e: std::io::Error| invalid("file", format!("{}: {e}", file.display()));
+        let len = std::fs::metadata(&file).map_err(unreadable)?.len();
+        if len == 0 || len > MAX_ONNX_BYTES as u64 {
+            return Err(too_large(len));
         }
+        let bytes = std::fs::read(&file).map_err(unreadable)?;
         let mut h = FieldHasher::new("sotto/share/onnx-model/v1");
         h.field(&MODEL_FORMAT.to_be_bytes())
             .field(raw.name.as_bytes())

@@ -1,6 +1,7 @@
 //! The enclave group as an inference party follows it: the center's signed
 //! membership (who may ask, who may answer) and the partials keys derived
-//! from each group key version, refreshed from the registration center.
+//! from each group key version, read again from the registration center at
+//! every membership change it announces.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use tokio::sync::watch;
 use crate::inference::partials_key;
 use crate::split::IdTagger;
 
-/// How often the membership is read again from the center.
-pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+/// How long to wait before opening the center's stream again once it broke.
+pub const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// The group as last read from the center.
 #[derive(Clone, Debug)]
@@ -112,10 +113,11 @@ async fn read(
     })
 }
 
-/// Reads the group from the center at `address` and keeps following it
-/// (every [`FOLLOW_INTERVAL`]) in a background task; the receiver always
-/// holds the last view read. A failed read keeps the previous view and is
-/// logged; the task reconnects.
+/// Reads the group from the center at `address` and keeps following it in
+/// a background task, driven by the center's stream of membership changes
+/// (a revocation reaches the view as soon as the center signs it); the
+/// receiver always holds the last view read. A broken stream keeps the
+/// previous view, is logged, and is opened again after [`RECONNECT_DELAY`].
 pub async fn follow(
     home: NodeHome,
     center: NodeName,
@@ -131,36 +133,43 @@ pub async fn follow(
     let first = read(&home, &mut client, &empty).await?;
     let (tx, rx) = watch::channel(Arc::new(first));
     tokio::spawn(async move {
-        let mut client = Some(client);
-        loop {
-            tokio::time::sleep(FOLLOW_INTERVAL).await;
-            if tx.is_closed() {
-                return;
+        while !tx.is_closed() {
+            if let Err(e) = follow_changes(&home, &center, &address, &tx).await {
+                tracing::warn!("following the group at {center} ({address}): {e}");
             }
-            if client.is_none() {
-                client = CenterClient::connect(&home, center.clone(), &address)
-                    .await
-                    .map_err(|e| tracing::warn!("following the group: {e}"))
-                    .ok();
-            }
-            let Some(c) = client.as_mut() else { continue };
-            let previous = Arc::clone(&tx.borrow());
-            match read(&home, c, &previous).await {
-                Ok(view)
-                    if view.version != previous.version
-                        || view.keys.len() != previous.keys.len() =>
-                {
-                    tx.send_replace(Arc::new(view));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!("following the group: {e}");
-                    client = None;
-                }
-            }
+            tokio::time::sleep(RECONNECT_DELAY).await;
         }
     });
     Ok(rx)
+}
+
+/// Reads the group again (keys included) at every membership change the
+/// center announces, until the stream breaks.
+async fn follow_changes(
+    home: &NodeHome,
+    center: &NodeName,
+    address: &str,
+    tx: &watch::Sender<Arc<GroupView>>,
+) -> Result<(), OnlineError> {
+    let mut watcher = CenterClient::connect(home, center.clone(), address).await?;
+    let mut reader = CenterClient::connect(home, center.clone(), address).await?;
+    let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    let announcing = watcher.watch(usize::MAX, |m| {
+        let _ = changed.send(m.version);
+    });
+    let reading = async {
+        while let Some(version) = changes.recv().await {
+            let previous = Arc::clone(&tx.borrow());
+            if version != previous.version {
+                tx.send_replace(Arc::new(read(home, &mut reader, &previous).await?));
+            }
+        }
+        Ok(())
+    };
+    tokio::select! {
+        watched = announcing => watched,
+        read = reading => read,
+    }
 }
 
 #[cfg(test)]

@@ -128,8 +128,8 @@ impl Users {
     }
 
     /// The text of the file.
-    pub fn to_text(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    pub fn to_text(&self) -> Result<String, String> {
+        toml::to_string(self).map_err(|e| format!("the users file does not serialize: {e}"))
     }
 
     /// Adds `name` admitted by a fresh API token; returns the token (shown

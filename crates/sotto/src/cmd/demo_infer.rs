@@ -36,6 +36,15 @@ fn refs(args: &[OsString]) -> Vec<&dyn AsRef<std::ffi::OsStr>> {
         .collect()
 }
 
+/// The `--model` options of the providers and the gateway: the logistic
+/// model and the ONNX tree ensemble.
+fn served_models(dir: &Path) -> Vec<OsString> {
+    ["model.json", "credit-tree.json"]
+        .iter()
+        .flat_map(|m| [OsString::from("--model"), dir.join(m).into()])
+        .collect()
+}
+
 /// Starts the gateway (its home `gateway`) with `providers` as
 /// NAME@HOST:PORT.
 fn start_gateway(
@@ -51,13 +60,10 @@ fn start_gateway(
         site.center.1.clone().into(),
         "--listen".into(),
         "127.0.0.1:0".into(),
-        "--model".into(),
-        dir.join("model.json").into(),
-        "--model".into(),
-        dir.join("credit-tree.json").into(),
         "--users".into(),
         dir.join("users.toml").into(),
     ];
+    more.extend(served_models(dir));
     for p in providers {
         more.extend(["--provider".into(), p.into()]);
     }
@@ -79,13 +85,10 @@ pub fn start(r: &mut Runner, dir: &Path, site: &Site, sharing: &Sharing<'_>) -> 
             dir.join("platform.key").into(),
             "--listen".into(),
             "127.0.0.1:0".into(),
-            "--model".into(),
-            dir.join("model.json").into(),
-            "--model".into(),
-            dir.join("credit-tree.json").into(),
             "--gateway".into(),
             "gateway".into(),
         ];
+        let extra = [&extra[..], &served_models(dir)].concat();
         let args = sharing.args("share", "serve", p, &extra);
         let (process, address) = ServerProcess::start(
             &r.exe,

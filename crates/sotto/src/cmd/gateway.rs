@@ -134,7 +134,11 @@ fn add_user(a: &AddUserArgs) -> Result<()> {
     };
     if a.certificate {
         users.add(user).map_err(anyhow::Error::msg)?;
-        write_atomic(&a.users, users.to_text().as_bytes(), Visibility::Private)?;
+        write_atomic(
+            &a.users,
+            users.to_text().map_err(anyhow::Error::msg)?.as_bytes(),
+            Visibility::Private,
+        )?;
         println!(
             "{} admits {} by a client certificate from the consortium CA naming it",
             a.users.display(),
@@ -154,7 +158,11 @@ fn add_user(a: &AddUserArgs) -> Result<()> {
         .add_token_user(user, &mut rand::rngs::OsRng)
         .map_err(anyhow::Error::msg)?;
     write_atomic(out, token.as_bytes(), Visibility::Private)?;
-    write_atomic(&a.users, users.to_text().as_bytes(), Visibility::Private)?;
+    write_atomic(
+        &a.users,
+        users.to_text().map_err(anyhow::Error::msg)?.as_bytes(),
+        Visibility::Private,
+    )?;
     println!(
         "{} admits {} by API token; the token is in {} (only its SHA-256 is kept)",
         a.users.display(),
